@@ -1,0 +1,49 @@
+//! `flowlet serve` and `flowlet migrate`.
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::app::Application;
+use crate::platform::config::Settings;
+use crate::platform::infra::{Infra, Migrate};
+
+/// Runs the service until SIGTERM or SIGINT, then shuts down in order.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let app = Application::build(settings.clone()).await?;
+    tracing::info!(
+        server.bind = %settings.server.bind,
+        server.port = app.port(),
+        "serving the Flowlet API"
+    );
+    let handle = app.server_handle();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
+        // Stop accepting, finish in-flight requests within server.shutdown_timeout_secs.
+        handle.stop(true).await;
+    });
+    app.run_until_stopped().await
+}
+
+/// Applies pending migrations and exits.
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let infra = Infra::start(&settings, Migrate::Skip).await?;
+    let applied = crate::platform::db::run_migrations(infra.database_url().expose_secret()).await;
+    infra.shutdown().await;
+    let applied = applied?;
+    if applied.is_empty() {
+        println!("No pending migrations.");
+    } else {
+        println!("Applied {} migration(s):", applied.len());
+        for version in applied {
+            println!("  {version}");
+        }
+    }
+    Ok(())
+}

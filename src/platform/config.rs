@@ -1,0 +1,651 @@
+//! Configuration: one typed [`Settings`] value, read once at start-up.
+//!
+//! Layers, later wins: `config/default.toml` < `config/$FLOWLET_ENV.toml` < environment
+//! variables `FLOWLET__SECTION__KEY`. Both files are compiled into the binary as well, so the
+//! service starts with the same defaults from any working directory (a container, an operator's
+//! shell); a `config/` directory next to it (or at `FLOWLET_CONFIG_DIR`) takes precedence.
+//!
+//! Every value is validated here, before anything starts: a bad value stops start-up with a
+//! message that names its key, and production refuses the development secrets.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+const DEVELOPMENT_TOML: &str = include_str!("../../config/development.toml");
+const TEST_TOML: &str = include_str!("../../config/test.toml");
+const PRODUCTION_TOML: &str = include_str!("../../config/production.toml");
+
+/// The JWT secret shipped in `config/default.toml`; production must never sign with it.
+pub const DEVELOPMENT_JWT_SECRET: &str = "flowlet-development-jwt-secret-not-for-production";
+
+/// Shortest HS256 secret production accepts (RFC 7518 §3.2: at least the hash size, 256 bits).
+const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
+/// Where the service runs; production turns on the strict checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl Environment {
+    fn parse(value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "development" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "production" => Ok(Self::Production),
+            other => Err(ConfigError::invalid(
+                "env",
+                "FLOWLET_ENV",
+                format!("`{other}` is not one of development, test, production"),
+            )),
+        }
+    }
+
+    /// The name used for the per-environment config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// How log lines are written: human-readable locally, JSON for log pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The whole validated configuration. Secrets are `SecretString`, so `{:?}` never prints them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub env: Environment,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    /// `None`: one worker per CPU core.
+    pub workers: Option<usize>,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `None`: run the embedded PostgreSQL in `embedded_dir`.
+    pub url: Option<SecretString>,
+    pub embedded_dir: PathBuf,
+    pub pool_size: usize,
+    pub pool_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub migrate_on_start: bool,
+    pub tx_max_retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `None`: in-process rate limits and caches (one replica only).
+    pub url: Option<SecretString>,
+    pub key_prefix: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Why the configuration was refused. The message always names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration value for `{key}` ({env_var}): {reason}")]
+    Invalid {
+        key: &'static str,
+        env_var: &'static str,
+        reason: String,
+    },
+    #[error(
+        "FLOWLET_ENV=production refuses development secrets; set these keys: {}",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    DevelopmentSecrets(Vec<InsecureKey>),
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, env_var: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            env_var,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A secret that production refuses, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsecureKey {
+    pub key: &'static str,
+    pub env_var: &'static str,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for InsecureKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` ({}) {}", self.key, self.env_var, self.reason)
+    }
+}
+
+/// Where the layers come from. `from_process` reads the real environment; tests build one
+/// with their own variables so they can run in parallel without touching the process's.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub config_dir: Option<PathBuf>,
+    pub env_vars: HashMap<String, String>,
+}
+
+impl Sources {
+    /// The process environment and `FLOWLET_CONFIG_DIR` (default `config`).
+    pub fn from_process() -> Self {
+        let env_vars: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("FLOWLET"))
+            .collect();
+        let config_dir = Some(
+            env_vars
+                .get("FLOWLET_CONFIG_DIR")
+                .map_or_else(|| PathBuf::from("config"), PathBuf::from),
+        );
+        Self {
+            config_dir,
+            env_vars,
+        }
+    }
+
+    /// No files but the compiled-in ones, plus the given variables.
+    pub fn with_vars<I, K, V>(vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            config_dir: None,
+            env_vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+impl Settings {
+    /// Read and validate the configuration of this process.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Self::load_from(&Sources::from_process())
+    }
+
+    /// Read and validate the configuration from explicit sources.
+    pub fn load_from(sources: &Sources) -> Result<Settings, ConfigError> {
+        let env = Environment::parse(
+            sources
+                .env_vars
+                .get("FLOWLET_ENV")
+                .map_or("development", String::as_str),
+        )?;
+        let builder = config::Config::builder()
+            .add_source(layer(
+                sources.config_dir.as_deref(),
+                "default",
+                DEFAULT_TOML,
+            ))
+            .add_source(layer(
+                sources.config_dir.as_deref(),
+                env.as_str(),
+                match env {
+                    Environment::Development => DEVELOPMENT_TOML,
+                    Environment::Test => TEST_TOML,
+                    Environment::Production => PRODUCTION_TOML,
+                },
+            ))
+            .add_source(
+                config::Environment::with_prefix("FLOWLET")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(
+                        sources
+                            .env_vars
+                            .iter()
+                            .filter(|(k, _)| k.starts_with("FLOWLET__"))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    )),
+            );
+        let raw: RawSettings = builder.build()?.try_deserialize()?;
+        let settings = raw.validate(env)?;
+        settings.refuse_development_secrets()?;
+        Ok(settings)
+    }
+
+    /// Production must not run with any value a developer could know from the repository.
+    fn refuse_development_secrets(&self) -> Result<(), ConfigError> {
+        if self.env != Environment::Production {
+            return Ok(());
+        }
+        let mut insecure = Vec::new();
+        let jwt = self.auth.jwt_secret.expose_secret();
+        if jwt == DEVELOPMENT_JWT_SECRET {
+            insecure.push(InsecureKey {
+                key: "auth.jwt_secret",
+                env_var: "FLOWLET__AUTH__JWT_SECRET",
+                reason: "is the development default",
+            });
+        } else if jwt.len() < MIN_PRODUCTION_SECRET_BYTES {
+            insecure.push(InsecureKey {
+                key: "auth.jwt_secret",
+                env_var: "FLOWLET__AUTH__JWT_SECRET",
+                reason: "is shorter than 32 bytes",
+            });
+        }
+        if insecure.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::DevelopmentSecrets(insecure))
+        }
+    }
+
+    /// The database URL to use, if one is configured (else the embedded server is started).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.url.as_ref().map(ExposeSecret::expose_secret)
+    }
+
+    /// The Redis URL to use, if one is configured.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis.url.as_ref().map(ExposeSecret::expose_secret)
+    }
+}
+
+/// One layer: the file in the config directory when present, else the compiled-in copy.
+fn layer(
+    dir: Option<&Path>,
+    name: &str,
+    embedded: &'static str,
+) -> config::File<config::FileSourceString, config::FileFormat> {
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{name}.toml"));
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return config::File::from_str(&text, config::FileFormat::Toml);
+        }
+    }
+    config::File::from_str(embedded, config::FileFormat::Toml)
+}
+
+/// The shape of the layered configuration before validation. Unknown keys are refused so a
+/// typo (`FLOWLET__SERVER__BIDN`) fails loudly instead of silently using a default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    server: RawServer,
+    database: RawDatabase,
+    redis: RawRedis,
+    auth: RawAuth,
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    bind: String,
+    workers: usize,
+    body_limit_bytes: usize,
+    shutdown_timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    embedded_dir: String,
+    pool_size: usize,
+    pool_timeout_ms: u64,
+    connect_timeout_ms: u64,
+    migrate_on_start: bool,
+    tx_max_retries: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    key_prefix: String,
+    pool_size: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    jwt_secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl RawSettings {
+    fn validate(self, env: Environment) -> Result<Settings, ConfigError> {
+        let bind = self.server.bind.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "server.bind",
+                "FLOWLET__SERVER__BIND",
+                format!(
+                    "`{}` is not a socket address like 127.0.0.1:8080",
+                    self.server.bind
+                ),
+            )
+        })?;
+        if self.server.body_limit_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "server.body_limit_bytes",
+                "FLOWLET__SERVER__BODY_LIMIT_BYTES",
+                "must be greater than 0",
+            ));
+        }
+        let format = match self.log.format.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    "FLOWLET__LOG__FORMAT",
+                    format!("`{other}` is not one of pretty, json"),
+                ));
+            }
+        };
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::filter::Targets>()
+            .is_err()
+        {
+            return Err(ConfigError::invalid(
+                "log.level",
+                "FLOWLET__LOG__LEVEL",
+                format!(
+                    "`{}` is not a log filter like `info` or `info,flowlet=debug`",
+                    self.log.level
+                ),
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "database.pool_size",
+                "FLOWLET__DATABASE__POOL_SIZE",
+                "must be greater than 0",
+            ));
+        }
+        if self.redis.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "redis.pool_size",
+                "FLOWLET__REDIS__POOL_SIZE",
+                "must be greater than 0",
+            ));
+        }
+        let url = non_empty(self.database.url);
+        if let Some(url) = &url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "FLOWLET__DATABASE__URL",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        let redis_url = non_empty(self.redis.url);
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "FLOWLET__REDIS__URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.auth.jwt_secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.jwt_secret",
+                "FLOWLET__AUTH__JWT_SECRET",
+                "must not be empty",
+            ));
+        }
+        Ok(Settings {
+            env,
+            server: ServerSettings {
+                bind,
+                workers: (self.server.workers > 0).then_some(self.server.workers),
+                body_limit_bytes: self.server.body_limit_bytes,
+                shutdown_timeout: Duration::from_secs(self.server.shutdown_timeout_secs),
+            },
+            database: DatabaseSettings {
+                url: url.map(SecretString::from),
+                embedded_dir: PathBuf::from(self.database.embedded_dir),
+                pool_size: self.database.pool_size,
+                pool_timeout: Duration::from_millis(self.database.pool_timeout_ms),
+                connect_timeout: Duration::from_millis(self.database.connect_timeout_ms),
+                migrate_on_start: self.database.migrate_on_start,
+                tx_max_retries: self.database.tx_max_retries,
+            },
+            redis: RedisSettings {
+                url: redis_url.map(SecretString::from),
+                key_prefix: self.redis.key_prefix,
+                pool_size: self.redis.pool_size,
+            },
+            auth: AuthSettings {
+                jwt_secret: SecretString::from(self.auth.jwt_secret),
+            },
+            log: LogSettings {
+                format,
+                level: self.log.level,
+            },
+        })
+    }
+}
+
+/// An empty environment variable means "unset", as operators expect from `FOO=`.
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(&Sources::with_vars(vars.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_need_no_configuration_at_all() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.env, Environment::Development);
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert!(s.database.url.is_none());
+        assert_eq!(s.database.embedded_dir, PathBuf::from(".flowlet/postgres"));
+        assert!(s.redis.url.is_none());
+        assert_eq!(s.log.format, LogFormat::Pretty);
+        assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        let s = load(&[
+            ("FLOWLET__SERVER__BIND", "0.0.0.0:9000"),
+            ("FLOWLET__DATABASE__URL", "postgres://u@db:5432/flowlet"),
+            ("FLOWLET__DATABASE__EMBEDDED_DIR", "/tmp/x"),
+            ("FLOWLET__REDIS__URL", "redis://cache:6379"),
+            ("FLOWLET__LOG__FORMAT", "json"),
+            ("FLOWLET__DATABASE__POOL_SIZE", "3"),
+        ])
+        .unwrap();
+        assert_eq!(s.server.bind.port(), 9000);
+        assert_eq!(s.database_url(), Some("postgres://u@db:5432/flowlet"));
+        assert_eq!(s.database.embedded_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.redis_url(), Some("redis://cache:6379"));
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.database.pool_size, 3);
+    }
+
+    #[test]
+    fn an_empty_database_url_means_embedded() {
+        let s = load(&[("FLOWLET__DATABASE__URL", "")]).unwrap();
+        assert!(s.database.url.is_none());
+    }
+
+    #[test]
+    fn an_unparseable_bind_address_names_its_key() {
+        let err = load(&[("FLOWLET__SERVER__BIND", "localhost:http")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("server.bind"), "{msg}");
+        assert!(msg.contains("FLOWLET__SERVER__BIND"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_log_format_names_its_key() {
+        let msg = load(&[("FLOWLET__LOG__FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("log.format"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_log_filter_names_its_key() {
+        let msg = load(&[("FLOWLET__LOG__LEVEL", "info,,=[")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("log.level"), "{msg}");
+    }
+
+    #[test]
+    fn a_non_numeric_pool_size_names_its_key() {
+        let msg = load(&[("FLOWLET__DATABASE__POOL_SIZE", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("database.pool_size"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_instead_of_ignored() {
+        let msg = load(&[("FLOWLET__SERVER__BIDN", "0.0.0.0:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("bidn"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_environment_is_refused() {
+        let msg = load(&[("FLOWLET_ENV", "prod")]).unwrap_err().to_string();
+        assert!(msg.contains("FLOWLET_ENV"), "{msg}");
+    }
+
+    #[test]
+    fn a_database_url_of_another_scheme_is_refused() {
+        let msg = load(&[("FLOWLET__DATABASE__URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("database.url"), "{msg}");
+    }
+
+    #[test]
+    fn production_refuses_the_development_jwt_secret_and_says_which_key() {
+        let err = load(&[("FLOWLET_ENV", "production")]).unwrap_err();
+        match &err {
+            ConfigError::DevelopmentSecrets(keys) => {
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].key, "auth.jwt_secret");
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        assert!(err.to_string().contains("FLOWLET__AUTH__JWT_SECRET"));
+    }
+
+    #[test]
+    fn production_refuses_a_short_jwt_secret() {
+        let msg = load(&[
+            ("FLOWLET_ENV", "production"),
+            ("FLOWLET__AUTH__JWT_SECRET", "short"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("shorter than 32 bytes"), "{msg}");
+    }
+
+    #[test]
+    fn production_with_real_secrets_starts_with_json_logs() {
+        let s = load(&[
+            ("FLOWLET_ENV", "production"),
+            (
+                "FLOWLET__AUTH__JWT_SECRET",
+                "a-real-secret-of-more-than-thirty-two-bytes",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.env, Environment::Production);
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.server.bind.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = load(&[
+            ("FLOWLET__DATABASE__URL", "postgres://u:hunter2@db/flowlet"),
+            ("FLOWLET__AUTH__JWT_SECRET", "super-secret-value-1234567890"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("super-secret-value"), "{debug}");
+    }
+
+    #[test]
+    fn files_in_the_config_directory_take_precedence_over_compiled_in_copies() {
+        let dir = std::env::temp_dir().join(format!("flowlet-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("development.toml"),
+            "[server]\nbind = \"127.0.0.1:9999\"\n",
+        )
+        .unwrap();
+        let sources = Sources {
+            config_dir: Some(dir.clone()),
+            env_vars: HashMap::new(),
+        };
+        let s = Settings::load_from(&sources).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.server.bind.port(), 9999);
+    }
+}

@@ -1,0 +1,173 @@
+//! PostgreSQL: the pool, the one transaction helper, migrations and the embedded server.
+//!
+//! Diesel runs through diesel-async on tokio-postgres, so the build needs neither libpq nor
+//! OpenSSL. [`Tx`] is the only database handle that crosses module boundaries: the service
+//! that owns a use case opens the transaction with [`Db::in_tx`] and passes `&mut Tx` to the
+//! other modules' traits, so a payment, its ledger transfer and its outbox event commit
+//! together or not at all.
+
+pub mod embedded;
+mod migrate;
+mod tx;
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use diesel::ConnectionError;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use futures_util::FutureExt;
+
+use crate::platform::error::Problem;
+use crate::platform::metrics::PoolUsage;
+
+pub use migrate::{MigrationStatus, migration_status, run_migrations};
+pub use tx::{Retryable, Tx, TxFuture, is_retryable};
+
+/// A pooled connection; only the platform and stores see it.
+pub type Conn = Object<AsyncPgConnection>;
+
+/// How a pool is sized and how long it waits.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: usize,
+    pub wait_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub tx_max_retries: u32,
+}
+
+/// The database handle the application holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<AsyncPgConnection>,
+    tx_max_retries: u32,
+}
+
+/// Failures of the database layer itself (not of a module's rules).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had in time: the database is down or saturated. 503, retryable.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed unexpectedly. 500.
+    #[error("a database statement failed")]
+    Query(#[from] diesel::result::Error),
+}
+
+impl Problem for DbError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Query(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "database_unavailable",
+            Self::Query(_) => "internal_error",
+        }
+    }
+}
+
+impl Retryable for DbError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Query(e) => is_retryable(e),
+            Self::Unavailable(_) => false,
+        }
+    }
+}
+
+impl Db {
+    /// Builds the pool. Connections open lazily; call [`Db::ping`] to fail fast at start-up.
+    pub fn connect(url: &str, options: &PoolOptions) -> Result<Db, DbError> {
+        let connect_timeout = options.connect_timeout;
+        let mut config = ManagerConfig::default();
+        config.custom_setup = Box::new(move |url| {
+            let url = url.to_owned();
+            async move {
+                match tokio::time::timeout(connect_timeout, AsyncPgConnection::establish(&url))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(ConnectionError::BadConnection(format!(
+                        "connecting took longer than {} ms",
+                        connect_timeout.as_millis()
+                    ))),
+                }
+            }
+            .boxed()
+        });
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+        let pool = Pool::builder(manager)
+            .max_size(options.max_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(Db {
+            pool,
+            tx_max_retries: options.tx_max_retries,
+        })
+    }
+
+    /// A connection from the pool, for reads outside a transaction.
+    pub async fn conn(&self) -> Result<Conn, DbError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// Checks that a connection can be had and answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        use diesel_async::SimpleAsyncConnection;
+        let mut conn = self.conn().await?;
+        conn.batch_execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Connections lent out and idle, for `/metrics`.
+    pub fn usage(&self) -> PoolUsage {
+        let status = self.pool.status();
+        PoolUsage {
+            active: status.size.saturating_sub(status.available),
+            idle: status.available,
+        }
+    }
+
+    /// Closes the pool: idle connections are dropped, new `get`s fail.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Runs `f` in one transaction, committing on `Ok` and rolling back on `Err`.
+    ///
+    /// A deadlock or serialization failure (from any statement or from COMMIT) rolls back
+    /// and runs `f` again on a fresh transaction, at most `database.tx_max_retries` times,
+    /// with a short growing pause; so `f` must only touch the database through `tx` (no
+    /// network calls, no side effects that a retry would repeat).
+    pub async fn in_tx<T, E, F>(&self, mut f: F) -> Result<T, E>
+    where
+        F: for<'t, 'c> FnMut(&'t mut Tx<'c>) -> TxFuture<'t, Result<T, E>>,
+        E: From<DbError> + Retryable,
+    {
+        let mut attempt: u32 = 0;
+        loop {
+            let mut conn = self.conn().await?;
+            match tx::run_once(&mut conn, &mut f).await {
+                Err(err) if err.is_retryable() && attempt < self.tx_max_retries => {
+                    attempt += 1;
+                    tracing::warn!(db.attempt = attempt, "transaction conflict, retrying");
+                    tokio::time::sleep(tx::backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}

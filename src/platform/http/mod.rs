@@ -1,0 +1,9 @@
+//! HTTP plumbing shared by every module: the request context middleware (request id, tracing
+//! span, metrics, body limit, panic containment, problem+json for bare errors) and the
+//! extractor configuration that turns malformed input into stable 4xx codes.
+
+mod extractors;
+mod middleware;
+
+pub use extractors::{json_config, path_config, query_config};
+pub use middleware::{REQUEST_ID_HEADER, RequestContext, current_request_id, request_context};

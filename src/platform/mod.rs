@@ -1,0 +1,16 @@
+//! What every module stands on: configuration, database and transactions, Redis or its
+//! in-process stand-in, telemetry, metrics, errors, money, ids and HTTP plumbing.
+
+pub mod config;
+pub mod db;
+pub mod docs;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod infra;
+pub mod metrics;
+pub mod money;
+pub mod ops;
+pub mod shared_state;
+pub mod telemetry;
+pub mod workers;

@@ -1,0 +1,196 @@
+//! The platform's own routes, for orchestrators and operators: liveness, readiness, metrics,
+//! and the API description (`/openapi.json`, `/docs`). No authentication: they expose no
+//! partner data, and the NetworkPolicy keeps `/metrics` to Prometheus.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::platform::db::{Db, migration_status};
+use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::metrics::Metrics;
+use crate::platform::shared_state::{Backend, SharedState};
+
+/// How long a readiness check waits for each dependency.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the platform routes need.
+pub struct OpsState {
+    pub db: Db,
+    pub shared: SharedState,
+    pub metrics: Metrics,
+    /// The OpenAPI document, serialised once at start-up.
+    pub openapi_json: String,
+    /// `/docs`, rendered once at start-up.
+    pub docs_html: String,
+}
+
+/// Registers the platform routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/ready").route(web::get().to(ready)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)))
+        .service(web::resource("/openapi.json").route(web::get().to(openapi)))
+        .service(web::resource("/docs").route(web::get().to(docs)));
+}
+
+/// The platform routes' part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(health, ready, metrics, openapi, docs),
+    components(schemas(Health, Readiness, Check, ProblemBody)),
+    tags((name = "platform", description = "Liveness, readiness, metrics and this description."))
+)]
+pub struct OpsDoc;
+
+/// `GET /health` body.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process is alive and serving.
+    pub status: &'static str,
+}
+
+/// `GET /ready` body: one check per dependency.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` when every check is `up` (or `not_configured`).
+    pub status: &'static str,
+    pub checks: Checks,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Checks {
+    pub database: Check,
+    pub migrations: Check,
+    pub redis: Check,
+}
+
+/// One dependency's state.
+#[derive(Serialize, ToSchema)]
+pub struct Check {
+    /// `up`, `down`, or for Redis `in_process` when none is configured.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Check {
+    fn up() -> Self {
+        Self {
+            status: "up",
+            detail: None,
+        }
+    }
+
+    fn down(detail: impl Into<String>) -> Self {
+        Self {
+            status: "down",
+            detail: Some(detail.into()),
+        }
+    }
+
+    fn is_ok(&self) -> bool {
+        self.status != "down"
+    }
+}
+
+/// Liveness: the process is up and its HTTP workers answer. Never touches a dependency, so a
+/// database outage does not make the orchestrator restart healthy pods.
+#[utoipa::path(get, path = "/health", tag = "platform",
+    responses((status = 200, description = "The process is alive.", body = Health)))]
+pub async fn health() -> web::Json<Health> {
+    web::Json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers, every migration this binary knows is applied, and Redis
+/// (when configured) answers. 503 takes the pod out of the load balancer until it recovers.
+#[utoipa::path(get, path = "/ready", tag = "platform",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Readiness),
+        (status = 503, description = "A dependency is down; the body lists the checks.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn ready(state: web::Data<OpsState>) -> Result<web::Json<Readiness>, ApiError> {
+    let database = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => Check::up(),
+        Ok(Err(e)) => Check::down(e.to_string()),
+        Err(_) => Check::down("timed out"),
+    };
+    let migrations = if database.is_ok() {
+        match tokio::time::timeout(READY_CHECK_TIMEOUT, migration_status(&state.db)).await {
+            Ok(Ok(status)) if status.pending.is_empty() => Check::up(),
+            Ok(Ok(status)) => Check::down(format!("pending: {}", status.pending.join(", "))),
+            Ok(Err(e)) => Check::down(e.to_string()),
+            Err(_) => Check::down("timed out"),
+        }
+    } else {
+        Check::down("database is down")
+    };
+    let redis = match state.shared.backend() {
+        Backend::InProcess => Check {
+            status: "in_process",
+            detail: None,
+        },
+        Backend::Redis => {
+            match tokio::time::timeout(READY_CHECK_TIMEOUT, state.shared.ping()).await {
+                Ok(Ok(())) => Check::up(),
+                Ok(Err(e)) => Check::down(e.to_string()),
+                Err(_) => Check::down("timed out"),
+            }
+        }
+    };
+    let checks = Checks {
+        database,
+        migrations,
+        redis,
+    };
+    if checks.database.is_ok() && checks.migrations.is_ok() && checks.redis.is_ok() {
+        return Ok(web::Json(Readiness {
+            status: "ready",
+            checks,
+        }));
+    }
+    let checks = serde_json::to_value(&checks).unwrap_or(Value::Object(Map::new()));
+    tracing::warn!(checks = %checks, "not ready");
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "A dependency of the service is unavailable.",
+    )
+    .with_extension("checks", checks))
+}
+
+/// Prometheus text exposition (format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "platform",
+    responses((status = 200, description = "Metrics in Prometheus text format.", body = String, content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<OpsState>) -> Result<HttpResponse, ApiError> {
+    let text = state
+        .metrics
+        .render(state.db.usage())
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "platform",
+    responses((status = 200, description = "The OpenAPI document.", body = Object)))]
+pub async fn openapi(state: web::Data<OpsState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(state.openapi_json.clone())
+}
+
+/// Human-readable API reference, rendered from the OpenAPI document; self-contained HTML.
+#[utoipa::path(get, path = "/docs", tag = "platform",
+    responses((status = 200, description = "The API reference as HTML.", body = String, content_type = "text/html")))]
+pub async fn docs(state: web::Data<OpsState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(state.docs_html.clone())
+}
