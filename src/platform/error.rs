@@ -178,6 +178,10 @@ pub struct ProblemBody {
     pub code: String,
     /// The X-Request-Id of the request, to quote to support.
     pub request_id: Option<String>,
+    /// Extension members (RFC 9457 §3.2), e.g. the checks of `/ready`.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub extensions: Map<String, Value>,
 }
 
 /// Builds a problem+json response; the request id comes from the request context.
@@ -187,30 +191,29 @@ pub fn problem_response(
     detail: &str,
     extensions: Option<Map<String, Value>>,
 ) -> HttpResponse {
-    let mut body = Map::new();
-    body.insert(
-        "type".to_owned(),
-        Value::String(format!("urn:flowlet:problem:{code}")),
-    );
-    body.insert(
-        "title".to_owned(),
-        Value::String(status.canonical_reason().unwrap_or("Error").to_owned()),
-    );
-    body.insert("status".to_owned(), Value::from(status.as_u16()));
-    body.insert("detail".to_owned(), Value::String(detail.to_owned()));
-    body.insert("code".to_owned(), Value::String(code.to_owned()));
-    body.insert(
-        "request_id".to_owned(),
-        crate::platform::http::current_request_id().map_or(Value::Null, Value::String),
-    );
-    if let Some(extensions) = extensions {
-        for (key, value) in extensions {
-            body.entry(key).or_insert(value);
-        }
+    let mut extensions = extensions.unwrap_or_default();
+    for member in ["type", "title", "status", "detail", "code", "request_id"] {
+        extensions.remove(member);
     }
+    let body = ProblemBody {
+        type_: format!("urn:flowlet:problem:{code}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        code: code.to_owned(),
+        request_id: crate::platform::http::current_request_id(),
+        extensions,
+    };
+    let json = serde_json::to_string(&body).unwrap_or_else(|_| {
+        // Serialising plain strings and a JSON map cannot fail; keep a valid body regardless.
+        format!(
+            r#"{{"type":"urn:flowlet:problem:{code}","status":{}}}"#,
+            status.as_u16()
+        )
+    });
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)))
-        .body(Value::Object(body).to_string())
+        .body(json)
 }
 
 /// The code used for a bare status that no handler described (404 from the router, 405, ...).

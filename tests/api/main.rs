@@ -1,1 +1,14 @@
-fn main() {}
+//! The one integration-test binary: the real application over real HTTP, real PostgreSQL and
+//! real Redis. Test names read as sentences.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a failed unwrap in a test is a failed test"
+)]
+
+mod cli;
+mod db;
+mod errors;
+mod helpers;
+mod platform;

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -66,49 +67,61 @@ pub async fn request_context(
         http.method = %method,
         http.route = %route,
     );
-    let http_request = req.request().clone();
     let body_limit = ctx.body_limit_bytes;
 
-    let response = REQUEST_ID
+    // Never keep a clone of the request across `next.call`: routing needs it uniquely owned.
+    // Failures that lose the request (an `Err` from inside, a panic) are answered through
+    // `InternalError::from_response`, which carries our finished problem response out.
+    let outcome = REQUEST_ID
         .scope(
             request_id.clone(),
             async move {
-                let res = if declared_length(&req).is_some_and(|len| len > body_limit) {
+                if declared_length(&req).is_some_and(|len| len > body_limit) {
                     let err = ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
                         format!("The request body is larger than the limit of {body_limit} bytes."),
                     );
-                    req.into_response(err.error_response())
-                } else {
-                    match AssertUnwindSafe(next.call(req)).catch_unwind().await {
-                        Ok(Ok(res)) => res.map_into_boxed_body(),
-                        Ok(Err(err)) => {
-                            ServiceResponse::new(http_request.clone(), err.error_response())
-                        }
-                        Err(panic) => {
-                            tracing::error!(
-                                panic.message = panic_message(panic.as_ref()),
-                                "handler panicked"
-                            );
-                            let err = ApiError::internal(anyhow::anyhow!("handler panicked"));
-                            ServiceResponse::new(http_request.clone(), bare_error(&err))
-                        }
+                    return Outcome::Attached(req.into_response(err.error_response()));
+                }
+                match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+                    Ok(Ok(res)) => {
+                        let (req, res) = res.map_into_boxed_body().into_parts();
+                        Outcome::Attached(ServiceResponse::new(req, describe_bare_error(res)))
                     }
-                };
-                describe_bare_errors(res)
+                    Ok(Err(err)) => Outcome::Detached(describe_bare_error(err.error_response())),
+                    Err(panic) => {
+                        tracing::error!(
+                            panic.message = panic_message(panic.as_ref()),
+                            "handler panicked"
+                        );
+                        let err = ApiError::internal(anyhow::anyhow!("handler panicked"));
+                        Outcome::Detached(err.error_response())
+                    }
+                }
             }
             .instrument(span.clone()),
         )
         .await;
 
-    let mut response = response;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-    }
-    let status = response.status();
+    let header_value = HeaderValue::from_str(&request_id).ok();
+    let with_id = |headers: &mut header::HeaderMap| {
+        if let Some(value) = header_value.clone() {
+            headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+        }
+    };
+    let (status, result) = match outcome {
+        Outcome::Attached(mut res) => {
+            with_id(res.headers_mut());
+            (res.status(), Ok(res))
+        }
+        Outcome::Detached(mut res) => {
+            with_id(res.headers_mut());
+            let status = res.status();
+            let err = InternalError::from_response("request failed", res);
+            (status, Err(err.into()))
+        }
+    };
     let elapsed = started.elapsed();
     ctx.metrics
         .observe_request(&method, &route, status.as_u16(), elapsed);
@@ -127,12 +140,13 @@ pub async fn request_context(
             "request completed"
         );
     }
-    Ok(response)
+    result
 }
 
-/// Renders an [`ApiError`] without needing a `ServiceRequest`.
-fn bare_error(err: &ApiError) -> HttpResponse {
-    err.error_response()
+/// A response either still tied to its request, or standing alone (the request was lost).
+enum Outcome {
+    Attached(ServiceResponse<BoxBody>),
+    Detached(HttpResponse),
 }
 
 /// Health and metrics scrapes run every few seconds; they log at debug only.
@@ -164,7 +178,7 @@ fn declared_length(req: &ServiceRequest) -> Option<usize> {
 /// Any error response not already problem+json (the router's 404, a resource's 405, actix's
 /// own errors) is rewritten as a problem with the status's generic code, keeping headers such
 /// as `Allow` and `Retry-After`.
-fn describe_bare_errors(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+fn describe_bare_error(res: HttpResponse) -> HttpResponse {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
@@ -177,19 +191,18 @@ fn describe_bare_errors(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBod
     if is_problem {
         return res;
     }
-    let (req, old) = res.into_parts();
     let mut new = problem_response(
         status,
         code_for_status(status),
         detail_for_status(status),
         None,
     );
-    for (name, value) in old.headers() {
+    for (name, value) in res.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             new.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    ServiceResponse::new(req, new)
+    new
 }
 
 /// A panic payload's message, for the log line.

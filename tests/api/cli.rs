@@ -1,0 +1,278 @@
+//! The `flowlet` binary as an operator runs it: serve, migrate, admin, signals, exit codes.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{empty_database, redis_url, test_database};
+
+fn flowlet() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowlet"));
+    // Only what each test sets: never the developer's own FLOWLET_* variables.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FLOWLET") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env(
+        "FLOWLET_CONFIG_DIR",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+    )
+    .env("FLOWLET__LOG__FORMAT", "json")
+    .env("FLOWLET__LOG__LEVEL", "info")
+    .stdin(Stdio::null());
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until GET `path` answers (any status), or fails after `timeout`.
+async fn wait_for(port: u16, path: &str, timeout: Duration) -> reqwest::StatusCode {
+    let started = Instant::now();
+    loop {
+        if let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+            return resp.status();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the server did not come up in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGTERM and waits for the process, returning its output.
+fn terminate(child: Child) -> Output {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn help_explains_each_command() {
+    let out = run(flowlet().arg("--help"));
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "serve",
+        "migrate",
+        "admin",
+        "Run the HTTP API",
+        "Apply pending database migrations",
+    ] {
+        assert!(help.contains(line), "{help}");
+    }
+    let admin = String::from_utf8(run(flowlet().args(["admin", "--help"])).stdout).unwrap();
+    assert!(
+        admin.contains("migrations") && admin.contains("config"),
+        "{admin}"
+    );
+}
+
+#[test]
+fn production_refuses_to_start_with_development_secrets_and_names_them() {
+    let out = run(flowlet().arg("serve").env("FLOWLET_ENV", "production"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("auth.jwt_secret"), "{err}");
+    assert!(err.contains("FLOWLET__AUTH__JWT_SECRET"), "{err}");
+}
+
+#[test]
+fn a_bad_bind_address_stops_start_up_naming_the_key() {
+    let out = run(flowlet()
+        .arg("serve")
+        .env("FLOWLET__SERVER__BIND", "not-an-address"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("server.bind")
+    );
+}
+
+#[test]
+fn an_unknown_log_format_stops_start_up_naming_the_key() {
+    let out = run(flowlet().arg("migrate").env("FLOWLET__LOG__FORMAT", "yaml"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("log.format")
+    );
+}
+
+#[tokio::test]
+async fn serve_with_a_database_url_answers_and_exits_0_on_sigterm() {
+    let database = test_database().await;
+    let port = free_port();
+    let child = flowlet()
+        .arg("serve")
+        .env("FLOWLET__DATABASE__URL", &database.url)
+        .env("FLOWLET__REDIS__URL", redis_url())
+        .env("FLOWLET__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("FLOWLET__SERVER__WORKERS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        wait_for(port, "/health", Duration::from_secs(30)).await,
+        200
+    );
+    assert_eq!(wait_for(port, "/ready", Duration::from_secs(5)).await, 200);
+    let out = terminate(child);
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{logs}");
+    assert!(logs.contains("shutdown complete"), "{logs}");
+    for line in logs.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log lines are JSON when log.format=json ({e}): {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn serve_without_a_database_url_runs_its_own_postgres_and_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = dir.path().join("pg");
+    let start = || {
+        let port = free_port();
+        let child = flowlet()
+            .arg("serve")
+            .env("FLOWLET__DATABASE__EMBEDDED_DIR", &embedded)
+            .env("FLOWLET__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("FLOWLET__SERVER__WORKERS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (port, child)
+    };
+
+    let (port, child) = start();
+    assert_eq!(
+        wait_for(port, "/health", Duration::from_secs(60)).await,
+        200
+    );
+    assert_eq!(wait_for(port, "/ready", Duration::from_secs(10)).await, 200);
+    let first = terminate(child);
+    let first_logs = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(0), "{first_logs}");
+    assert!(
+        first_logs.contains("initialising a new embedded PostgreSQL cluster"),
+        "{first_logs}"
+    );
+    assert!(first_logs.contains("migrations applied"), "{first_logs}");
+    assert_embedded_stopped(&embedded.join("data"));
+
+    let (port, child) = start();
+    assert_eq!(wait_for(port, "/ready", Duration::from_secs(60)).await, 200);
+    let second = terminate(child);
+    let second_logs = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert_eq!(second.status.code(), Some(0), "{second_logs}");
+    assert!(
+        !second_logs.contains("initialising"),
+        "the data was reused: {second_logs}"
+    );
+    assert!(
+        !second_logs.contains("migrations applied"),
+        "already migrated: {second_logs}"
+    );
+    assert_embedded_stopped(&embedded.join("data"));
+}
+
+/// The postmaster removes its pid file on a clean stop.
+fn assert_embedded_stopped(data: &Path) {
+    assert!(data.join("PG_VERSION").exists(), "the cluster is kept");
+    assert!(
+        !data.join("postmaster.pid").exists(),
+        "PostgreSQL was stopped"
+    );
+}
+
+#[tokio::test]
+async fn two_migrate_commands_at_once_both_succeed_and_apply_each_migration_once() {
+    let database = empty_database().await;
+    let spawn = || {
+        flowlet()
+            .arg("migrate")
+            .env("FLOWLET__DATABASE__URL", &database.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let outputs = [
+        String::from_utf8(a.stdout).unwrap(),
+        String::from_utf8(b.stdout).unwrap(),
+    ];
+    assert_eq!(
+        outputs
+            .iter()
+            .filter(|o| o.contains("No pending migrations"))
+            .count(),
+        1,
+        "{outputs:?}"
+    );
+
+    let status = run(flowlet()
+        .args(["admin", "migrations", "--json"])
+        .env("FLOWLET__DATABASE__URL", &database.url));
+    assert!(status.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["pending"], serde_json::json!([]));
+    assert!(!json["applied"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn admin_migrations_prints_a_table_and_fails_when_the_database_is_unreachable() {
+    let out = run(flowlet()
+        .args(["admin", "migrations"])
+        .env(
+            "FLOWLET__DATABASE__URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )
+        .env("FLOWLET__DATABASE__CONNECT_TIMEOUT_MS", "1000"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL"));
+}
+
+#[test]
+fn admin_config_shows_settings_but_never_secrets() {
+    let out = run(flowlet()
+        .args(["admin", "config"])
+        .env("FLOWLET__DATABASE__URL", "postgres://u:hunter2@db/x")
+        .env(
+            "FLOWLET__AUTH__JWT_SECRET",
+            "do-not-print-this-secret-value-123",
+        ));
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("server.bind"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("do-not-print"),
+        "{text}"
+    );
+
+    let json = run(flowlet().args(["admin", "config", "--json"]));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["database_url"], "<unset>");
+}

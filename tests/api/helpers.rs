@@ -1,0 +1,545 @@
+//! The test harness: every test gets the real actix App on port 0, over real HTTP, backed by
+//! its own PostgreSQL database (cloned from a migrated template, so tests run in parallel) and
+//! its own key prefix in the real Redis.
+//!
+//! PostgreSQL: `FLOWLET_TEST_DATABASE_URL` when set (any database on the server; the harness
+//! creates its own next to it), else the local server on 127.0.0.1:5432, else an embedded one
+//! under `target/flowlet-test-pg` (left running for the next run). Redis:
+//! `FLOWLET_TEST_REDIS_URL`, else redis://127.0.0.1:6379.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{HttpResponse, web};
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use flowlet::app::Application;
+use flowlet::platform::config::{Settings, Sources};
+use flowlet::platform::db::embedded::EmbeddedPostgres;
+use flowlet::platform::error::ApiError;
+use flowlet::platform::money::{Amount, Currency, Money};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+/// Databases made by the harness start with this, followed by a UUIDv7 (so their age is known).
+const TEST_DB_PREFIX: &str = "flowlet_t_";
+/// Databases of runs that crashed are dropped once they are this old.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+/// Cross-process lock key for building the template (nextest runs tests as processes).
+const TEMPLATE_LOCK_KEY: i64 = 0x0066_6c6f_776c_6574 + 2;
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// URL of this test's own database.
+    pub db_url: String,
+    handle: ServerHandle,
+    /// Dropped (with the database) after the server is stopped.
+    _database: TestDatabase,
+}
+
+/// Options for [`spawn_app_with`].
+#[derive(Default)]
+pub struct TestOptions {
+    /// Extra `FLOWLET__...` variables, applied after the harness's own.
+    pub vars: Vec<(String, String)>,
+}
+
+impl TestOptions {
+    pub fn var(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.vars.push((key.to_owned(), value.into()));
+        self
+    }
+}
+
+/// The app with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+/// The app with extra configuration.
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    let db = test_database().await;
+    let settings = test_settings(&db.url, options.vars);
+    let app = Application::build_with(settings, Some(probe_routes))
+        .await
+        .expect("the application starts");
+    let port = app.port();
+    let handle = app.server_handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a reqwest client"),
+        db_url: db.url.clone(),
+        handle,
+        _database: db,
+    }
+}
+
+/// Settings as the harness runs them: test env, port 0, one worker, this test's database and
+/// a private Redis key prefix.
+pub fn test_settings(db_url: &str, extra: Vec<(String, String)>) -> Settings {
+    let mut vars: Vec<(String, String)> = vec![
+        ("FLOWLET_ENV".into(), "test".into()),
+        ("FLOWLET__SERVER__BIND".into(), "127.0.0.1:0".into()),
+        ("FLOWLET__SERVER__WORKERS".into(), "1".into()),
+        ("FLOWLET__SERVER__SHUTDOWN_TIMEOUT_SECS".into(), "5".into()),
+        ("FLOWLET__DATABASE__URL".into(), db_url.into()),
+        ("FLOWLET__DATABASE__POOL_SIZE".into(), "4".into()),
+        ("FLOWLET__REDIS__URL".into(), redis_url()),
+        (
+            "FLOWLET__REDIS__KEY_PREFIX".into(),
+            format!("t:{}:", uuid::Uuid::now_v7().simple()),
+        ),
+        ("FLOWLET__REDIS__POOL_SIZE".into(), "4".into()),
+    ];
+    vars.extend(extra);
+    Settings::load_from(&Sources::with_vars(vars)).expect("test settings are valid")
+}
+
+/// The Redis tests use.
+pub fn redis_url() -> String {
+    std::env::var("FLOWLET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POST with a raw body and content type, for malformed-input tests.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.post_raw(path, "application/json", body.to_string())
+            .await
+    }
+
+    /// A connection to this test's database, for assertions on what was (not) written.
+    pub async fn db(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.db_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Stops the server gracefully (in-flight requests finish) and waits for it.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Fire and forget: the runtime may be ending; the database drop below forces
+        // remaining connections closed anyway.
+        drop(self.handle.stop(false));
+    }
+}
+
+/// Asserts a problem+json response: status, content type, `code`, and a `request_id` that
+/// matches the X-Request-Id header. Returns the body for further checks.
+pub async fn assert_problem(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("every response has X-Request-Id");
+    let body: serde_json::Value = resp.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert_eq!(body["status"], status, "status member in {body}");
+    assert_eq!(body["type"], format!("urn:flowlet:problem:{code}"));
+    assert!(body["title"].is_string(), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    body
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probe routes: mounted only by the harness, to drive the platform's plumbing (JSON parsing,
+// panics, internal errors, slow requests) that no product route exercises on purpose.
+
+fn probe_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/__test/echo").route(web::post().to(echo)))
+        .service(web::resource("/__test/panic").route(web::get().to(panics)))
+        .service(web::resource("/__test/internal").route(web::get().to(internal)))
+        .service(web::resource("/__test/slow").route(web::get().to(slow)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EchoBody {
+    name: String,
+    amount: Amount,
+    currency: Currency,
+}
+
+async fn echo(body: web::Json<EchoBody>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let money = Money::parse_positive(&body.amount, body.currency).map_err(|e| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            e.code(),
+            e.to_string(),
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "name": body.name,
+        "amount": money.format_amount(),
+        "currency": money.currency().code(),
+        "minor": money.minor(),
+    })))
+}
+
+async fn panics() -> HttpResponse {
+    #[allow(clippy::panic, reason = "the point of this probe is to panic")]
+    {
+        panic!("probe route panicked on purpose");
+    }
+}
+
+async fn internal() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::internal(anyhow::anyhow!(
+        "SELECT password FROM auth_users failed at postgres://flowlet:hunter2@db"
+    )))
+}
+
+async fn slow() -> HttpResponse {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    HttpResponse::Ok().body("done")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Databases.
+
+/// A fresh database of this test, dropped when the value is.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        drop_database_blocking(&self.name);
+    }
+}
+
+/// A new database cloned from the migrated template.
+pub async fn test_database() -> TestDatabase {
+    let template = template().await;
+    let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::now_v7().simple());
+    let mut admin = admin_conn().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        ))
+        .await
+        .expect("create the test database from the template");
+    TestDatabase {
+        url: with_database(server_url().await, &name),
+        name,
+    }
+}
+
+/// A new, empty database (no migrations), for migration tests.
+pub async fn empty_database() -> TestDatabase {
+    server_url().await;
+    let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::now_v7().simple());
+    let mut admin = admin_conn().await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create an empty database");
+    TestDatabase {
+        url: with_database(server_url().await, &name),
+        name,
+    }
+}
+
+/// The server tests create their databases on, as a URL to its maintenance database.
+pub async fn server_url() -> &'static str {
+    static URL: OnceCell<String> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        let url = if let Ok(url) = std::env::var("FLOWLET_TEST_DATABASE_URL") {
+            url
+        } else {
+            let local = "postgres://postgres@127.0.0.1:5432/postgres".to_owned();
+            if AsyncPgConnection::establish(&local).await.is_ok() {
+                local
+            } else {
+                embedded_server_url().await
+            }
+        };
+        let _ = SERVER_URL_FOR_DROP.set(url.clone());
+        url
+    })
+    .await
+}
+
+/// No server configured or running: a private one under target/, kept for later runs.
+async fn embedded_server_url() -> String {
+    static EMBEDDED: OnceCell<EmbeddedPostgres> = OnceCell::const_new();
+    let dir = target_dir().join("flowlet-test-pg");
+    let pg = EMBEDDED
+        .get_or_init(|| async {
+            EmbeddedPostgres::start(&dir)
+                .await
+                .expect("no PostgreSQL for tests: set FLOWLET_TEST_DATABASE_URL, run one on 127.0.0.1:5432, or install PostgreSQL's binaries")
+        })
+        .await;
+    pg.url()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+async fn admin_conn() -> AsyncPgConnection {
+    AsyncPgConnection::establish(server_url().await)
+        .await
+        .expect("connect to the test PostgreSQL server")
+}
+
+/// The migrated template's name; built once per migration set, shared by all test processes.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("flowlet_tpl_{:016x}", migrations_hash());
+            let mut admin = admin_conn().await;
+            diesel::sql_query("SELECT pg_advisory_lock($1)")
+                .bind::<BigInt, _>(TEMPLATE_LOCK_KEY)
+                .execute(&mut admin)
+                .await
+                .expect("template lock");
+            if !database_exists(&mut admin, &name).await {
+                let building = format!("{name}_building");
+                admin
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
+                    ))
+                    .await
+                    .expect("drop a half-built template");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE \"{building}\""))
+                    .await
+                    .expect("create the template");
+                flowlet::platform::db::run_migrations(&with_database(
+                    server_url().await,
+                    &building,
+                ))
+                .await
+                .expect("migrate the template");
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
+                    ))
+                    .await
+                    .expect("publish the template");
+            }
+            drop_stale_databases(&mut admin).await;
+            drop_old_templates(&mut admin, &name).await;
+            diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(TEMPLATE_LOCK_KEY)
+                .execute(&mut admin)
+                .await
+                .expect("template unlock");
+            name
+        })
+        .await
+}
+
+async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        #[allow(dead_code)]
+        datname: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query("SELECT datname FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(name)
+        .load(conn)
+        .await
+        .expect("query pg_database");
+    !rows.is_empty()
+}
+
+/// Test databases left by crashed runs (their UUIDv7 says when they were made).
+async fn drop_stale_databases(conn: &mut AsyncPgConnection) {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'flowlet\\_t\\_%'")
+            .load(conn)
+            .await
+            .unwrap_or_default();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    for row in rows {
+        let created_ms = row
+            .datname
+            .strip_prefix(TEST_DB_PREFIX)
+            .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
+            .and_then(|u| u.get_timestamp())
+            .map(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                u128::from(secs) * 1000 + u128::from(nanos / 1_000_000)
+            });
+        if created_ms.is_some_and(|ms| now_ms.saturating_sub(ms) > STALE_AFTER.as_millis()) {
+            let _ = conn
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                    row.datname
+                ))
+                .await;
+        }
+    }
+}
+
+/// Templates of earlier migration sets; one still being cloned from is left for next time.
+async fn drop_old_templates(conn: &mut AsyncPgConnection, current: &str) {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'flowlet\\_tpl\\_%'")
+            .load(conn)
+            .await
+            .unwrap_or_default();
+    for row in rows.into_iter().filter(|r| r.datname != current) {
+        let _ = conn
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\"", row.datname))
+            .await;
+    }
+}
+
+/// Drops a test database from synchronous code (Drop), on a thread with its own runtime.
+pub fn drop_database_blocking(name: &str) {
+    if std::env::var_os("FLOWLET_TEST_KEEP_DB").is_some() {
+        return;
+    }
+    let Some(url) = SERVER_URL_FOR_DROP.get().cloned() else {
+        return;
+    };
+    let name = name.to_owned();
+    let joined = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            if let Ok(mut conn) = AsyncPgConnection::establish(&url).await {
+                let _ = conn
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+            }
+        });
+    })
+    .join();
+    drop(joined);
+}
+
+/// A copy of the server URL reachable from synchronous code.
+static SERVER_URL_FOR_DROP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Replaces the database name in a PostgreSQL URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_and_path = &base[scheme_end..];
+    let authority = authority_and_path
+        .split_once('/')
+        .map_or(authority_and_path, |(a, _)| a);
+    let mut out = format!("{}{}/{}", &base[..scheme_end], authority, database);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Changes whenever a migration file changes, so a stale template is never reused.
+fn migrations_hash() -> u64 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files = Vec::new();
+    collect_files(&dir, &mut files);
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.strip_prefix(&dir).unwrap_or(&file).hash(&mut hasher);
+        std::fs::read(&file).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                collect_files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+}
+
+#[test]
+fn with_database_replaces_only_the_database_name() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u:p@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}

@@ -1,0 +1,210 @@
+//! The platform routes: /health, /ready, /metrics, /openapi.json, /docs, and request ids.
+
+use std::collections::BTreeSet;
+
+use crate::helpers::{TestOptions, assert_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_answers_200_ok() {
+    let app = spawn_app().await;
+    let resp = app.get("/health").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn ready_reports_every_dependency_up() {
+    let app = spawn_app().await;
+    let resp = app.get("/ready").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["database"]["status"], "up");
+    assert_eq!(body["checks"]["migrations"]["status"], "up");
+    assert_eq!(body["checks"]["redis"]["status"], "up");
+}
+
+#[tokio::test]
+async fn ready_without_redis_configured_reports_the_in_process_fallback() {
+    let app = spawn_app_with(TestOptions::default().var("FLOWLET__REDIS__URL", "")).await;
+    let body: serde_json::Value = app.get("/ready").await.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["redis"]["status"], "in_process");
+}
+
+#[tokio::test]
+async fn ready_is_503_when_a_migration_is_missing() {
+    let app = spawn_app().await;
+    let mut conn = app.db().await;
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute("DELETE FROM __diesel_schema_migrations")
+        .await
+        .unwrap();
+    let body = assert_problem(app.get("/ready").await, 503, "not_ready").await;
+    assert_eq!(body["checks"]["migrations"]["status"], "down");
+    assert_eq!(body["checks"]["database"]["status"], "up");
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_echoed_and_otherwise_one_is_made() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .get(app.url("/health"))
+        .header("x-request-id", "partner-trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "partner-trace-42");
+
+    let made = app.get("/health").await;
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+}
+
+#[tokio::test]
+async fn an_unsafe_client_request_id_is_replaced_not_echoed() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .get(app.url("/health"))
+        .header("x-request-id", "evil\tinjected line")
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(id, "evil\tinjected line");
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_label_routes_by_template() {
+    let app = spawn_app().await;
+    app.get("/health").await;
+    app.get("/health").await;
+    app.get("/no/such/path/12345").await;
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = resp.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text exposition");
+
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(
+        value(
+            "http_requests_total",
+            &[("method", "GET"), ("route", "/health"), ("status", "200")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            "http_requests_total",
+            &[("route", "unmatched"), ("status", "404")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !text.contains("/no/such/path"),
+        "raw paths must never become labels"
+    );
+    assert!(value("database_connections_active", &[]).is_some());
+    assert!(value("database_connections_idle", &[]).is_some());
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "http_request_duration_seconds"
+                && s.labels.get("route") == Some("/health")),
+        "the latency histogram is labelled by route template"
+    );
+}
+
+/// Every platform route; product modules extend this list as they add routes.
+const PLATFORM_ROUTES: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/docs"];
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_every_documented_route_exists() {
+    let app = spawn_app().await;
+    let resp = app.get("/openapi.json").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let spec: serde_json::Value = resp.json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let documented: BTreeSet<String> = spec["paths"].as_object().unwrap().keys().cloned().collect();
+    for route in PLATFORM_ROUTES {
+        assert!(documented.contains(route), "{route} is not documented");
+    }
+    for path in &documented {
+        if !path.contains('{') && spec["paths"][path]["get"].is_object() {
+            let status = app.get(path).await.status().as_u16();
+            assert!(
+                status != 404 && status != 405,
+                "{path} is documented but answers {status}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn docs_is_a_self_contained_html_page_listing_every_documented_path() {
+    let app = spawn_app().await;
+    let spec: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let resp = app.get("/docs").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = resp.text().await.unwrap();
+    for path in spec["paths"].as_object().unwrap().keys() {
+        assert!(html.contains(path.as_str()), "{path} missing from /docs");
+    }
+    assert!(
+        !html.contains("<script src"),
+        "nothing may be fetched from elsewhere"
+    );
+    assert!(
+        !html.contains("https://"),
+        "nothing may be fetched from elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn graceful_stop_lets_an_in_flight_request_finish() {
+    let app = spawn_app().await;
+    let client = app.client.clone();
+    let url = app.url("/__test/slow");
+    let in_flight = tokio::spawn(async move { client.get(url).send().await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    app.stop().await;
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completed");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.text().await.unwrap(), "done");
+    assert!(
+        app.client.get(app.url("/health")).send().await.is_err(),
+        "no longer accepting"
+    );
+}
