@@ -105,6 +105,9 @@ macro_rules! define_id {
     };
 }
 
+/// Lets modules write `use crate::platform::ids::define_id;`.
+pub use crate::define_id;
+
 /// Why a string is not a valid id of the expected kind. Messages are safe to
 /// return to API clients and never echo the whole input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

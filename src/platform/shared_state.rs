@@ -856,20 +856,22 @@ impl Cache for RedisStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
-    const REDIS_URL: &str = "redis://127.0.0.1:6379";
+    /// The Redis the tests use: FLOWLET_TEST_REDIS_URL, else the local default.
+    fn redis_url() -> String {
+        std::env::var("FLOWLET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
 
     fn unique_prefix() -> String {
         format!("t:{}:", uuid::Uuid::now_v7())
     }
 
     async fn redis_with_prefix(prefix: &str) -> SharedState {
-        SharedState::redis(REDIS_URL, prefix, 4)
+        SharedState::redis(&redis_url(), prefix, 4)
             .await
-            .expect("these tests need the local Redis at 127.0.0.1:6379")
+            .expect("these tests need Redis (FLOWLET_TEST_REDIS_URL or 127.0.0.1:6379)")
     }
 
     async fn redis_state() -> SharedState {
