@@ -387,40 +387,38 @@ async fn template() -> &'static str {
         .await
 }
 
-async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
+/// Names of the databases matching a LIKE pattern.
+async fn database_names(conn: &mut AsyncPgConnection, like: &str) -> Vec<String> {
     #[derive(diesel::QueryableByName)]
     struct Row {
         #[diesel(sql_type = Text)]
-        #[allow(dead_code)]
         datname: String,
     }
-    let rows: Vec<Row> = diesel::sql_query("SELECT datname FROM pg_database WHERE datname = $1")
-        .bind::<Text, _>(name)
-        .load(conn)
+    diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE $1")
+        .bind::<Text, _>(like)
+        .load::<Row>(conn)
         .await
-        .expect("query pg_database");
-    !rows.is_empty()
+        .expect("query pg_database")
+        .into_iter()
+        .map(|r| r.datname)
+        .collect()
+}
+
+async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
+    // Test database names contain `_`, a LIKE wildcard, so escape it.
+    !database_names(conn, &name.replace('_', "\\_"))
+        .await
+        .is_empty()
 }
 
 /// Test databases left by crashed runs (their UUIDv7 says when they were made).
 async fn drop_stale_databases(conn: &mut AsyncPgConnection) {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        datname: String,
-    }
-    let rows: Vec<Row> =
-        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'flowlet\\_t\\_%'")
-            .load(conn)
-            .await
-            .unwrap_or_default();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    for row in rows {
-        let created_ms = row
-            .datname
+    for name in database_names(conn, "flowlet\\_t\\_%").await {
+        let created_ms = name
             .strip_prefix(TEST_DB_PREFIX)
             .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
             .and_then(|u| u.get_timestamp())
@@ -430,10 +428,7 @@ async fn drop_stale_databases(conn: &mut AsyncPgConnection) {
             });
         if created_ms.is_some_and(|ms| now_ms.saturating_sub(ms) > STALE_AFTER.as_millis()) {
             let _ = conn
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                    row.datname
-                ))
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                 .await;
         }
     }
@@ -441,20 +436,12 @@ async fn drop_stale_databases(conn: &mut AsyncPgConnection) {
 
 /// Templates of earlier migration sets; one still being cloned from is left for next time.
 async fn drop_old_templates(conn: &mut AsyncPgConnection, current: &str) {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        datname: String,
-    }
-    let rows: Vec<Row> =
-        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'flowlet\\_tpl\\_%'")
-            .load(conn)
-            .await
-            .unwrap_or_default();
-    for row in rows.into_iter().filter(|r| r.datname != current) {
-        let _ = conn
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\"", row.datname))
-            .await;
+    for name in database_names(conn, "flowlet\\_tpl\\_%").await {
+        if name != current {
+            let _ = conn
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .await;
+        }
     }
 }
 
