@@ -126,7 +126,7 @@ pub async fn request_context(
     ctx.metrics
         .observe_request(&method, &route, status.as_u16(), elapsed);
     let _entered = span.enter();
-    let duration_ms = elapsed.as_millis();
+    let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     if is_probe(&route) {
         tracing::debug!(
             http.status = status.as_u16(),
