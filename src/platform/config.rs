@@ -25,6 +25,14 @@ const PRODUCTION_TOML: &str = include_str!("../../config/production.toml");
 /// The JWT secret shipped in `config/default.toml`; production must never sign with it.
 pub const DEVELOPMENT_JWT_SECRET: &str = "flowlet-development-jwt-secret-not-for-production";
 
+/// The API-key HMAC secret shipped in `config/default.toml`; production must never use it.
+pub const DEVELOPMENT_API_KEY_SECRET: &str =
+    "flowlet-development-api-key-secret-not-for-production";
+
+/// OWASP's minimum argon2id cost (password storage cheat sheet): 19 MiB, 2 passes, 1 lane.
+const ARGON2_MIN_MEMORY_KIB: u32 = 19456;
+const ARGON2_MIN_ITERATIONS: u32 = 2;
+
 /// Shortest HS256 secret production accepts (RFC 7518 §3.2: at least the hash size, 256 bits).
 const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
 
@@ -75,6 +83,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub smtp: SmtpSettings,
     pub log: LogSettings,
 }
 
@@ -85,6 +95,8 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     pub body_limit_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// Whether X-Forwarded-For names the client (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +122,39 @@ pub struct RedisSettings {
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub jwt_secret: SecretString,
+    pub jwt_kid: String,
+    /// `(kid, secret)` pairs accepted for verification only, during a key rotation.
+    pub jwt_previous_secrets: Vec<(String, SecretString)>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_ttl: Duration,
+    pub api_key_secret: SecretString,
+    pub api_key_tag: String,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub password_min_length: usize,
+    pub lockout_threshold: u32,
+    pub lockout: Duration,
+    pub password_reset_ttl: Duration,
+}
+
+/// Request limits per client (API.md "Rate limits").
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub ip_per_minute: u64,
+    pub key_per_hour: u64,
+    pub partner_per_hour: u64,
+}
+
+/// Outgoing mail.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// `None`: messages are written as .eml files under `mail_dir`.
+    pub url: Option<SecretString>,
+    pub from: String,
+    pub mail_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -256,19 +301,40 @@ impl Settings {
             return Ok(());
         }
         let mut insecure = Vec::new();
-        let jwt = self.auth.jwt_secret.expose_secret();
-        if jwt == DEVELOPMENT_JWT_SECRET {
-            insecure.push(InsecureKey {
-                key: "auth.jwt_secret",
-                env_var: "FLOWLET__AUTH__JWT_SECRET",
-                reason: "is the development default",
-            });
-        } else if jwt.len() < MIN_PRODUCTION_SECRET_BYTES {
-            insecure.push(InsecureKey {
-                key: "auth.jwt_secret",
-                env_var: "FLOWLET__AUTH__JWT_SECRET",
-                reason: "is shorter than 32 bytes",
-            });
+        let mut check = |key: &'static str, env_var: &'static str, value: &str, default: &str| {
+            if value == default {
+                insecure.push(InsecureKey {
+                    key,
+                    env_var,
+                    reason: "is the development default",
+                });
+            } else if value.len() < MIN_PRODUCTION_SECRET_BYTES {
+                insecure.push(InsecureKey {
+                    key,
+                    env_var,
+                    reason: "is shorter than 32 bytes",
+                });
+            }
+        };
+        check(
+            "auth.jwt_secret",
+            "FLOWLET__AUTH__JWT_SECRET",
+            self.auth.jwt_secret.expose_secret(),
+            DEVELOPMENT_JWT_SECRET,
+        );
+        check(
+            "auth.api_key_secret",
+            "FLOWLET__AUTH__API_KEY_SECRET",
+            self.auth.api_key_secret.expose_secret(),
+            DEVELOPMENT_API_KEY_SECRET,
+        );
+        for (_, secret) in &self.auth.jwt_previous_secrets {
+            check(
+                "auth.jwt_previous_secrets",
+                "FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__<KID>",
+                secret.expose_secret(),
+                DEVELOPMENT_JWT_SECRET,
+            );
         }
         if insecure.is_empty() {
             Ok(())
@@ -285,6 +351,11 @@ impl Settings {
     /// The Redis URL to use, if one is configured.
     pub fn redis_url(&self) -> Option<&str> {
         self.redis.url.as_ref().map(ExposeSecret::expose_secret)
+    }
+
+    /// The SMTP URL to use, if one is configured.
+    pub fn smtp_url(&self) -> Option<&str> {
+        self.smtp.url.as_ref().map(ExposeSecret::expose_secret)
     }
 }
 
@@ -312,6 +383,8 @@ struct RawSettings {
     database: RawDatabase,
     redis: RawRedis,
     auth: RawAuth,
+    rate_limit: RawRateLimit,
+    smtp: RawSmtp,
     log: RawLog,
 }
 
@@ -322,6 +395,7 @@ struct RawServer {
     workers: usize,
     body_limit_bytes: usize,
     shutdown_timeout_secs: u64,
+    trust_forwarded_for: bool,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +422,37 @@ struct RawRedis {
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     jwt_secret: String,
+    jwt_kid: String,
+    jwt_previous_secrets: HashMap<String, String>,
+    jwt_issuer: String,
+    jwt_audience: String,
+    jwt_ttl_secs: u64,
+    api_key_secret: String,
+    api_key_tag: String,
+    argon2_memory_kib: u32,
+    argon2_iterations: u32,
+    argon2_parallelism: u32,
+    password_min_length: usize,
+    lockout_threshold: u32,
+    lockout_secs: u64,
+    password_reset_ttl_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    enabled: bool,
+    ip_per_minute: u64,
+    key_per_hour: u64,
+    partner_per_hour: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    url: Option<String>,
+    from: String,
+    mail_dir: String,
 }
 
 #[derive(Deserialize)]
@@ -436,11 +541,16 @@ impl RawSettings {
                 "must start with redis:// or rediss://",
             ));
         }
-        if self.auth.jwt_secret.is_empty() {
+        self.auth.validate()?;
+        self.rate_limit.validate()?;
+        let smtp_url = non_empty(self.smtp.url);
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
             return Err(ConfigError::invalid(
-                "auth.jwt_secret",
-                "FLOWLET__AUTH__JWT_SECRET",
-                "must not be empty",
+                "smtp.url",
+                "FLOWLET__SMTP__URL",
+                "must start with smtp:// or smtps://",
             ));
         }
         Ok(Settings {
@@ -450,6 +560,7 @@ impl RawSettings {
                 workers: (self.server.workers > 0).then_some(self.server.workers),
                 body_limit_bytes: self.server.body_limit_bytes,
                 shutdown_timeout: Duration::from_secs(self.server.shutdown_timeout_secs),
+                trust_forwarded_for: self.server.trust_forwarded_for,
             },
             database: DatabaseSettings {
                 url: url.map(SecretString::from),
@@ -465,14 +576,183 @@ impl RawSettings {
                 key_prefix: self.redis.key_prefix,
                 pool_size: self.redis.pool_size,
             },
-            auth: AuthSettings {
-                jwt_secret: SecretString::from(self.auth.jwt_secret),
+            auth: self.auth.into_settings(),
+            rate_limit: RateLimitSettings {
+                enabled: self.rate_limit.enabled,
+                ip_per_minute: self.rate_limit.ip_per_minute,
+                key_per_hour: self.rate_limit.key_per_hour,
+                partner_per_hour: self.rate_limit.partner_per_hour,
+            },
+            smtp: SmtpSettings {
+                url: smtp_url.map(SecretString::from),
+                from: self.smtp.from,
+                mail_dir: PathBuf::from(self.smtp.mail_dir),
             },
             log: LogSettings {
                 format,
                 level: self.log.level,
             },
         })
+    }
+}
+
+impl RawAuth {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.jwt_secret",
+                "FLOWLET__AUTH__JWT_SECRET",
+                "must not be empty",
+            ));
+        }
+        let kid_ok = |kid: &str| {
+            !kid.is_empty()
+                && kid.len() <= 64
+                && kid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        if !kid_ok(&self.jwt_kid) {
+            return Err(ConfigError::invalid(
+                "auth.jwt_kid",
+                "FLOWLET__AUTH__JWT_KID",
+                "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        for (kid, secret) in &self.jwt_previous_secrets {
+            if !kid_ok(kid) || *kid == self.jwt_kid || secret.is_empty() {
+                return Err(ConfigError::invalid(
+                    "auth.jwt_previous_secrets",
+                    "FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__<KID>",
+                    format!(
+                        "kid `{kid}` must be a valid key id other than auth.jwt_kid, with a non-empty secret"
+                    ),
+                ));
+            }
+        }
+        if self.jwt_ttl_secs == 0 {
+            return Err(ConfigError::invalid(
+                "auth.jwt_ttl_secs",
+                "FLOWLET__AUTH__JWT_TTL_SECS",
+                "must be greater than 0",
+            ));
+        }
+        if self.api_key_secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.api_key_secret",
+                "FLOWLET__AUTH__API_KEY_SECRET",
+                "must not be empty",
+            ));
+        }
+        if self.api_key_tag.is_empty()
+            || self.api_key_tag.len() > 8
+            || !self
+                .api_key_tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(ConfigError::invalid(
+                "auth.api_key_tag",
+                "FLOWLET__AUTH__API_KEY_TAG",
+                "must be 1-8 lowercase letters or digits",
+            ));
+        }
+        if self.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB {
+            return Err(ConfigError::invalid(
+                "auth.argon2_memory_kib",
+                "FLOWLET__AUTH__ARGON2_MEMORY_KIB",
+                format!("must be at least {ARGON2_MIN_MEMORY_KIB} (OWASP minimum)"),
+            ));
+        }
+        if self.argon2_iterations < ARGON2_MIN_ITERATIONS {
+            return Err(ConfigError::invalid(
+                "auth.argon2_iterations",
+                "FLOWLET__AUTH__ARGON2_ITERATIONS",
+                format!("must be at least {ARGON2_MIN_ITERATIONS} (OWASP minimum)"),
+            ));
+        }
+        if self.argon2_parallelism == 0 {
+            return Err(ConfigError::invalid(
+                "auth.argon2_parallelism",
+                "FLOWLET__AUTH__ARGON2_PARALLELISM",
+                "must be at least 1",
+            ));
+        }
+        if self.password_min_length < 8 {
+            return Err(ConfigError::invalid(
+                "auth.password_min_length",
+                "FLOWLET__AUTH__PASSWORD_MIN_LENGTH",
+                "must be at least 8",
+            ));
+        }
+        if self.lockout_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "auth.lockout_threshold",
+                "FLOWLET__AUTH__LOCKOUT_THRESHOLD",
+                "must be at least 1",
+            ));
+        }
+        if self.password_reset_ttl_secs == 0 {
+            return Err(ConfigError::invalid(
+                "auth.password_reset_ttl_secs",
+                "FLOWLET__AUTH__PASSWORD_RESET_TTL_SECS",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    fn into_settings(self) -> AuthSettings {
+        let mut previous: Vec<(String, SecretString)> = self
+            .jwt_previous_secrets
+            .into_iter()
+            .map(|(kid, secret)| (kid, SecretString::from(secret)))
+            .collect();
+        previous.sort_by(|a, b| a.0.cmp(&b.0));
+        AuthSettings {
+            jwt_secret: SecretString::from(self.jwt_secret),
+            jwt_kid: self.jwt_kid,
+            jwt_previous_secrets: previous,
+            jwt_issuer: self.jwt_issuer,
+            jwt_audience: self.jwt_audience,
+            jwt_ttl: Duration::from_secs(self.jwt_ttl_secs),
+            api_key_secret: SecretString::from(self.api_key_secret),
+            api_key_tag: self.api_key_tag,
+            argon2_memory_kib: self.argon2_memory_kib,
+            argon2_iterations: self.argon2_iterations,
+            argon2_parallelism: self.argon2_parallelism,
+            password_min_length: self.password_min_length,
+            lockout_threshold: self.lockout_threshold,
+            lockout: Duration::from_secs(self.lockout_secs),
+            password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
+        }
+    }
+}
+
+impl RawRateLimit {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (value, key, env_var) in [
+            (
+                self.ip_per_minute,
+                "rate_limit.ip_per_minute",
+                "FLOWLET__RATE_LIMIT__IP_PER_MINUTE",
+            ),
+            (
+                self.key_per_hour,
+                "rate_limit.key_per_hour",
+                "FLOWLET__RATE_LIMIT__KEY_PER_HOUR",
+            ),
+            (
+                self.partner_per_hour,
+                "rate_limit.partner_per_hour",
+                "FLOWLET__RATE_LIMIT__PARTNER_PER_HOUR",
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, env_var, "must be greater than 0"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -585,12 +865,55 @@ mod tests {
         let err = load(&[("FLOWLET_ENV", "production")]).unwrap_err();
         match &err {
             ConfigError::DevelopmentSecrets(keys) => {
-                assert_eq!(keys.len(), 1);
-                assert_eq!(keys[0].key, "auth.jwt_secret");
+                let names: Vec<_> = keys.iter().map(|k| k.key).collect();
+                assert_eq!(names, ["auth.jwt_secret", "auth.api_key_secret"]);
             }
             other => panic!("unexpected error {other}"),
         }
         assert!(err.to_string().contains("FLOWLET__AUTH__JWT_SECRET"));
+    }
+
+    #[test]
+    fn argon2_parameters_below_the_owasp_minimum_are_refused() {
+        for (var, value, key) in [
+            (
+                "FLOWLET__AUTH__ARGON2_MEMORY_KIB",
+                "8192",
+                "auth.argon2_memory_kib",
+            ),
+            (
+                "FLOWLET__AUTH__ARGON2_ITERATIONS",
+                "1",
+                "auth.argon2_iterations",
+            ),
+            (
+                "FLOWLET__AUTH__ARGON2_PARALLELISM",
+                "0",
+                "auth.argon2_parallelism",
+            ),
+        ] {
+            let msg = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(msg.contains(key), "{msg}");
+        }
+    }
+
+    #[test]
+    fn previous_jwt_keys_are_read_by_kid_from_the_environment() {
+        let s = load(&[(
+            "FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__OLD1",
+            "an-older-signing-secret",
+        )])
+        .unwrap();
+        assert_eq!(s.auth.jwt_previous_secrets.len(), 1);
+        assert_eq!(s.auth.jwt_previous_secrets[0].0, "old1");
+    }
+
+    #[test]
+    fn a_zero_rate_limit_is_refused() {
+        let msg = load(&[("FLOWLET__RATE_LIMIT__KEY_PER_HOUR", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("rate_limit.key_per_hour"), "{msg}");
     }
 
     #[test]
@@ -612,9 +935,14 @@ mod tests {
                 "FLOWLET__AUTH__JWT_SECRET",
                 "a-real-secret-of-more-than-thirty-two-bytes",
             ),
+            (
+                "FLOWLET__AUTH__API_KEY_SECRET",
+                "another-real-secret-of-more-than-32-bytes",
+            ),
         ])
         .unwrap();
         assert_eq!(s.env, Environment::Production);
+        assert_eq!(s.auth.api_key_tag, "live");
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.server.bind.to_string(), "0.0.0.0:8080");
     }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -202,6 +203,8 @@ pub struct SharedState {
     cache: Arc<dyn Cache>,
     backend: Backend,
     redis: Option<Arc<RedisStore>>,
+    /// Set while Redis is unreachable and rate limits run in-process instead.
+    degraded: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for SharedState {
@@ -228,14 +231,51 @@ impl SharedState {
     ) -> Result<SharedState, SharedStateError> {
         let redactor = Redactor::new(url);
         let store = Arc::new(RedisStore::connect(url, key_prefix, pool_size, redactor).await?);
-        let rate_limiter: Arc<dyn RateLimiter> = store.clone();
+        store.check_reachable().await?;
+        Ok(Self::over_redis(store, false))
+    }
+
+    /// Like [`SharedState::redis`], but a Redis that does not answer yet is not an error:
+    /// the service starts degraded (limits in-process) and uses Redis once it answers. Only
+    /// a URL that cannot work at all (malformed) fails.
+    pub async fn redis_or_degraded(
+        url: &str,
+        key_prefix: &str,
+        pool_size: usize,
+    ) -> Result<SharedState, SharedStateError> {
+        let redactor = Redactor::new(url);
+        let store = Arc::new(RedisStore::connect(url, key_prefix, pool_size, redactor).await?);
+        let reachable = match store.check_reachable().await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error.cause = %err, "Redis is unreachable; starting with in-process rate limits");
+                false
+            }
+        };
+        Ok(Self::over_redis(store, !reachable))
+    }
+
+    fn over_redis(store: Arc<RedisStore>, degraded: bool) -> SharedState {
+        let degraded = Arc::new(AtomicBool::new(degraded));
+        let rate_limiter: Arc<dyn RateLimiter> = Arc::new(ResilientRateLimiter {
+            redis: store.clone(),
+            local: InProcessRateLimiter::new(),
+            degraded: degraded.clone(),
+        });
         let cache: Arc<dyn Cache> = store.clone();
-        Ok(SharedState {
+        SharedState {
             rate_limiter,
             cache,
             backend: Backend::Redis,
             redis: Some(store),
-        })
+            degraded,
+        }
+    }
+
+    /// Whether Redis is configured but currently unreachable, so limits are per replica.
+    #[must_use]
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     /// Memory-backed state for a single replica without Redis; same semantics, nothing shared.
@@ -246,6 +286,7 @@ impl SharedState {
             cache: Arc::new(InProcessCache::new()),
             backend: Backend::InProcess,
             redis: None,
+            degraded: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -694,14 +735,19 @@ impl RedisStore {
             gcra_script: redis::Script::new(GCRA_SCRIPT),
             redactor,
         };
-        store.ping(STARTUP_TIMEOUT).await.map_err(|e| match e {
-            SharedStateError::Unavailable(m) | SharedStateError::Redis(m) => store
+        tracing::info!(url = %shown, pool_size, key_prefix, "shared state backed by Redis");
+        Ok(store)
+    }
+
+    /// PING at start-up, with a message that names the (redacted) URL.
+    async fn check_reachable(&self) -> Result<(), SharedStateError> {
+        let shown = self.redactor.display_url.clone();
+        self.ping(STARTUP_TIMEOUT).await.map_err(|e| match e {
+            SharedStateError::Unavailable(m) | SharedStateError::Redis(m) => self
                 .redactor
                 .unavailable(format!("cannot reach Redis at {shown}: {m}")),
             other @ SharedStateError::InvalidQuota(_) => other,
-        })?;
-        tracing::info!(url = %shown, pool_size, key_prefix, "shared state backed by Redis");
-        Ok(store)
+        })
     }
 
     fn key(&self, namespace: &str, key: &str) -> String {
@@ -803,6 +849,67 @@ impl RateLimiter for RedisStore {
         quota: Quota,
     ) -> BoxFuture<'a, Result<RateDecision, SharedStateError>> {
         Box::pin(self.gcra(key, quota, false))
+    }
+}
+
+/// Redis first; while Redis is unreachable, the same GCRA in this process, so the service keeps
+/// serving (with per-replica limits) instead of failing every request. The switch both ways is
+/// logged once and visible through [`SharedState::is_degraded`] (`/ready` says `degraded`).
+struct ResilientRateLimiter {
+    redis: Arc<RedisStore>,
+    local: InProcessRateLimiter,
+    degraded: Arc<AtomicBool>,
+}
+
+impl ResilientRateLimiter {
+    async fn decide(
+        &self,
+        key: &str,
+        quota: Quota,
+        count: bool,
+    ) -> Result<RateDecision, SharedStateError> {
+        let remote = if count {
+            self.redis.check(key, quota).await
+        } else {
+            self.redis.peek(key, quota).await
+        };
+        match remote {
+            Ok(decision) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again; rate limits are shared across replicas");
+                }
+                Ok(decision)
+            }
+            Err(SharedStateError::Unavailable(cause)) => {
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error.cause = %cause, "Redis is unreachable; rate limits fall back to this process");
+                }
+                if count {
+                    self.local.check(key, quota).await
+                } else {
+                    self.local.peek(key, quota).await
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
+impl RateLimiter for ResilientRateLimiter {
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        quota: Quota,
+    ) -> BoxFuture<'a, Result<RateDecision, SharedStateError>> {
+        Box::pin(self.decide(key, quota, true))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quota: Quota,
+    ) -> BoxFuture<'a, Result<RateDecision, SharedStateError>> {
+        Box::pin(self.decide(key, quota, false))
     }
 }
 
@@ -1170,6 +1277,32 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_degrades_to_in_process_limits_instead_of_failing() {
+        let state = SharedState::redis_or_degraded("redis://127.0.0.1:1", &unique_prefix(), 2)
+            .await
+            .unwrap();
+        assert!(state.is_degraded());
+        assert_eq!(state.backend(), Backend::Redis);
+        let quota = per(2, Duration::from_secs(60));
+        let limiter = state.rate_limiter();
+        assert!(limiter.check("k", quota).await.unwrap().allowed);
+        assert!(limiter.check("k", quota).await.unwrap().allowed);
+        assert!(!limiter.check("k", quota).await.unwrap().allowed, "the local limit still holds");
+        assert!(state.ping().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reachable_redis_is_not_degraded() {
+        let state = SharedState::redis_or_degraded(&redis_url(), &unique_prefix(), 2)
+            .await
+            .unwrap();
+        assert!(!state.is_degraded());
+        let quota = per(5, Duration::from_secs(60));
+        assert_eq!(state.rate_limiter().check("k", quota).await.unwrap().remaining, 4);
+        assert!(!state.is_degraded());
     }
 
     #[tokio::test]

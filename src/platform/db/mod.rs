@@ -8,6 +8,7 @@
 
 pub mod embedded;
 mod migrate;
+pub mod schema;
 mod tx;
 
 use std::time::Duration;
