@@ -69,11 +69,13 @@ impl Infra {
             )?;
             db.ping().await.context("connecting to PostgreSQL")?;
             let shared = match settings.redis_url() {
-                Some(url) => {
-                    SharedState::redis(url, &settings.redis.key_prefix, settings.redis.pool_size)
-                        .await
-                        .context("connecting to Redis")?
-                }
+                Some(url) => SharedState::redis_or_degraded(
+                    url,
+                    &settings.redis.key_prefix,
+                    settings.redis.pool_size,
+                )
+                .await
+                .context("configuring Redis")?,
                 None => SharedState::in_process(),
             };
             anyhow::Ok((db, shared))

@@ -1290,7 +1290,10 @@ mod tests {
         let limiter = state.rate_limiter();
         assert!(limiter.check("k", quota).await.unwrap().allowed);
         assert!(limiter.check("k", quota).await.unwrap().allowed);
-        assert!(!limiter.check("k", quota).await.unwrap().allowed, "the local limit still holds");
+        assert!(
+            !limiter.check("k", quota).await.unwrap().allowed,
+            "the local limit still holds"
+        );
         assert!(state.ping().await.is_err());
     }
 
@@ -1301,7 +1304,15 @@ mod tests {
             .unwrap();
         assert!(!state.is_degraded());
         let quota = per(5, Duration::from_secs(60));
-        assert_eq!(state.rate_limiter().check("k", quota).await.unwrap().remaining, 4);
+        assert_eq!(
+            state
+                .rate_limiter()
+                .check("k", quota)
+                .await
+                .unwrap()
+                .remaining,
+            4
+        );
         assert!(!state.is_degraded());
     }
 
