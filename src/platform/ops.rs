@@ -58,7 +58,7 @@ pub struct Health {
 /// `GET /ready` body: one check per dependency.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` when every check is `up` (or `not_configured`).
+    /// `ready` when no check is `down`.
     pub status: &'static str,
     pub checks: Checks,
 }
@@ -73,7 +73,8 @@ pub struct Checks {
 /// One dependency's state.
 #[derive(Serialize, ToSchema)]
 pub struct Check {
-    /// `up`, `down`, or for Redis `in_process` when none is configured.
+    /// `up`, `down`; for Redis also `degraded` (configured but unreachable: rate limits run
+    /// per replica, the service stays ready) and `in_process` (none configured).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -90,6 +91,13 @@ impl Check {
     fn down(detail: impl Into<String>) -> Self {
         Self {
             status: "down",
+            detail: Some(detail.into()),
+        }
+    }
+
+    fn degraded(detail: impl Into<String>) -> Self {
+        Self {
+            status: "degraded",
             detail: Some(detail.into()),
         }
     }
@@ -135,11 +143,12 @@ pub async fn ready(state: web::Data<OpsState>) -> Result<web::Json<Readiness>, A
             status: "in_process",
             detail: None,
         },
+        // Redis down is not a reason to take the pod out: limits fall back to this process.
         Backend::Redis => {
             match tokio::time::timeout(READY_CHECK_TIMEOUT, state.shared.ping()).await {
                 Ok(Ok(())) => Check::up(),
-                Ok(Err(e)) => Check::down(e.to_string()),
-                Err(_) => Check::down("timed out"),
+                Ok(Err(e)) => Check::degraded(e.to_string()),
+                Err(_) => Check::degraded("timed out"),
             }
         }
     };
