@@ -10,6 +10,8 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use utoipa::OpenApi;
 
+use crate::auth::{self, AuthService};
+use crate::notify;
 use crate::platform::config::Settings;
 use crate::platform::docs;
 use crate::platform::error::ApiError;
@@ -38,7 +40,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.merge(ops::OpsDoc::openapi());
+    doc.merge(auth::openapi());
     doc
+}
+
+/// The auth service over running infrastructure (also used by `flowlet admin`).
+pub fn auth_service(settings: &Settings, infra: &Infra) -> anyhow::Result<AuthService> {
+    let mailer = notify::mailer(
+        settings.smtp_url(),
+        &settings.smtp.from,
+        &settings.smtp.mail_dir,
+    )
+    .context("configuring outgoing mail (smtp.*)")?;
+    AuthService::new(
+        infra.db.clone(),
+        infra.shared.clone(),
+        mailer,
+        &settings.auth,
+        &settings.rate_limit,
+        settings.server.trust_forwarded_for,
+    )
+    .context("configuring auth")
 }
 
 /// A built, listening, not yet running service.
@@ -91,6 +113,7 @@ impl Application {
             .with_context(|| format!("binding {} (server.bind)", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let metrics = Metrics::new().context("creating the metrics registry")?;
+        let auth = web::Data::new(auth_service(settings, infra)?);
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {
@@ -109,12 +132,15 @@ impl Application {
             App::new()
                 .app_data(ops_state.clone())
                 .app_data(request_ctx.clone())
+                .app_data(auth.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(query_config())
                 .app_data(path_config())
+                .wrap(from_fn(auth::authenticate))
                 .wrap(from_fn(request_context))
                 .configure(ops::configure)
+                .configure(auth::configure)
                 .configure(|cfg| {
                     if let Some(extra) = extra_routes {
                         extra(cfg);

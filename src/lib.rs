@@ -6,5 +6,7 @@
 //! README.md and DESIGN.md.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
+pub mod notify;
 pub mod platform;

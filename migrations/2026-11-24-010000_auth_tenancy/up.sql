@@ -21,6 +21,8 @@ CREATE TABLE auth_users (
     role text NOT NULL CHECK (role IN ('platform_admin', 'partner_admin', 'partner_developer')),
     failed_logins integer NOT NULL DEFAULT 0 CHECK (failed_logins >= 0),
     locked_until timestamptz,
+    -- Login tokens issued before this instant are refused (a reset ends every session).
+    password_changed_at timestamptz NOT NULL DEFAULT now(),
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT auth_users_platform_admin_has_no_partner

@@ -4,6 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::platform::ids::define_id;
 use crate::platform::shared_state::RateDecision;
 
@@ -12,7 +15,9 @@ define_id!(UserId, UserIdKind, "usr");
 define_id!(ApiKeyId, ApiKeyIdKind, "key");
 
 /// What a user is. API keys act with the partner's authority, narrowed by their scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// An operator of the platform; belongs to no partner; created only by the CLI.
@@ -266,6 +271,72 @@ pub fn ceil_secs(duration: Duration) -> u64 {
     }
 }
 
+/// A partner (tenant), as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Partner {
+    pub id: PartnerId,
+    pub name: String,
+    pub email: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user, as the API shows it (never the password hash).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct User {
+    pub id: UserId,
+    /// Absent for platform admins.
+    pub partner_id: Option<PartnerId>,
+    pub email: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key, as the API shows it (never the secret, except once at creation).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub partner_id: PartnerId,
+    pub name: String,
+    /// The key's first characters, e.g. `flk_live_AbCd`, to recognise it.
+    pub hint: String,
+    /// `null`: full access for the partner.
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new API key with its secret: the only time the secret is ever shown.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// The full key. Store it now: it cannot be shown again.
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
+    pub secret: SecretString,
+}
+
+/// A login token.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AccessToken {
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
+    pub access_token: SecretString,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// Serialises a secret into the one response meant to carry it.
+fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +367,10 @@ mod tests {
 
     #[test]
     fn scopes_narrow_a_key_and_write_implies_read() {
-        let p = principal(Role::PartnerAdmin, Some(&["wallets:write", "payments:read"]));
+        let p = principal(
+            Role::PartnerAdmin,
+            Some(&["wallets:write", "payments:read"]),
+        );
         assert!(p.allows(Area::Wallets, Access::Write));
         assert!(p.allows(Area::Wallets, Access::Read));
         assert!(p.allows(Area::Payments, Access::Read));
@@ -306,12 +380,20 @@ mod tests {
 
     #[test]
     fn unknown_or_malformed_scopes_are_refused() {
-        for bad in ["wallet:read", "wallets:admin", "wallets", ":read", "WALLETS:READ"] {
+        for bad in [
+            "wallet:read",
+            "wallets:admin",
+            "wallets",
+            ":read",
+            "WALLETS:READ",
+        ] {
             assert!(Scopes::parse(&[bad]).is_err(), "{bad}");
         }
         assert!(Scopes::parse::<&str>(&[]).is_err());
         assert_eq!(
-            Scopes::parse(&["ledger:read", "ledger:read"]).unwrap().to_strings(),
+            Scopes::parse(&["ledger:read", "ledger:read"])
+                .unwrap()
+                .to_strings(),
             ["ledger:read"]
         );
     }
@@ -333,7 +415,11 @@ mod tests {
 
     #[test]
     fn roles_round_trip_through_their_names() {
-        for role in [Role::PlatformAdmin, Role::PartnerAdmin, Role::PartnerDeveloper] {
+        for role in [
+            Role::PlatformAdmin,
+            Role::PartnerAdmin,
+            Role::PartnerDeveloper,
+        ] {
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
         assert_eq!(Role::parse("admin"), None);
@@ -344,7 +430,9 @@ mod tests {
         for good in ["a@b.co", "first.last+tag@example.com"] {
             assert!(valid_email(good), "{good}");
         }
-        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a@b.co.", "a b@c.co", "a@b@c.co"] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@.co", "a@b.co.", "a b@c.co", "a@b@c.co",
+        ] {
             assert!(!valid_email(bad), "{bad}");
         }
     }
@@ -358,7 +446,10 @@ mod tests {
             reset_after: Duration::from_secs(reset),
             retry_after: None,
         };
-        assert_eq!(tightest(&[d(true, 5, 1), d(true, 2, 9)]).unwrap().remaining, 2);
+        assert_eq!(
+            tightest(&[d(true, 5, 1), d(true, 2, 9)]).unwrap().remaining,
+            2
+        );
         assert!(!tightest(&[d(true, 5, 1), d(false, 0, 9)]).unwrap().allowed);
         assert!(tightest(&[]).is_none());
     }

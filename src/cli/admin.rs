@@ -1,10 +1,15 @@
 //! `flowlet admin ...`: the operator's verbs. Each prints a human table, or JSON with
 //! `--json`, and exits non-zero on failure.
 
+use std::io::BufRead;
+
+use anyhow::Context;
 use clap::Subcommand;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
+use crate::app::auth_service;
+use crate::auth::{ApiKeyId, AuthService, Caller, PartnerId, RequestMeta, Role};
 use crate::platform::config::Settings;
 use crate::platform::db::migration_status;
 use crate::platform::infra::{Infra, Migrate};
@@ -20,6 +25,75 @@ pub enum AdminCommand {
     /// Print the effective configuration, with secrets shown only as set/unset.
     Config {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the first platform admin; the password is read from stdin. Runs once.
+    Bootstrap {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Partners (tenants).
+    #[command(subcommand)]
+    Partner(PartnerCommand),
+    /// A partner's API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// A partner's users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartnerCommand {
+    /// Create a partner and its first API key (the secret is shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The partner's contact email.
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key for a partner (the secret is shown once).
+    Create {
+        #[arg(long)]
+        partner: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes, e.g. wallets:read,payments:write; omit for full access.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key; refused on every replica from the next request on.
+    Revoke {
+        /// The key id (key_...).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user of a partner; the password is read from stdin.
+    Create {
+        #[arg(long)]
+        partner: String,
+        #[arg(long)]
+        email: String,
+        /// partner_admin or partner_developer.
+        #[arg(long)]
+        role: String,
         #[arg(long)]
         json: bool,
     },
@@ -65,7 +139,180 @@ pub async fn run(command: AdminCommand, settings: Settings) -> anyhow::Result<()
             }
             Ok(())
         }
+        other => run_auth(other, &settings).await,
     }
+}
+
+/// Runs `f` with the auth service over started infrastructure, then shuts it down.
+async fn with_auth<T, F, Fut>(settings: &Settings, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(AuthService) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let infra = Infra::start(settings, Migrate::Skip).await?;
+    let result = match auth_service(settings, &infra) {
+        Ok(auth) => f(auth).await,
+        Err(e) => Err(e),
+    };
+    infra.shutdown().await;
+    result
+}
+
+/// Who runs the command, for the audit log.
+fn operator_name() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "operator".to_owned())
+}
+
+fn operator() -> Caller {
+    Caller::Operator(operator_name())
+}
+
+/// The first line of stdin, without its newline: passwords never go on the command line,
+/// where `ps` and shell history would show them.
+fn read_password() -> anyhow::Result<SecretString> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password on stdin (e.g. `printf '%s\\n' \"$PASSWORD\" | flowlet admin ...`)"
+        );
+    }
+    Ok(SecretString::from(password))
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs the auth verbs.
+async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<()> {
+    let meta = RequestMeta::default();
+    match command {
+        AdminCommand::Bootstrap { email, json } => {
+            let password = read_password()?;
+            let user = with_auth(settings, |auth| async move {
+                Ok(auth.bootstrap(&operator_name(), &email, password).await?)
+            })
+            .await?;
+            if json {
+                print_json(&user)?;
+            } else {
+                print!(
+                    "{}",
+                    table(
+                        &["USER", "EMAIL", "ROLE"],
+                        &[vec![user.id.to_string(), user.email, user.role.to_string()]]
+                    )
+                );
+            }
+        }
+        AdminCommand::Partner(PartnerCommand::Create { name, email, json }) => {
+            let (partner, key) = with_auth(settings, |auth| async move {
+                let caller = operator();
+                let partner = auth.create_partner(&caller, &name, &email, &meta).await?;
+                let key = auth
+                    .create_api_key(&caller, Some(partner.id), "default", None, None, &meta)
+                    .await?;
+                Ok((partner, key))
+            })
+            .await?;
+            if json {
+                print_json(&serde_json::json!({"partner": partner, "api_key": key}))?;
+            } else {
+                print!(
+                    "{}",
+                    table(
+                        &["PARTNER", "NAME", "API KEY", "SECRET (shown once)"],
+                        &[vec![
+                            partner.id.to_string(),
+                            partner.name,
+                            key.key.id.to_string(),
+                            key.secret.expose_secret().to_owned(),
+                        ]]
+                    )
+                );
+            }
+        }
+        AdminCommand::ApiKey(ApiKeyCommand::Create {
+            partner,
+            name,
+            scopes,
+            json,
+        }) => {
+            let partner: PartnerId = partner.parse().context("--partner is not a partner id")?;
+            let key = with_auth(settings, |auth| async move {
+                Ok(auth
+                    .create_api_key(&operator(), Some(partner), &name, scopes, None, &meta)
+                    .await?)
+            })
+            .await?;
+            if json {
+                print_json(&key)?;
+            } else {
+                print!(
+                    "{}",
+                    table(
+                        &["API KEY", "NAME", "SECRET (shown once)"],
+                        &[vec![
+                            key.key.id.to_string(),
+                            key.key.name,
+                            key.secret.expose_secret().to_owned()
+                        ]]
+                    )
+                );
+            }
+        }
+        AdminCommand::ApiKey(ApiKeyCommand::Revoke { id, json }) => {
+            let id: ApiKeyId = id.parse().context("not an API key id")?;
+            with_auth(settings, |auth| async move {
+                Ok(auth.revoke_api_key(&operator(), None, id, &meta).await?)
+            })
+            .await?;
+            if json {
+                print_json(&serde_json::json!({"id": id, "revoked": true}))?;
+            } else {
+                println!("Revoked {id}.");
+            }
+        }
+        AdminCommand::User(UserCommand::Create {
+            partner,
+            email,
+            role,
+            json,
+        }) => {
+            let partner: PartnerId = partner.parse().context("--partner is not a partner id")?;
+            let role = Role::parse(&role)
+                .filter(|r| *r != Role::PlatformAdmin)
+                .context("--role must be partner_admin or partner_developer")?;
+            let password = read_password()?;
+            let user = with_auth(settings, |auth| async move {
+                Ok(auth
+                    .create_user(&operator(), Some(partner), &email, password, role, &meta)
+                    .await?)
+            })
+            .await?;
+            if json {
+                print_json(&user)?;
+            } else {
+                print!(
+                    "{}",
+                    table(
+                        &["USER", "EMAIL", "ROLE"],
+                        &[vec![user.id.to_string(), user.email, user.role.to_string()]]
+                    )
+                );
+            }
+        }
+        AdminCommand::Migrations { .. } | AdminCommand::Config { .. } => {
+            anyhow::bail!("not an auth command")
+        }
+    }
+    Ok(())
 }
 
 /// The configuration as an operator may see it: secrets reduced to set/unset.

@@ -23,6 +23,7 @@ diesel::table! {
         role -> Text,
         failed_logins -> Int4,
         locked_until -> Nullable<Timestamptz>,
+        password_changed_at -> Timestamptz,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
     }

@@ -4,6 +4,7 @@
 
 mod extractors;
 mod middleware;
+pub mod pagination;
 
 pub use extractors::{json_config, path_config, query_config};
 pub use middleware::{REQUEST_ID_HEADER, RequestContext, current_request_id, request_context};
