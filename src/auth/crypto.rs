@@ -518,6 +518,11 @@ pub struct Claims {
     pub exp: i64,
     /// Unique token id (UUID v7), for revocation lists and log correlation.
     pub jti: String,
+    /// Password version: the subject's password-change instant (µs) when the token was
+    /// issued. A token whose version is not the current one is refused, so a password
+    /// change ends every earlier session, even one issued the same second.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pwv: Option<i64>,
 }
 
 /// Why a token was refused. Callers turn every variant into the same 401 (no oracle for
@@ -659,6 +664,7 @@ impl Jwt {
         sub: &str,
         ptn: Option<&str>,
         role: &str,
+        pwv: Option<i64>,
     ) -> Result<(SecretString, u64), CryptoError> {
         if sub.is_empty() {
             return Err(CryptoError::EmptyClaim("sub"));
@@ -682,6 +688,7 @@ impl Jwt {
             iat: now,
             exp,
             jti: uuid::Uuid::now_v7().to_string(),
+            pwv,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("JWT".to_owned());
@@ -1248,7 +1255,7 @@ mod tests {
         let jwt = jwt();
         let before = now();
         let (token, expires_in) = jwt
-            .issue("user-1", Some("partner-1"), "partner_admin")
+            .issue("user-1", Some("partner-1"), "partner_admin", None)
             .unwrap();
         assert_eq!(expires_in, TTL.as_secs());
         let claims = jwt.verify(token.expose_secret()).unwrap();
@@ -1265,7 +1272,7 @@ mod tests {
 
     #[test]
     fn an_issued_token_has_an_hs256_jwt_header_with_the_active_kid() {
-        let (token, _) = jwt().issue("user-1", None, "platform_admin").unwrap();
+        let (token, _) = jwt().issue("user-1", None, "platform_admin", None).unwrap();
         let header = jsonwebtoken::decode_header(token.expose_secret()).unwrap();
         assert_eq!(header.alg, Algorithm::HS256);
         assert_eq!(header.typ.as_deref(), Some("JWT"));
@@ -1279,8 +1286,8 @@ mod tests {
     #[test]
     fn two_issued_tokens_have_distinct_jtis() {
         let jwt = jwt();
-        let first = jwt.issue("u", None, "r").unwrap().0;
-        let second = jwt.issue("u", None, "r").unwrap().0;
+        let first = jwt.issue("u", None, "r", None).unwrap().0;
+        let second = jwt.issue("u", None, "r", None).unwrap().0;
         let jti = |t: &SecretString| jwt.verify(t.expose_secret()).unwrap().jti;
         assert_ne!(jti(&first), jti(&second));
     }
@@ -1289,15 +1296,15 @@ mod tests {
     fn issuing_with_an_empty_subject_or_role_is_refused() {
         let jwt = jwt();
         assert_eq!(
-            jwt.issue("", None, "r").unwrap_err(),
+            jwt.issue("", None, "r", None).unwrap_err(),
             CryptoError::EmptyClaim("sub")
         );
         assert_eq!(
-            jwt.issue("u", None, "").unwrap_err(),
+            jwt.issue("u", None, "", None).unwrap_err(),
             CryptoError::EmptyClaim("role")
         );
         assert_eq!(
-            jwt.issue("u", Some(""), "r").unwrap_err(),
+            jwt.issue("u", Some(""), "r", None).unwrap_err(),
             CryptoError::EmptyClaim("ptn")
         );
     }
@@ -1374,7 +1381,7 @@ mod tests {
     fn a_payload_tampered_to_platform_admin_keeps_its_signature_and_fails_it() {
         let jwt = jwt();
         let (token, _) = jwt
-            .issue("user-1", Some("partner-1"), "partner_viewer")
+            .issue("user-1", Some("partner-1"), "partner_viewer", None)
             .unwrap();
         let parts: Vec<&str> = token.expose_secret().split('.').collect();
         let mut payload: Value =
@@ -1450,7 +1457,7 @@ mod tests {
             ..config()
         })
         .unwrap();
-        let (old_token, _) = old.issue("user-1", None, "partner_admin").unwrap();
+        let (old_token, _) = old.issue("user-1", None, "partner_admin", None).unwrap();
 
         let rotated = Jwt::new(JwtConfig {
             previous: vec![(
@@ -1464,7 +1471,9 @@ mod tests {
             rotated.verify(old_token.expose_secret()).unwrap().sub,
             "user-1"
         );
-        let (new_token, _) = rotated.issue("user-2", None, "partner_admin").unwrap();
+        let (new_token, _) = rotated
+            .issue("user-2", None, "partner_admin", None)
+            .unwrap();
         let new_header = jsonwebtoken::decode_header(new_token.expose_secret()).unwrap();
         assert_eq!(new_header.kid.as_deref(), Some(KID));
         assert_eq!(
@@ -1636,7 +1645,7 @@ mod tests {
         );
         assert!(shown.contains("k0") && shown.contains(KID), "{shown}");
 
-        let (token, _) = jwt.issue("user-1", None, "r").unwrap();
+        let (token, _) = jwt.issue("user-1", None, "r", None).unwrap();
         let shown = format!("{token:?}");
         assert!(!shown.contains(token.expose_secret()), "{shown}");
 

@@ -336,7 +336,7 @@ impl AuthService {
         let Some((user, partner)) = store::find_user(&mut conn, user_id).await? else {
             return Err(unauthorized("user no longer exists"));
         };
-        if claims.iat < user.password_changed_at.timestamp() {
+        if claims.pwv != Some(user.password_changed_at.timestamp_micros()) {
             return Err(unauthorized("token predates the last password change"));
         }
         let role = Role::parse(&user.role)
@@ -503,6 +503,7 @@ impl AuthService {
                 &user.id.to_string(),
                 user.partner_id.map(|p| p.to_string()).as_deref(),
                 role.as_str(),
+                Some(user.password_changed_at.timestamp_micros()),
             )
             .map_err(|e| AuthError::Internal(anyhow::anyhow!("issuing a token: {e}")))?;
         self.audit_now(AuditEntry {

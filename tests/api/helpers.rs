@@ -10,6 +10,8 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::ServerHandle;
@@ -17,10 +19,14 @@ use actix_web::{HttpResponse, web};
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use flowlet::app::Application;
+use flowlet::auth::{AuthService, Caller, PartnerId, RequestMeta, Role};
 use flowlet::platform::config::{Settings, Sources};
 use flowlet::platform::db::embedded::EmbeddedPostgres;
+use flowlet::platform::db::{Db, PoolOptions};
 use flowlet::platform::error::ApiError;
 use flowlet::platform::money::{Amount, Currency, Money};
+use flowlet::platform::shared_state::SharedState;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
@@ -37,9 +43,15 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// URL of this test's own database.
     pub db_url: String,
+    /// The settings the app runs with.
+    pub settings: Settings,
+    /// Where the app's mail goes (a file transport per test).
+    pub mail_dir: PathBuf,
     handle: ServerHandle,
-    /// Dropped (with the database) after the server is stopped.
-    _database: TestDatabase,
+    auth: OnceCell<AuthService>,
+    /// Shared with apps made by [`TestOptions::sharing`]; dropped with the last of them.
+    database: Arc<TestDatabase>,
+    _mail: Arc<tempfile::TempDir>,
 }
 
 /// Options for [`spawn_app_with`].
@@ -47,11 +59,23 @@ pub struct TestApp {
 pub struct TestOptions {
     /// Extra `FLOWLET__...` variables, applied after the harness's own.
     pub vars: Vec<(String, String)>,
+    /// Run as a second replica of this app: same database, Redis prefix and mail directory.
+    share: Option<(Arc<TestDatabase>, Arc<tempfile::TempDir>, String)>,
 }
 
 impl TestOptions {
     pub fn var(mut self, key: &str, value: impl Into<String>) -> Self {
         self.vars.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// A second replica beside `app`.
+    pub fn sharing(mut self, app: &TestApp) -> Self {
+        self.share = Some((
+            app.database.clone(),
+            app._mail.clone(),
+            app.settings.redis.key_prefix.clone(),
+        ));
         self
     }
 }
@@ -63,9 +87,24 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app with extra configuration.
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
-    let db = test_database().await;
-    let settings = test_settings(&db.url, options.vars);
-    let app = Application::build_with(settings, Some(probe_routes))
+    let (database, mail, prefix) = match options.share {
+        Some(shared) => shared,
+        None => (
+            Arc::new(test_database().await),
+            Arc::new(tempfile::tempdir().expect("a mail directory")),
+            format!("t:{}:", uuid::Uuid::now_v7().simple()),
+        ),
+    };
+    let mut vars = vec![
+        ("FLOWLET__REDIS__KEY_PREFIX".to_owned(), prefix),
+        (
+            "FLOWLET__SMTP__MAIL_DIR".to_owned(),
+            mail.path().display().to_string(),
+        ),
+    ];
+    vars.extend(options.vars);
+    let settings = test_settings(&database.url, vars);
+    let app = Application::build_with(settings.clone(), Some(probe_routes))
         .await
         .expect("the application starts");
     let port = app.port();
@@ -77,9 +116,13 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client"),
-        db_url: db.url.clone(),
+        db_url: database.url.clone(),
+        settings,
+        mail_dir: mail.path().to_path_buf(),
         handle,
-        _database: db,
+        auth: OnceCell::new(),
+        database,
+        _mail: mail,
     }
 }
 
@@ -154,12 +197,198 @@ impl TestApp {
     pub async fn stop(&self) {
         self.handle.stop(true).await;
     }
+
+    /// The auth service over this app's database, for seeding data as an operator would.
+    pub async fn auth(&self) -> &AuthService {
+        self.auth
+            .get_or_init(|| async {
+                let db = Db::connect(
+                    &self.db_url,
+                    &PoolOptions {
+                        max_size: 2,
+                        wait_timeout: Duration::from_secs(5),
+                        connect_timeout: Duration::from_secs(5),
+                        tx_max_retries: 3,
+                    },
+                )
+                .expect("a seeding pool");
+                let mailer =
+                    flowlet::notify::mailer(None, &self.settings.smtp.from, &self.mail_dir)
+                        .expect("a file mailer");
+                AuthService::new(
+                    db,
+                    SharedState::in_process(),
+                    mailer,
+                    &self.settings.auth,
+                    &self.settings.rate_limit,
+                    false,
+                )
+                .expect("the auth service")
+            })
+            .await
+    }
+
+    /// A new partner with a full-access API key.
+    pub async fn new_partner(&self) -> TestPartner {
+        let auth = self.auth().await;
+        let caller = Caller::Operator("test".into());
+        let meta = RequestMeta::default();
+        let n = unique();
+        let partner = auth
+            .create_partner(
+                &caller,
+                &format!("Partner {n}"),
+                &format!("ops{n}@partner.example"),
+                &meta,
+            )
+            .await
+            .expect("create a partner");
+        let key = auth
+            .create_api_key(&caller, Some(partner.id), "default", None, None, &meta)
+            .await
+            .expect("create a key");
+        TestPartner {
+            id: partner.id,
+            key: key.secret.expose_secret().to_owned(),
+            key_id: key.key.id.to_string(),
+        }
+    }
+
+    /// A new user of `partner` (or the first platform admin when `partner` is `None`).
+    pub async fn new_user(&self, partner: Option<PartnerId>, role: Role) -> TestUser {
+        let auth = self.auth().await;
+        let n = unique();
+        let email = format!("user{n}@example.com");
+        let password = format!("violet-tractor-harbor-{n}");
+        let user = match partner {
+            None => auth
+                .bootstrap("test", &email, SecretString::from(password.clone()))
+                .await
+                .expect("bootstrap a platform admin"),
+            Some(partner) => auth
+                .create_user(
+                    &Caller::Operator("test".into()),
+                    Some(partner),
+                    &email,
+                    SecretString::from(password.clone()),
+                    role,
+                    &RequestMeta::default(),
+                )
+                .await
+                .expect("create a user"),
+        };
+        TestUser {
+            id: user.id.to_string(),
+            email,
+            password,
+        }
+    }
+
+    /// Logs in over HTTP and returns the access token.
+    pub async fn login(&self, user: &TestUser) -> String {
+        let resp = self
+            .post_json(
+                "/v1/auth/login",
+                &serde_json::json!({"email": user.email, "password": user.password}),
+            )
+            .await;
+        assert_eq!(resp.status().as_u16(), 200, "login of {}", user.email);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path, token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn delete_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::DELETE, path, token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Rows in a table (for "nothing changed" assertions).
+    pub async fn count(&self, table: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut conn = self.db().await;
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut conn)
+            .await
+            .expect("count rows")
+            .n
+    }
+
+    /// Mail the app has sent so far (file transport), waiting up to 5 s for `expected` messages.
+    pub async fn mail(&self, expected: usize) -> Vec<flowlet::notify::ReceivedEmail> {
+        let started = std::time::Instant::now();
+        loop {
+            let mail = flowlet::notify::read_mail_dir(&self.mail_dir).unwrap_or_default();
+            if mail.len() >= expected || started.elapsed() > Duration::from_secs(5) {
+                return mail;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A partner made by the harness, with its first (full-access) API key.
+pub struct TestPartner {
+    pub id: PartnerId,
+    pub key: String,
+    pub key_id: String,
+}
+
+/// A user made by the harness, with the password it can log in with.
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// A number unique within this test process, for emails and names.
+pub fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Distinct across processes too (nextest): mix in the process id.
+    u64::from(std::process::id()) * 1_000_000 + n
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // Fire and forget: the runtime may be ending; the database drop below forces
-        // remaining connections closed anyway.
+        // Fire and forget: the runtime may be ending; dropping the database (with the last app
+        // using it) forces remaining connections closed anyway.
         drop(self.handle.stop(false));
     }
 }

@@ -7,6 +7,7 @@
     reason = "a failed unwrap in a test is a failed test"
 )]
 
+mod auth;
 mod cli;
 mod db;
 mod errors;
