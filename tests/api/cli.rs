@@ -276,3 +276,269 @@ fn admin_config_shows_settings_but_never_secrets() {
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(value["database_url"], "<unset>");
 }
+
+/// Runs `flowlet` with `stdin` fed to it.
+fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The operator's path end to end (bootstrap, partner, keys, users), then the partner's
+/// path over HTTP (login, key creation, password reset), with every log line at debug level
+/// searched for the secrets that went through it.
+#[tokio::test]
+async fn operator_verbs_work_and_no_secret_ever_reaches_the_logs() {
+    let database = test_database().await;
+    let mail = tempfile::tempdir().unwrap();
+    let with_db = |cmd: &mut Command| {
+        cmd.env("FLOWLET__DATABASE__URL", &database.url)
+            .env("FLOWLET__SMTP__MAIL_DIR", mail.path())
+            .env("FLOWLET__LOG__LEVEL", "debug");
+    };
+    let mut logs = String::new();
+    let admin_password = "opal-meadow-kettle-57";
+    let user_password = "cinder-harbor-violin-88";
+
+    let mut cmd = flowlet();
+    with_db(cmd.args([
+        "admin",
+        "bootstrap",
+        "--email",
+        "root@flowlet.example",
+        "--json",
+    ]));
+    let out = run_with_stdin(&mut cmd, &format!("{admin_password}\n"));
+    logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    let admin = json_of(&out);
+    assert_eq!(admin["role"], "platform_admin");
+    assert!(admin["id"].as_str().unwrap().starts_with("usr_"));
+
+    let mut cmd = flowlet();
+    with_db(cmd.args(["admin", "bootstrap", "--email", "second@flowlet.example"]));
+    let again = run_with_stdin(&mut cmd, &format!("{admin_password}\n"));
+    assert_eq!(again.status.code(), Some(1), "bootstrap runs once");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let mut cmd = flowlet();
+    with_db(cmd.args([
+        "admin",
+        "partner",
+        "create",
+        "--name",
+        "Acme",
+        "--email",
+        "ops@acme.example",
+        "--json",
+    ]));
+    let out = run(&mut cmd);
+    logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    let created = json_of(&out);
+    let partner_id = created["partner"]["id"].as_str().unwrap().to_owned();
+    let partner_key = created["api_key"]["secret"].as_str().unwrap().to_owned();
+    assert!(partner_id.starts_with("ptn_"));
+    assert!(
+        created["api_key"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("key_")
+    );
+
+    let mut cmd = flowlet();
+    with_db(cmd.args([
+        "admin",
+        "api-key",
+        "create",
+        "--partner",
+        &partner_id,
+        "--name",
+        "ci",
+        "--scopes",
+        "wallets:read,auth:read",
+        "--json",
+    ]));
+    let out = run(&mut cmd);
+    logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    let ci_key = json_of(&out);
+    assert_eq!(
+        ci_key["scopes"],
+        serde_json::json!(["wallets:read", "auth:read"])
+    );
+    let ci_secret = ci_key["secret"].as_str().unwrap().to_owned();
+
+    let mut cmd = flowlet();
+    with_db(cmd.args([
+        "admin",
+        "user",
+        "create",
+        "--partner",
+        &partner_id,
+        "--email",
+        "dev@acme.example",
+        "--role",
+        "partner_admin",
+        "--json",
+    ]));
+    let out = run_with_stdin(&mut cmd, &format!("{user_password}\n"));
+    logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json_of(&out)["role"], "partner_admin");
+
+    let mut cmd = flowlet();
+    with_db(cmd.args([
+        "admin",
+        "user",
+        "create",
+        "--partner",
+        &partner_id,
+        "--email",
+        "weak@acme.example",
+        "--role",
+        "partner_admin",
+    ]));
+    let weak = run_with_stdin(&mut cmd, "password\n");
+    assert_eq!(
+        weak.status.code(),
+        Some(1),
+        "the password policy applies to operators too"
+    );
+
+    let port = free_port();
+    let mut cmd = flowlet();
+    with_db(
+        cmd.arg("serve")
+            .env("FLOWLET__REDIS__URL", redis_url())
+            .env(
+                "FLOWLET__REDIS__KEY_PREFIX",
+                format!("t:{}:", uuid::Uuid::now_v7().simple()),
+            )
+            .env("FLOWLET__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("FLOWLET__SERVER__WORKERS", "1"),
+    );
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        wait_for(port, "/health", Duration::from_secs(30)).await,
+        200
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    let login: serde_json::Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"email": "dev@acme.example", "password": user_password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access_token = login["access_token"]
+        .as_str()
+        .expect("logged in")
+        .to_owned();
+    let new_key: serde_json::Value = http
+        .post(format!("{base}/v1/api-keys"))
+        .bearer_auth(&access_token)
+        .json(&serde_json::json!({"name": "made over http"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let http_secret = new_key["secret"].as_str().unwrap().to_owned();
+    for token in [&partner_key, &ci_secret, &http_secret] {
+        let status = http
+            .get(format!("{base}/v1/auth/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    http.post(format!("{base}/v1/auth/password-reset"))
+        .json(&serde_json::json!({"email": "dev@acme.example"}))
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reset_token = loop {
+        let mail = flowlet::notify::read_mail_dir(mail.path()).unwrap_or_default();
+        if let Some(token) = mail
+            .iter()
+            .flat_map(|m| m.text.split_whitespace())
+            .find(|w| w.starts_with("flr_"))
+        {
+            break token.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no reset mail");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let new_password = "sable-orchard-lantern-64";
+    let status = http
+        .post(format!("{base}/v1/auth/password-reset/confirm"))
+        .json(&serde_json::json!({"token": reset_token, "new_password": new_password}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let out = terminate(child);
+    logs.push_str(&String::from_utf8_lossy(&out.stderr));
+
+    let mut cmd = flowlet();
+    with_db(cmd.args([
+        "admin",
+        "api-key",
+        "revoke",
+        ci_key["id"].as_str().unwrap(),
+        "--json",
+    ]));
+    let out = run(&mut cmd);
+    logs.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(json_of(&out)["revoked"], true);
+
+    assert!(
+        logs.contains("request completed"),
+        "the server's request logs were captured"
+    );
+    for (what, secret) in [
+        ("admin password", admin_password),
+        ("user password", user_password),
+        ("new password", new_password),
+        ("partner key", partner_key.as_str()),
+        ("CLI-made key", ci_secret.as_str()),
+        ("HTTP-made key", http_secret.as_str()),
+        ("access token", access_token.as_str()),
+        ("reset token", reset_token.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in the logs");
+    }
+    // Not even a recognisable piece of a token's signature or a key's random part.
+    assert!(!logs.contains(&access_token[access_token.len() - 20..]));
+    assert!(!logs.contains(&partner_key[partner_key.len() - 20..]));
+}

@@ -13,3 +13,4 @@ mod db;
 mod errors;
 mod helpers;
 mod platform;
+mod rate_limits;
