@@ -184,6 +184,15 @@ fn read_password() -> anyhow::Result<SecretString> {
     Ok(SecretString::from(password))
 }
 
+fn print_user(user: crate::auth::User, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&user);
+    }
+    let row = vec![user.id.to_string(), user.email, user.role.to_string()];
+    print!("{}", table(&["USER", "EMAIL", "ROLE"], &[row]));
+    Ok(())
+}
+
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -199,17 +208,7 @@ async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<
                 Ok(auth.bootstrap(&operator_name(), &email, password).await?)
             })
             .await?;
-            if json {
-                print_json(&user)?;
-            } else {
-                print!(
-                    "{}",
-                    table(
-                        &["USER", "EMAIL", "ROLE"],
-                        &[vec![user.id.to_string(), user.email, user.role.to_string()]]
-                    )
-                );
-            }
+            print_user(user, json)?;
         }
         AdminCommand::Partner(PartnerCommand::Create { name, email, json }) => {
             let (partner, key) = with_auth(settings, |auth| async move {
@@ -296,17 +295,7 @@ async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<
                     .await?)
             })
             .await?;
-            if json {
-                print_json(&user)?;
-            } else {
-                print!(
-                    "{}",
-                    table(
-                        &["USER", "EMAIL", "ROLE"],
-                        &[vec![user.id.to_string(), user.email, user.role.to_string()]]
-                    )
-                );
-            }
+            print_user(user, json)?;
         }
         AdminCommand::Migrations { .. } | AdminCommand::Config { .. } => {
             anyhow::bail!("not an auth command")

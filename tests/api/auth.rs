@@ -35,6 +35,15 @@ fn hs256_token(header: &Value, claims: &Value, secret: &[u8]) -> String {
     format!("{signing_input}.{signature}")
 }
 
+/// The one-time token a password-reset mail carries.
+fn reset_token_in(mail: &flowlet::notify::ReceivedEmail) -> String {
+    mail.text
+        .split_whitespace()
+        .find(|w| w.starts_with("flr_"))
+        .expect("a reset token in the mail")
+        .to_owned()
+}
+
 async fn me_status(app: &TestApp, token: &str) -> u16 {
     app.get_as(token, "/v1/auth/me").await.status().as_u16()
 }
@@ -931,12 +940,7 @@ async fn a_password_reset_mails_a_one_time_token_that_sets_a_new_password() {
     let mail = app.mail(1).await;
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].to, user.email);
-    let token = mail[0]
-        .text
-        .split_whitespace()
-        .find(|w| w.starts_with("flr_"))
-        .expect("a reset token in the mail")
-        .to_owned();
+    let token = reset_token_in(&mail[0]);
 
     let confirm = json!({"token": token, "new_password": "marble-canyon-lantern-42"});
     assert_eq!(
@@ -998,12 +1002,7 @@ async fn bad_reset_confirmations_are_400_and_change_nothing() {
     let user = app.new_user(None, Role::PlatformAdmin).await;
     app.post_json("/v1/auth/password-reset", &json!({"email": user.email}))
         .await;
-    let token = app.mail(1).await[0]
-        .text
-        .split_whitespace()
-        .find(|w| w.starts_with("flr_"))
-        .unwrap()
-        .to_owned();
+    let token = reset_token_in(&app.mail(1).await[0]);
     for (body, code) in [
         (
             json!({"token": "flr_bogus", "new_password": "marble-canyon-lantern-42"}),
