@@ -11,7 +11,9 @@ use anyhow::Context;
 use utoipa::OpenApi;
 
 use crate::auth::{self, AuthService};
+use crate::ledger::{self, EngineConfig, EngineMetrics, ExpiryConfig, LedgerService};
 use crate::notify;
+use crate::platform::config::LedgerSettings;
 use crate::platform::config::Settings;
 use crate::platform::docs;
 use crate::platform::error::ApiError;
@@ -41,6 +43,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.merge(ops::OpsDoc::openapi());
     doc.merge(auth::openapi());
+    doc.merge(ledger::openapi());
     doc
 }
 
@@ -61,6 +64,17 @@ pub fn auth_service(settings: &Settings, infra: &Infra) -> anyhow::Result<AuthSe
         settings.server.trust_forwarded_for,
     )
     .context("configuring auth")
+}
+
+/// The posting engine's tuning from configuration.
+pub fn engine_config(settings: &LedgerSettings) -> EngineConfig {
+    EngineConfig {
+        batch_max_transfers: settings.batch_max_transfers,
+        batch_linger: settings.batch_linger,
+        queue_capacity: settings.queue_capacity,
+        enqueue_timeout: settings.enqueue_timeout,
+        max_retries: settings.max_retries,
+    }
 }
 
 /// A built, listening, not yet running service.
@@ -89,31 +103,62 @@ impl Application {
             Migrate::Skip
         };
         let infra = Infra::start(&settings, migrate).await?;
-        match Self::serve_on(&settings, &infra, extra_routes) {
+        let mut workers = Workers::new();
+        match Self::assemble(&settings, &infra, &mut workers, extra_routes) {
             Ok((port, server)) => Ok(Application {
                 port,
                 server,
                 infra,
-                workers: Workers::new(),
+                workers,
                 shutdown_timeout: settings.server.shutdown_timeout,
             }),
             Err(err) => {
+                workers.stop(settings.server.shutdown_timeout).await;
                 infra.shutdown().await;
                 Err(err)
             }
         }
     }
 
+    /// Builds the modules, starts their background workers, and binds the HTTP server.
+    fn assemble(
+        settings: &Settings,
+        infra: &Infra,
+        workers: &mut Workers,
+        extra_routes: Option<ExtraRoutes>,
+    ) -> anyhow::Result<(u16, Server)> {
+        let metrics = Metrics::new().context("creating the metrics registry")?;
+        let engine_metrics =
+            EngineMetrics::new(metrics.registry()).context("registering the ledger metrics")?;
+        let (ledger, engine) = LedgerService::new(
+            infra.db.clone(),
+            engine_config(&settings.ledger),
+            Some(engine_metrics),
+        );
+        workers.spawn("ledger-engine", |shutdown| engine.run(shutdown));
+        let expiry = ExpiryConfig {
+            interval: settings.ledger.expiry_interval,
+            batch: settings.ledger.expiry_batch,
+        };
+        let expiring = ledger.clone();
+        workers.spawn("ledger-expiry", move |shutdown| {
+            expiring.run_expiry(expiry, shutdown)
+        });
+        Self::serve_on(settings, infra, metrics, ledger, extra_routes)
+    }
+
     fn serve_on(
         settings: &Settings,
         infra: &Infra,
+        metrics: Metrics,
+        ledger: LedgerService,
         extra_routes: Option<ExtraRoutes>,
     ) -> anyhow::Result<(u16, Server)> {
         let listener = TcpListener::bind(settings.server.bind)
             .with_context(|| format!("binding {} (server.bind)", settings.server.bind))?;
         let port = listener.local_addr()?.port();
-        let metrics = Metrics::new().context("creating the metrics registry")?;
         let auth = web::Data::new(auth_service(settings, infra)?);
+        let ledger = web::Data::new(ledger);
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {
@@ -133,6 +178,7 @@ impl Application {
                 .app_data(ops_state.clone())
                 .app_data(request_ctx.clone())
                 .app_data(auth.clone())
+                .app_data(ledger.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(query_config())
@@ -141,6 +187,7 @@ impl Application {
                 .wrap(from_fn(request_context))
                 .configure(ops::configure)
                 .configure(auth::configure)
+                .configure(ledger::configure)
                 .configure(|cfg| {
                     if let Some(extra) = extra_routes {
                         extra(cfg);

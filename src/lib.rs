@@ -8,5 +8,6 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod ledger;
 pub mod notify;
 pub mod platform;

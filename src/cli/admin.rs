@@ -10,9 +10,11 @@ use serde::Serialize;
 
 use crate::app::auth_service;
 use crate::auth::{ApiKeyId, AuthService, Caller, PartnerId, RequestMeta, Role};
+use crate::ledger::LedgerService;
 use crate::platform::config::Settings;
 use crate::platform::db::migration_status;
 use crate::platform::infra::{Infra, Migrate};
+use crate::platform::money::Currency;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -44,6 +46,27 @@ pub enum AdminCommand {
     /// A partner's users.
     #[command(subcommand)]
     User(UserCommand),
+    /// The ledger's books.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Check every ledger invariant, recomputed from the entries; exit 1 with a report on any
+    /// violation.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Debit and credit totals per currency and account code.
+    TrialBalance {
+        /// Only this currency (ISO 4217).
+        #[arg(long)]
+        currency: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +162,7 @@ pub async fn run(command: AdminCommand, settings: Settings) -> anyhow::Result<()
             }
             Ok(())
         }
+        AdminCommand::Ledger(command) => run_ledger(command, &settings).await,
         other => run_auth(other, &settings).await,
     }
 }
@@ -297,11 +321,93 @@ async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<
             .await?;
             print_user(user, json)?;
         }
-        AdminCommand::Migrations { .. } | AdminCommand::Config { .. } => {
+        AdminCommand::Migrations { .. } | AdminCommand::Config { .. } | AdminCommand::Ledger(_) => {
             anyhow::bail!("not an auth command")
         }
     }
     Ok(())
+}
+
+/// Runs the ledger verbs (reads only: no engine is started).
+async fn run_ledger(command: LedgerCommand, settings: &Settings) -> anyhow::Result<()> {
+    let infra = Infra::start(settings, Migrate::Skip).await?;
+    let (ledger, _engine) = LedgerService::new(
+        infra.db.clone(),
+        crate::app::engine_config(&settings.ledger),
+        None,
+    );
+    let result = async {
+        match command {
+            LedgerCommand::Verify { json } => {
+                let violations = ledger.verify().await?;
+                if json {
+                    print_json(&serde_json::json!({
+                        "ok": violations.is_empty(),
+                        "violations": violations,
+                    }))?;
+                } else if violations.is_empty() {
+                    println!("Ledger verified: every invariant holds.");
+                } else {
+                    let rows: Vec<Vec<String>> = violations
+                        .iter()
+                        .map(|v| vec![v.check.clone(), v.subject.clone(), v.detail.clone()])
+                        .collect();
+                    print!("{}", table(&["CHECK", "SUBJECT", "DETAIL"], &rows));
+                }
+                if !violations.is_empty() {
+                    anyhow::bail!("{} ledger invariant violation(s)", violations.len());
+                }
+                Ok(())
+            }
+            LedgerCommand::TrialBalance { currency, json } => {
+                let currency = currency
+                    .map(|c| Currency::parse(&c))
+                    .transpose()
+                    .context("--currency is not an ISO 4217 code")?;
+                let rows = ledger.trial_balance(currency).await?;
+                if json {
+                    let list: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "currency": r.currency, "code": r.code, "accounts": r.accounts,
+                                "debits_posted": r.debits_posted, "credits_posted": r.credits_posted,
+                                "debits_pending": r.debits_pending, "credits_pending": r.credits_pending,
+                            })
+                        })
+                        .collect();
+                    print_json(&list)?;
+                } else {
+                    let lines: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.currency.clone(),
+                                r.code.to_string(),
+                                r.accounts.to_string(),
+                                r.debits_posted.clone(),
+                                r.credits_posted.clone(),
+                                r.debits_pending.clone(),
+                                r.credits_pending.clone(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        table(
+                            &["CURRENCY", "CODE", "ACCOUNTS", "DEBITS POSTED", "CREDITS POSTED", "DEBITS PENDING", "CREDITS PENDING"],
+                            &lines
+                        )
+                    );
+                    println!("(amounts in minor units of each currency)");
+                }
+                Ok(())
+            }
+        }
+    }
+    .await;
+    infra.shutdown().await;
+    result
 }
 
 /// The configuration as an operator may see it: secrets reduced to set/unset.

@@ -84,6 +84,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
+    pub ledger: LedgerSettings,
     pub smtp: SmtpSettings,
     pub log: LogSettings,
 }
@@ -146,6 +147,18 @@ pub struct RateLimitSettings {
     pub ip_per_minute: u64,
     pub key_per_hour: u64,
     pub partner_per_hour: u64,
+}
+
+/// The ledger's posting engine and expiry worker.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    pub batch_max_transfers: usize,
+    pub batch_linger: Duration,
+    pub queue_capacity: usize,
+    pub enqueue_timeout: Duration,
+    pub max_retries: u32,
+    pub expiry_interval: Duration,
+    pub expiry_batch: i64,
 }
 
 /// Outgoing mail.
@@ -384,6 +397,7 @@ struct RawSettings {
     redis: RawRedis,
     auth: RawAuth,
     rate_limit: RawRateLimit,
+    ledger: RawLedger,
     smtp: RawSmtp,
     log: RawLog,
 }
@@ -445,6 +459,18 @@ struct RawRateLimit {
     ip_per_minute: u64,
     key_per_hour: u64,
     partner_per_hour: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    batch_max_transfers: usize,
+    batch_linger_us: u64,
+    queue_capacity: usize,
+    enqueue_timeout_ms: u64,
+    max_retries: u32,
+    expiry_interval_ms: u64,
+    expiry_batch: i64,
 }
 
 #[derive(Deserialize)]
@@ -583,6 +609,7 @@ impl RawSettings {
                 key_per_hour: self.rate_limit.key_per_hour,
                 partner_per_hour: self.rate_limit.partner_per_hour,
             },
+            ledger: self.ledger.validate()?,
             smtp: SmtpSettings {
                 url: smtp_url.map(SecretString::from),
                 from: self.smtp.from,
@@ -726,6 +753,41 @@ impl RawAuth {
             lockout: Duration::from_secs(self.lockout_secs),
             password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
         }
+    }
+}
+
+impl RawLedger {
+    fn validate(self) -> Result<LedgerSettings, ConfigError> {
+        if self.batch_max_transfers == 0 {
+            return Err(ConfigError::invalid(
+                "ledger.batch_max_transfers",
+                "FLOWLET__LEDGER__BATCH_MAX_TRANSFERS",
+                "must be greater than 0",
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "ledger.queue_capacity",
+                "FLOWLET__LEDGER__QUEUE_CAPACITY",
+                "must be greater than 0",
+            ));
+        }
+        if self.expiry_batch <= 0 || self.expiry_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "ledger.expiry_batch",
+                "FLOWLET__LEDGER__EXPIRY_BATCH",
+                "expiry_batch and expiry_interval_ms must be greater than 0",
+            ));
+        }
+        Ok(LedgerSettings {
+            batch_max_transfers: self.batch_max_transfers,
+            batch_linger: Duration::from_micros(self.batch_linger_us),
+            queue_capacity: self.queue_capacity,
+            enqueue_timeout: Duration::from_millis(self.enqueue_timeout_ms),
+            max_retries: self.max_retries,
+            expiry_interval: Duration::from_millis(self.expiry_interval_ms),
+            expiry_batch: self.expiry_batch,
+        })
     }
 }
 

@@ -75,3 +75,71 @@ diesel::table! {
 diesel::joinable!(auth_api_keys -> auth_partners (partner_id));
 diesel::joinable!(auth_users -> auth_partners (partner_id));
 diesel::allow_tables_to_appear_in_same_query!(auth_partners, auth_users, auth_api_keys);
+
+diesel::table! {
+    ledger_accounts (id) {
+        id -> Uuid,
+        partner_id -> Nullable<Uuid>,
+        currency -> Text,
+        code -> Int4,
+        flags -> Int4,
+        metadata -> Nullable<Jsonb>,
+        debits_pending -> Int8,
+        debits_posted -> Int8,
+        credits_pending -> Int8,
+        credits_posted -> Int8,
+        entry_seq -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledger_transfers (id) {
+        id -> Uuid,
+        partner_id -> Nullable<Uuid>,
+        debit_account_id -> Uuid,
+        credit_account_id -> Uuid,
+        amount -> Int8,
+        currency -> Text,
+        code -> Int4,
+        flags -> Int4,
+        pending_id -> Nullable<Uuid>,
+        timeout_secs -> Nullable<Int4>,
+        expires_at -> Nullable<Timestamptz>,
+        metadata -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledger_entries (account_id, seq) {
+        account_id -> Uuid,
+        seq -> Int8,
+        transfer_id -> Uuid,
+        is_credit -> Bool,
+        pending_delta -> Int8,
+        posted_delta -> Int8,
+        debits_pending -> Int8,
+        debits_posted -> Int8,
+        credits_pending -> Int8,
+        credits_posted -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledger_failed_transfers (id) {
+        id -> Uuid,
+        partner_id -> Nullable<Uuid>,
+        result -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledger_pending_expiry (transfer_id) {
+        transfer_id -> Uuid,
+        expires_at -> Timestamptz,
+        claimed_until -> Nullable<Timestamptz>,
+    }
+}

@@ -19,6 +19,12 @@ pub struct Tx<'c> {
 }
 
 impl<'c> Tx<'c> {
+    /// Wraps a connection on which the caller has already begun a transaction, for code that
+    /// runs its own transactions (the ledger's posting engine hands this to attached writes).
+    pub fn within_open_transaction(conn: &'c mut AsyncPgConnection) -> Tx<'c> {
+        Tx { conn }
+    }
+
     /// The connection inside the transaction, for a store's diesel statements.
     pub fn conn(&mut self) -> &mut AsyncPgConnection {
         self.conn

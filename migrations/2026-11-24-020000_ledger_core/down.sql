@@ -1,0 +1,5 @@
+DROP TABLE IF EXISTS ledger_pending_expiry;
+DROP TABLE IF EXISTS ledger_failed_transfers;
+DROP TABLE IF EXISTS ledger_entries;
+DROP TABLE IF EXISTS ledger_transfers;
+DROP TABLE IF EXISTS ledger_accounts;

@@ -1,0 +1,560 @@
+//! The posting engine: the ONE path every transfer takes (HTTP, payments, cards, expiry).
+//!
+//! Callers submit a request (a list of transfers, optionally with writes of their own) to a
+//! bounded queue and wait for its results. One task takes whatever is queued (up to
+//! `ledger.batch_max_transfers`) and runs it as one database transaction — group commit:
+//!
+//! 1. read the pending transfers the batch posts or voids (immutable rows; no lock needed);
+//! 2. in one pipelined round trip: lock every touched account in id order (so batches of
+//!    several replicas never deadlock), and read which ids exist, which failed before, and how
+//!    the referenced pending transfers were resolved;
+//! 3. apply every request in arrival order with the pure state machine (`model`), so one
+//!    failing transfer fails alone with its own code;
+//! 4. run the callers' attached writes inside the same transaction;
+//! 5. write transfers, entries, failures, expiry bookkeeping and every touched account's new
+//!    totals in ONE set-based statement; commit; answer every waiter.
+//!
+//! With nothing else queued a request is flushed at once (no added latency); under load the
+//! queue fills while a batch commits, so batches grow by themselves. Correctness rests on the
+//! database (row locks, unique ids, CHECK constraints), never on this process's memory, so
+//! several replicas may run engines against one database. A conflict with another replica (a
+//! unique violation, a deadlock) rolls the batch back and runs it again on fresh state.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::error::{LedgerError, SideWriteError};
+use super::model::{
+    AccountState, NewTransfer, Outcome, Resolution, ResultCode, Scope, Snapshot, StoredTransfer,
+    TransferFlags, apply_request,
+};
+use super::service::{account_state, stored_transfer};
+use super::store::{self, WriteSet};
+use crate::platform::db::{Db, DbError, Tx, TxFuture, is_retryable};
+use crate::platform::workers::Shutdown;
+
+/// A write a caller attaches to its request: it runs inside the batch's transaction after the
+/// request's transfers were decided (it sees their outcomes), and commits with them. It may
+/// run more than once (a batch that conflicts is retried), so it must only write through `tx`.
+pub type SideWrite = Box<
+    dyn for<'t, 'c> FnMut(&'t mut Tx<'c>, &'t [Outcome]) -> TxFuture<'t, Result<(), SideWriteError>>
+        + Send,
+>;
+
+/// Tuning of the engine (configuration `ledger.*`).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most transfers one batch (one transaction) takes.
+    pub batch_max_transfers: usize,
+    /// Under load, how long to wait for more requests before running a batch that is not full.
+    pub batch_linger: Duration,
+    /// Requests that may wait in the queue; beyond it, submitters wait (back-pressure).
+    pub queue_capacity: usize,
+    /// How long a submitter waits for room in the queue before `ledger_overloaded`.
+    pub enqueue_timeout: Duration,
+    /// Retries of a batch after a conflict with another replica.
+    pub max_retries: u32,
+}
+
+struct Submission {
+    scope: Scope,
+    transfers: Vec<NewTransfer>,
+    side: Option<SideWrite>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, LedgerError>>,
+}
+
+/// The submitting side; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    queue: mpsc::Sender<Submission>,
+    enqueue_timeout: Duration,
+}
+
+impl EngineHandle {
+    /// Submits one request and waits for its outcomes (one per transfer, in order).
+    pub async fn submit(
+        &self,
+        scope: Scope,
+        transfers: Vec<NewTransfer>,
+        side: Option<SideWrite>,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        if transfers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            scope,
+            transfers,
+            side,
+            reply,
+        };
+        match tokio::time::timeout(self.enqueue_timeout, self.queue.send(submission)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(LedgerError::Unavailable),
+            Err(_) => return Err(LedgerError::Overloaded),
+        }
+        answer.await.map_err(|_| LedgerError::Unavailable)?
+    }
+}
+
+/// The engine's metrics.
+#[derive(Clone)]
+pub struct EngineMetrics {
+    transfers: IntCounterVec,
+    batch_transfers: Histogram,
+    batch_seconds: Histogram,
+    queue_depth: IntGauge,
+}
+
+impl EngineMetrics {
+    pub fn new(registry: &Registry) -> Result<EngineMetrics, prometheus::Error> {
+        let transfers = IntCounterVec::new(
+            Opts::new(
+                "ledger_transfers_total",
+                "Transfers decided by the posting engine, by result code.",
+            ),
+            &["result"],
+        )?;
+        let batch_transfers = Histogram::with_opts(
+            HistogramOpts::new("ledger_batch_transfers", "Transfers per committed batch.").buckets(
+                vec![
+                    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+                    8190.0,
+                ],
+            ),
+        )?;
+        let batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ledger_batch_duration_seconds",
+                "Time to run and commit one batch.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )?;
+        let queue_depth = IntGauge::new(
+            "ledger_queue_depth",
+            "Requests waiting for the posting engine.",
+        )?;
+        registry.register(Box::new(transfers.clone()))?;
+        registry.register(Box::new(batch_transfers.clone()))?;
+        registry.register(Box::new(batch_seconds.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        Ok(EngineMetrics {
+            transfers,
+            batch_transfers,
+            batch_seconds,
+            queue_depth,
+        })
+    }
+}
+
+/// The batching task. Build with [`Engine::new`], then `run` it as a background worker.
+pub struct Engine {
+    queue: mpsc::Receiver<Submission>,
+    db: Db,
+    config: EngineConfig,
+    metrics: Option<EngineMetrics>,
+}
+
+/// How a batch attempt failed.
+enum BatchError {
+    /// One request's attached write refused: answer it, run the others again.
+    SideWrite(usize, SideWriteError),
+    /// A conflict with another replica: run the batch again on fresh state.
+    Retry(LedgerError),
+    /// Anything else: every request of the batch gets the error.
+    Fatal(LedgerError),
+}
+
+impl From<DbError> for BatchError {
+    fn from(e: DbError) -> Self {
+        let retry = match &e {
+            DbError::Query(q) => is_retryable(q) || is_unique_violation(q),
+            DbError::Unavailable(_) => false,
+        };
+        if retry {
+            BatchError::Retry(LedgerError::Db(e))
+        } else {
+            BatchError::Fatal(LedgerError::Db(e))
+        }
+    }
+}
+
+impl From<diesel::result::Error> for BatchError {
+    fn from(e: diesel::result::Error) -> Self {
+        BatchError::from(DbError::Query(e))
+    }
+}
+
+/// Another replica wrote the same transfer id (or resolved the same pending transfer) first.
+fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+impl Engine {
+    /// The engine and the handle to submit to it.
+    pub fn new(
+        db: Db,
+        config: EngineConfig,
+        metrics: Option<EngineMetrics>,
+    ) -> (EngineHandle, Engine) {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let handle = EngineHandle {
+            queue: tx,
+            enqueue_timeout: config.enqueue_timeout,
+        };
+        (
+            handle,
+            Engine {
+                queue: rx,
+                db,
+                config,
+                metrics,
+            },
+        )
+    }
+
+    /// Takes batches until shutdown, then answers what is still queued and returns.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                next = self.queue.recv() => match next {
+                    Some(s) => s,
+                    None => return,
+                },
+                () = shutdown.requested() => break,
+            };
+            let batch = self.fill(first).await;
+            self.process(batch).await;
+        }
+        // Shutdown: finish what was accepted, so no waiter is left without an answer.
+        self.queue.close();
+        while let Some(first) = self.queue.recv().await {
+            let batch = self.fill(first).await;
+            self.process(batch).await;
+        }
+    }
+
+    /// Adds whatever is already queued to `first`, up to the batch limit; under load (more
+    /// than one request waiting) lingers briefly for more.
+    async fn fill(&mut self, first: Submission) -> Vec<Submission> {
+        let max = self.config.batch_max_transfers;
+        let mut count = first.transfers.len();
+        let mut batch = vec![first];
+        let mut lingered = false;
+        loop {
+            while count < max {
+                match self.queue.try_recv() {
+                    Ok(s) => {
+                        count += s.transfers.len();
+                        batch.push(s);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if lingered || count >= max || batch.len() < 2 || self.config.batch_linger.is_zero() {
+                break;
+            }
+            lingered = true;
+            tokio::time::sleep(self.config.batch_linger).await;
+        }
+        if let Some(m) = &self.metrics {
+            m.queue_depth
+                .set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
+        }
+        batch
+    }
+
+    /// Runs a batch to an answer for every request in it.
+    async fn process(&self, mut batch: Vec<Submission>) {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            if batch.is_empty() {
+                return;
+            }
+            match self.attempt(&mut batch).await {
+                Ok(results) => {
+                    self.observe(&results, started);
+                    for (submission, outcomes) in batch.into_iter().zip(results) {
+                        let _ = submission.reply.send(Ok(outcomes));
+                    }
+                    return;
+                }
+                Err(BatchError::SideWrite(index, error)) => {
+                    let submission = batch.remove(index);
+                    let _ = submission.reply.send(Err(LedgerError::SideWrite(error)));
+                }
+                Err(BatchError::Retry(error)) if attempt < self.config.max_retries => {
+                    attempt += 1;
+                    tracing::debug!(ledger.attempt = attempt, error.cause = %error, "batch conflicted; retrying");
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
+                }
+                Err(BatchError::Retry(error) | BatchError::Fatal(error)) => {
+                    tracing::error!(error.cause = %error, ledger.batch_requests = batch.len(), "batch failed");
+                    let message = error.to_string();
+                    let mut first = Some(error);
+                    for submission in batch {
+                        let err = first
+                            .take()
+                            .unwrap_or_else(|| LedgerError::Internal(anyhow::anyhow!("{message}")));
+                        let _ = submission.reply.send(Err(err));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn observe(&self, results: &[Vec<Outcome>], started: Instant) {
+        let Some(m) = &self.metrics else { return };
+        let mut count = 0usize;
+        let mut by_code: HashMap<ResultCode, u64> = HashMap::new();
+        for outcome in results.iter().flatten() {
+            count += 1;
+            *by_code.entry(outcome.code).or_default() += 1;
+        }
+        for (code, n) in by_code {
+            m.transfers.with_label_values(&[code.as_str()]).inc_by(n);
+        }
+        m.batch_transfers
+            .observe(f64::from(u32::try_from(count).unwrap_or(u32::MAX)));
+        m.batch_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// One transaction for the whole batch.
+    async fn attempt(&self, batch: &mut [Submission]) -> Result<Vec<Vec<Outcome>>, BatchError> {
+        // Microseconds: what PostgreSQL stores, so expiry decisions agree with stored values.
+        let now = Utc::now().trunc_subsecs(6);
+        let mut conn = self
+            .db
+            .conn()
+            .await
+            .map_err(|e| BatchError::Fatal(LedgerError::Db(e)))?;
+        AnsiTransactionManager::begin_transaction(&mut *conn).await?;
+        match self.in_transaction(&mut conn, batch, now).await {
+            Ok(results) => {
+                AnsiTransactionManager::commit_transaction(&mut *conn).await?;
+                Ok(results)
+            }
+            Err(e) => {
+                if let Err(rollback) =
+                    AnsiTransactionManager::rollback_transaction(&mut *conn).await
+                {
+                    tracing::error!(error.cause = %rollback, "rollback of a ledger batch failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn in_transaction(
+        &self,
+        conn: &mut AsyncPgConnection,
+        batch: &mut [Submission],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Vec<Outcome>>, BatchError> {
+        let mut transfer_ids: Vec<Uuid> = Vec::new();
+        let mut pending_ids: BTreeSet<Uuid> = BTreeSet::new();
+        let mut account_ids: BTreeSet<Uuid> = BTreeSet::new();
+        for submission in batch.iter() {
+            for t in &submission.transfers {
+                transfer_ids.push(t.id.uuid());
+                if let Some(p) = t.pending_id {
+                    pending_ids.insert(p.uuid());
+                }
+                account_ids.extend(t.debit_account_id.map(|a| a.uuid()));
+                account_ids.extend(t.credit_account_id.map(|a| a.uuid()));
+            }
+        }
+        // 1. Pending transfers are immutable: read them first to learn their accounts.
+        let pending_rows =
+            store::load_transfers(conn, pending_ids.iter().copied().collect()).await?;
+        for row in &pending_rows {
+            account_ids.insert(row.debit_account_id);
+            account_ids.insert(row.credit_account_id);
+        }
+        // 2. Lock accounts in id order, then read ids and resolutions: one pipelined trip.
+        let shared: &AsyncPgConnection = conn;
+        let (accounts, existing, resolutions, failed) = futures_util::future::try_join4(
+            store::lock_accounts(shared, account_ids.into_iter().collect()),
+            store::load_transfers(shared, transfer_ids.clone()),
+            store::load_resolutions(shared, pending_ids.iter().copied().collect()),
+            store::load_failed(shared, transfer_ids),
+        )
+        .await?;
+
+        let mut snapshot = Snapshot::default();
+        for row in accounts {
+            let state = account_state(row).map_err(BatchError::Fatal)?;
+            snapshot.accounts.insert(state.id, state);
+        }
+        for row in existing {
+            let stored = stored_transfer(row).map_err(BatchError::Fatal)?;
+            snapshot.existing.insert(stored.id, stored);
+        }
+        for row in failed {
+            if let Some(code) = ResultCode::parse(&row.result) {
+                snapshot
+                    .failed
+                    .insert(super::model::TransferId::from_uuid(row.id), code);
+            }
+        }
+        let resolved: HashMap<Uuid, Resolution> = resolutions
+            .into_iter()
+            .map(|r| {
+                let how = if TransferFlags(r.flags).has(TransferFlags::POST_PENDING) {
+                    Resolution::Posted
+                } else {
+                    Resolution::Voided
+                };
+                (r.pending_id, how)
+            })
+            .collect();
+        for row in pending_rows {
+            let resolution = resolved.get(&row.id).copied();
+            let stored = stored_transfer(row).map_err(BatchError::Fatal)?;
+            snapshot.pendings.insert(stored.id, (stored, resolution));
+        }
+        let known_failures: HashSet<Uuid> = snapshot.failed.keys().map(|id| id.uuid()).collect();
+
+        // 3. Decide every transfer in arrival order.
+        let results: Vec<Vec<Outcome>> = batch
+            .iter()
+            .map(|s| apply_request(&mut snapshot, s.scope, &s.transfers, now))
+            .collect();
+
+        // 4. The callers' own writes, in the same transaction.
+        for (index, submission) in batch.iter_mut().enumerate() {
+            if let Some(side) = submission.side.as_mut() {
+                let mut tx = Tx::within_open_transaction(conn);
+                if let Err(e) = side(&mut tx, &results[index]).await {
+                    return Err(BatchError::SideWrite(index, e));
+                }
+            }
+        }
+
+        // 5. One statement writes it all.
+        let write = write_set(batch, &results, &snapshot, &known_failures);
+        if !write.is_empty() {
+            let expected = i64::try_from(write.accounts.id.len()).unwrap_or(i64::MAX);
+            let updated = store::write_batch(conn, write, now).await?;
+            if updated != expected {
+                return Err(BatchError::Fatal(LedgerError::Internal(anyhow::anyhow!(
+                    "updated {updated} of {expected} locked accounts"
+                ))));
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Turns the batch's outcomes into the columns of the one write.
+fn write_set(
+    batch: &[Submission],
+    results: &[Vec<Outcome>],
+    snapshot: &Snapshot,
+    known_failures: &HashSet<Uuid>,
+) -> WriteSet {
+    let mut w = WriteSet::default();
+    let mut touched: BTreeSet<Uuid> = BTreeSet::new();
+    let mut failed_seen: HashSet<Uuid> = HashSet::new();
+    let mut resolved: HashSet<Uuid> = HashSet::new();
+    let mut new_expiries: Vec<(Uuid, DateTime<Utc>)> = Vec::new();
+    for (submission, outcomes) in batch.iter().zip(results) {
+        for outcome in outcomes {
+            match &outcome.applied {
+                Some(applied) => {
+                    push_transfer(&mut w, &applied.transfer);
+                    for e in &applied.entries {
+                        touched.insert(e.account_id.uuid());
+                        w.entries.account_id.push(e.account_id.uuid());
+                        w.entries.seq.push(e.seq);
+                        w.entries.transfer_id.push(e.transfer_id.uuid());
+                        w.entries.is_credit.push(e.is_credit);
+                        w.entries.pending_delta.push(e.pending_delta);
+                        w.entries.posted_delta.push(e.posted_delta);
+                        w.entries.debits_pending.push(e.totals.debits_pending);
+                        w.entries.debits_posted.push(e.totals.debits_posted);
+                        w.entries.credits_pending.push(e.totals.credits_pending);
+                        w.entries.credits_posted.push(e.totals.credits_posted);
+                    }
+                    if let Some(pending) = applied.transfer.pending_id {
+                        resolved.insert(pending.uuid());
+                        w.expiry_done.push(pending.uuid());
+                    }
+                    if let Some(at) = applied.transfer.expires_at {
+                        new_expiries.push((applied.transfer.id.uuid(), at));
+                    }
+                }
+                None => {
+                    let id = outcome.id.uuid();
+                    if outcome.code.is_recorded_failure()
+                        && !known_failures.contains(&id)
+                        && failed_seen.insert(id)
+                    {
+                        w.failed_ids.push(id);
+                        w.failed_partners
+                            .push(submission.scope.owner().map(|p| p.uuid()));
+                        w.failed_results.push(outcome.code.as_str().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    for (id, at) in new_expiries {
+        // Created and resolved in the same batch: nothing to expire.
+        if !resolved.contains(&id) {
+            w.expiry_new_ids.push(id);
+            w.expiry_new_at.push(at);
+        }
+    }
+    for id in touched {
+        if let Some(account) = snapshot
+            .accounts
+            .get(&super::model::AccountId::from_uuid(id))
+        {
+            push_account(&mut w, account);
+        }
+    }
+    w
+}
+
+fn push_transfer(w: &mut WriteSet, t: &StoredTransfer) {
+    w.transfers.id.push(t.id.uuid());
+    w.transfers.partner_id.push(t.partner_id.map(|p| p.uuid()));
+    w.transfers.debit_account_id.push(t.debit_account_id.uuid());
+    w.transfers
+        .credit_account_id
+        .push(t.credit_account_id.uuid());
+    w.transfers.amount.push(t.amount);
+    w.transfers.currency.push(t.currency.code().to_owned());
+    w.transfers.code.push(t.code);
+    w.transfers.flags.push(t.flags.0);
+    w.transfers.pending_id.push(t.pending_id.map(|p| p.uuid()));
+    w.transfers
+        .timeout_secs
+        .push(t.timeout_secs.and_then(|s| i32::try_from(s).ok()));
+    w.transfers.expires_at.push(t.expires_at);
+    w.transfers.metadata.push(t.metadata.clone());
+}
+
+fn push_account(w: &mut WriteSet, a: &AccountState) {
+    w.accounts.id.push(a.id.uuid());
+    w.accounts.debits_pending.push(a.totals.debits_pending);
+    w.accounts.debits_posted.push(a.totals.debits_posted);
+    w.accounts.credits_pending.push(a.totals.credits_pending);
+    w.accounts.credits_posted.push(a.totals.credits_posted);
+    w.accounts.entry_seq.push(a.seq);
+}

@@ -1,0 +1,567 @@
+//! The ledger's routes (API.md "Ledger"), for partners that model their own books. A partner
+//! sees and posts to its own accounts only; platform admins act as the platform.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::error::LedgerError;
+use super::model::{
+    AccountFlags, AccountId, NewTransfer, Scope, StoredTransfer, Totals, TransferFlags, TransferId,
+};
+use super::service::{Account, HistoryEntry, LedgerService, NewAccount, check_metadata};
+use crate::auth::{Access, Area, AuthError, Principal};
+use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::pagination::PageQuery;
+use crate::platform::money::{Amount, Currency, Money};
+
+/// Most transfers one request may carry (TigerBeetle's batch limit).
+pub const MAX_TRANSFERS_PER_REQUEST: usize = 8190;
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/v1/ledger/accounts").route(web::post().to(create_account)))
+        .service(web::resource("/v1/ledger/accounts/{id}").route(web::get().to(get_account)))
+        .service(
+            web::resource("/v1/ledger/accounts/{id}/entries").route(web::get().to(list_entries)),
+        )
+        .service(
+            web::resource("/v1/ledger/accounts/{id}/balance").route(web::get().to(get_balance)),
+        )
+        .service(web::resource("/v1/ledger/transfers").route(web::post().to(create_transfers)))
+        .service(web::resource("/v1/ledger/transfers/{id}").route(web::get().to(get_transfer)));
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(create_account, get_account, list_entries, get_balance, create_transfers, get_transfer),
+    components(schemas(CreateAccount, AccountView, BalanceView, TransferInput, CreateTransfers,
+                       TransferResults, TransferResult, TransferView, EntryView, EntryList)),
+    tags((name = "ledger", description = include_str!("result_codes.md")))
+)]
+pub struct LedgerDoc;
+
+/// The ledger scope of a caller: its partner, or the platform for platform admins.
+fn scope_of(principal: &Principal, access: Access) -> Result<Scope, ApiError> {
+    if !principal.allows(Area::Ledger, access) {
+        return Err(
+            AuthError::forbidden("These credentials may not use the ledger this way.").into(),
+        );
+    }
+    Ok(match principal.partner_id {
+        Some(partner) => Scope::Partner(partner),
+        None => Scope::System,
+    })
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    LedgerError::validation(field, message).into()
+}
+
+fn money(minor: i64, currency: Currency) -> String {
+    Money::from_minor(minor, currency).format_amount()
+}
+
+fn not_found_id<T: std::str::FromStr>(raw: &str, err: LedgerError) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::from(err))
+}
+
+// ----- accounts ---------------------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// ISO 4217 code; each currency is its own ledger.
+    #[schema(value_type = String, example = "USD")]
+    currency: Currency,
+    /// A number of your choosing that says what the account is for (0-65535).
+    code: Option<i32>,
+    /// Any of `debits_must_not_exceed_credits`, `credits_must_not_exceed_debits`, `history`.
+    flags: Option<Vec<String>>,
+    /// A JSON object of at most 4 KiB.
+    metadata: Option<serde_json::Value>,
+}
+
+/// An account's balances: `posted` = credits - debits posted; `available` = posted - pending
+/// debits; `pending` = pending credits - pending debits.
+#[derive(Serialize, ToSchema)]
+pub struct BalanceView {
+    posted: String,
+    available: String,
+    pending: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
+    id: AccountId,
+    currency: String,
+    code: i32,
+    flags: Vec<&'static str>,
+    metadata: Option<serde_json::Value>,
+    debits_pending: String,
+    debits_posted: String,
+    credits_pending: String,
+    credits_posted: String,
+    balance: BalanceView,
+    created_at: DateTime<Utc>,
+}
+
+fn balance_view(totals: &Totals, currency: Currency) -> BalanceView {
+    let pending = totals.credits_pending.saturating_sub(totals.debits_pending);
+    BalanceView {
+        posted: money(totals.posted_balance().unwrap_or(i64::MIN), currency),
+        available: money(totals.available().unwrap_or(i64::MIN), currency),
+        pending: money(pending, currency),
+    }
+}
+
+fn account_view(account: Account) -> AccountView {
+    let s = &account.state;
+    let c = s.currency;
+    AccountView {
+        id: s.id,
+        currency: c.code().to_owned(),
+        code: account.code,
+        flags: s.flags.names(),
+        metadata: account.metadata.clone(),
+        debits_pending: money(s.totals.debits_pending, c),
+        debits_posted: money(s.totals.debits_posted, c),
+        credits_pending: money(s.totals.credits_pending, c),
+        credits_posted: money(s.totals.credits_posted, c),
+        balance: balance_view(&s.totals, c),
+        created_at: account.created_at,
+    }
+}
+
+/// Create an account.
+#[utoipa::path(post, path = "/v1/ledger/accounts", tag = "ledger", request_body = CreateAccount, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created.", body = AccountView),
+        (status = 400, description = "Unknown currency or flag, code out of range, metadata not an object.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn create_account(
+    ledger: web::Data<LedgerService>,
+    principal: Principal,
+    body: web::Json<CreateAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = scope_of(&principal, Access::Write)?;
+    let body = body.into_inner();
+    let code = body.code.unwrap_or(0);
+    if !(0..=65535).contains(&code) {
+        return Err(invalid("code", "must be between 0 and 65535"));
+    }
+    let flags = AccountFlags::parse(body.flags.as_deref().unwrap_or_default())
+        .map_err(|m| invalid("flags", m))?;
+    check_metadata(body.metadata.as_ref())?;
+    let mut created = ledger
+        .create_accounts(
+            scope,
+            vec![NewAccount {
+                id: None,
+                currency: body.currency,
+                code,
+                flags,
+                metadata: body.metadata,
+            }],
+        )
+        .await?;
+    let account = created
+        .pop()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no account created")))?;
+    Ok(HttpResponse::Created().json(account_view(account)))
+}
+
+/// An account with its totals and balances.
+#[utoipa::path(get, path = "/v1/ledger/accounts/{id}", tag = "ledger", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Account id (acct_...)")),
+    responses(
+        (status = 200, description = "The account.", body = AccountView),
+        (status = 404, description = "No such account.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn get_account(
+    ledger: web::Data<LedgerService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<web::Json<AccountView>, ApiError> {
+    let scope = scope_of(&principal, Access::Read)?;
+    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
+    Ok(web::Json(account_view(ledger.account(scope, id).await?)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EntryView {
+    account_id: AccountId,
+    /// Position in the account's history (1, 2, ...); also the cursor.
+    seq: i64,
+    transfer_id: TransferId,
+    /// `debit` or `credit`.
+    direction: &'static str,
+    /// Change to the account's posted total on this side.
+    posted_amount: String,
+    /// Change to the account's pending total on this side (negative when released).
+    pending_amount: String,
+    /// The account's totals right after this entry.
+    debits_pending: String,
+    debits_posted: String,
+    credits_pending: String,
+    credits_posted: String,
+    balance: BalanceView,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EntryList {
+    data: Vec<EntryView>,
+    next_cursor: Option<String>,
+}
+
+fn entry_view(e: HistoryEntry, currency: Currency) -> EntryView {
+    EntryView {
+        account_id: e.account_id,
+        seq: e.seq,
+        transfer_id: e.transfer_id,
+        direction: if e.is_credit { "credit" } else { "debit" },
+        posted_amount: money(e.posted_delta, currency),
+        pending_amount: money(e.pending_delta, currency),
+        debits_pending: money(e.totals.debits_pending, currency),
+        debits_posted: money(e.totals.debits_posted, currency),
+        credits_pending: money(e.totals.credits_pending, currency),
+        credits_posted: money(e.totals.credits_posted, currency),
+        balance: balance_view(&e.totals, currency),
+        created_at: e.created_at,
+    }
+}
+
+/// An account's entries, newest first, each with the totals after it.
+#[utoipa::path(get, path = "/v1/ledger/accounts/{id}/entries", tag = "ledger", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Account id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of entries.", body = EntryList),
+        (status = 400, description = "Invalid limit or cursor.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn list_entries(
+    ledger: web::Data<LedgerService>,
+    principal: Principal,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<EntryList>, ApiError> {
+    let scope = scope_of(&principal, Access::Read)?;
+    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
+    let limit = query.limit()?;
+    let before = query.cursor(|c| c.parse::<i64>())?;
+    let account = ledger.account(scope, id).await?;
+    let page = ledger.entries(scope, id, before, limit).await?;
+    let currency = account.state.currency;
+    Ok(web::Json(EntryList {
+        data: page
+            .data
+            .into_iter()
+            .map(|e| entry_view(e, currency))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceQuery {
+    /// RFC 3339 instant; default now.
+    at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PointInTimeBalance {
+    account_id: AccountId,
+    currency: String,
+    at: DateTime<Utc>,
+    debits_pending: String,
+    debits_posted: String,
+    credits_pending: String,
+    credits_posted: String,
+    balance: BalanceView,
+}
+
+/// An account's totals and balances as they were at `at`.
+#[utoipa::path(get, path = "/v1/ledger/accounts/{id}/balance", tag = "ledger", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Account id"), BalanceQuery),
+    responses(
+        (status = 200, description = "The balance at that instant.", body = PointInTimeBalance),
+        (status = 404, description = "No such account.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn get_balance(
+    ledger: web::Data<LedgerService>,
+    principal: Principal,
+    path: web::Path<String>,
+    query: web::Query<BalanceQuery>,
+) -> Result<web::Json<PointInTimeBalance>, ApiError> {
+    let scope = scope_of(&principal, Access::Read)?;
+    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
+    let at = query.at.unwrap_or_else(Utc::now);
+    let (account, totals) = ledger.balance_at(scope, id, at).await?;
+    let c = account.state.currency;
+    Ok(web::Json(PointInTimeBalance {
+        account_id: id,
+        currency: c.code().to_owned(),
+        at,
+        debits_pending: money(totals.debits_pending, c),
+        debits_posted: money(totals.debits_posted, c),
+        credits_pending: money(totals.credits_pending, c),
+        credits_posted: money(totals.credits_posted, c),
+        balance: balance_view(&totals, c),
+    }))
+}
+
+// ----- transfers --------------------------------------------------------------------------------
+
+/// One transfer of a request. Amounts are decimal strings (or exact JSON numbers) in the
+/// currency's units.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferInput {
+    /// `xfer_...`, chosen by the client: the idempotency key. Generated when absent.
+    id: Option<String>,
+    /// Required, except for post/void (taken from the pending transfer).
+    debit_account_id: Option<String>,
+    credit_account_id: Option<String>,
+    /// Required and positive, except for post (absent: the full pending amount) and void.
+    amount: Option<Amount>,
+    /// Required when an amount is given.
+    #[schema(value_type = Option<String>, example = "USD")]
+    currency: Option<Currency>,
+    /// A number of your choosing (0-65535).
+    code: Option<i32>,
+    /// Reserve the amount (two-phase); post or void it later.
+    #[serde(default)]
+    pending: bool,
+    /// Seconds after which an unresolved pending transfer is voided.
+    timeout_secs: Option<u32>,
+    /// Post this pending transfer (the amount, if given, may be less: the rest is released).
+    post_pending_id: Option<String>,
+    /// Void this pending transfer.
+    void_pending_id: Option<String>,
+    /// Succeeds or fails together with the next transfer of the request.
+    #[serde(default)]
+    linked: bool,
+    /// Move at most what the debit account's constraint allows.
+    #[serde(default)]
+    balancing_debit: bool,
+    /// Move at most what the credit account's constraint allows.
+    #[serde(default)]
+    balancing_credit: bool,
+    /// A JSON object of at most 4 KiB.
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTransfers {
+    /// 1 to 8190 transfers, applied in order.
+    transfers: Vec<TransferInput>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransferResult {
+    id: TransferId,
+    /// `ok` or the code that refused it (see the tag's description).
+    result: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransferResults {
+    results: Vec<TransferResult>,
+}
+
+fn parse_transfer(index: usize, t: TransferInput) -> Result<NewTransfer, ApiError> {
+    let field = |name: &str| format!("transfers[{index}].{name}");
+    let id = match t.id {
+        Some(raw) => raw
+            .parse::<TransferId>()
+            .map_err(|e| invalid(field("id"), e.to_string()))?,
+        None => TransferId::new(),
+    };
+    let account = |raw: Option<String>, name: &str| -> Result<Option<AccountId>, ApiError> {
+        raw.map(|r| {
+            r.parse::<AccountId>()
+                .map_err(|e| invalid(field(name), e.to_string()))
+        })
+        .transpose()
+    };
+    let debit_account_id = account(t.debit_account_id, "debit_account_id")?;
+    let credit_account_id = account(t.credit_account_id, "credit_account_id")?;
+    let pending_ref = |raw: Option<String>, name: &str| -> Result<Option<TransferId>, ApiError> {
+        raw.map(|r| {
+            r.parse::<TransferId>()
+                .map_err(|e| invalid(field(name), e.to_string()))
+        })
+        .transpose()
+    };
+    let post = pending_ref(t.post_pending_id, "post_pending_id")?;
+    let void = pending_ref(t.void_pending_id, "void_pending_id")?;
+    let mut flags = 0;
+    let pending_id = match (post, void) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                field("post_pending_id"),
+                "post_pending_id and void_pending_id exclude each other",
+            ));
+        }
+        (Some(p), None) => {
+            flags |= TransferFlags::POST_PENDING;
+            Some(p)
+        }
+        (None, Some(v)) => {
+            flags |= TransferFlags::VOID_PENDING;
+            Some(v)
+        }
+        (None, None) => None,
+    };
+    for (set, bit) in [
+        (t.pending, TransferFlags::PENDING),
+        (t.linked, TransferFlags::LINKED),
+        (t.balancing_debit, TransferFlags::BALANCING_DEBIT),
+        (t.balancing_credit, TransferFlags::BALANCING_CREDIT),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    let resolves = pending_id.is_some();
+    let amount = match (&t.amount, t.currency) {
+        (Some(amount), Some(currency)) => Money::parse_positive(amount, currency)
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
+                    .with_extension("field", serde_json::Value::String(field("amount")))
+            })?
+            .minor(),
+        (Some(_), None) => return Err(invalid(field("currency"), "is required with an amount")),
+        (None, _) if resolves => 0,
+        (None, _) => return Err(invalid(field("amount"), "is required")),
+    };
+    if !resolves && t.currency.is_none() {
+        return Err(invalid(field("currency"), "is required"));
+    }
+    if !resolves && (debit_account_id.is_none() || credit_account_id.is_none()) {
+        return Err(invalid(
+            field(if debit_account_id.is_none() {
+                "debit_account_id"
+            } else {
+                "credit_account_id"
+            }),
+            "is required",
+        ));
+    }
+    let code = t.code.unwrap_or(0);
+    if !(0..=65535).contains(&code) {
+        return Err(invalid(field("code"), "must be between 0 and 65535"));
+    }
+    check_metadata(t.metadata.as_ref()).map_err(|e| match e {
+        LedgerError::Validation { message, .. } => invalid(field("metadata"), message),
+        other => other.into(),
+    })?;
+    Ok(NewTransfer {
+        id,
+        debit_account_id,
+        credit_account_id,
+        amount,
+        currency: t.currency,
+        code,
+        flags: TransferFlags(flags),
+        pending_id,
+        timeout_secs: t.timeout_secs,
+        metadata: t.metadata,
+    })
+}
+
+/// Post 1 to 8190 transfers, in order. The answer is 200 with one result per transfer, in
+/// order, even when some fail: each failure has its own code, and a failure moves nothing.
+/// Resubmitting a transfer id with identical fields answers `exists` and moves nothing.
+#[utoipa::path(post, path = "/v1/ledger/transfers", tag = "ledger", request_body = CreateTransfers, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One result per transfer, in order.", body = TransferResults),
+        (status = 400, description = "A malformed transfer (the whole request is refused; `field` names it).", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`ledger_overloaded`: retry with the same ids.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn create_transfers(
+    ledger: web::Data<LedgerService>,
+    principal: Principal,
+    body: web::Json<CreateTransfers>,
+) -> Result<web::Json<TransferResults>, ApiError> {
+    let scope = scope_of(&principal, Access::Write)?;
+    let inputs = body.into_inner().transfers;
+    if inputs.is_empty() || inputs.len() > MAX_TRANSFERS_PER_REQUEST {
+        return Err(invalid(
+            "transfers",
+            format!("must hold 1 to {MAX_TRANSFERS_PER_REQUEST} transfers"),
+        ));
+    }
+    let transfers = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| parse_transfer(i, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcomes = ledger.post(scope, transfers, None).await?;
+    Ok(web::Json(TransferResults {
+        results: outcomes
+            .into_iter()
+            .map(|o| TransferResult {
+                id: o.id,
+                result: o.code.as_str(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransferView {
+    id: TransferId,
+    debit_account_id: AccountId,
+    credit_account_id: AccountId,
+    /// What moved (a post's posted amount; 0 for a void).
+    amount: String,
+    currency: String,
+    code: i32,
+    flags: Vec<&'static str>,
+    pending_id: Option<TransferId>,
+    timeout_secs: Option<u32>,
+    expires_at: Option<DateTime<Utc>>,
+    metadata: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+}
+
+fn transfer_view(t: StoredTransfer) -> TransferView {
+    TransferView {
+        id: t.id,
+        debit_account_id: t.debit_account_id,
+        credit_account_id: t.credit_account_id,
+        amount: money(t.amount, t.currency),
+        currency: t.currency.code().to_owned(),
+        code: t.code,
+        flags: t.flags.names(),
+        pending_id: t.pending_id,
+        timeout_secs: t.timeout_secs,
+        expires_at: t.expires_at,
+        metadata: t.metadata,
+        created_at: t.created_at,
+    }
+}
+
+/// A transfer.
+#[utoipa::path(get, path = "/v1/ledger/transfers/{id}", tag = "ledger", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Transfer id (xfer_...)")),
+    responses(
+        (status = 200, description = "The transfer.", body = TransferView),
+        (status = 404, description = "No such transfer.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn get_transfer(
+    ledger: web::Data<LedgerService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<web::Json<TransferView>, ApiError> {
+    let scope = scope_of(&principal, Access::Read)?;
+    let id = not_found_id::<TransferId>(&path, LedgerError::TransferNotFound)?;
+    Ok(web::Json(transfer_view(ledger.transfer(scope, id).await?)))
+}

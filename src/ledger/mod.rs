@@ -1,0 +1,136 @@
+//! The ledger: double-entry accounts and transfers in TigerBeetle's model, posted through one
+//! group-commit engine. Every wallet balance, payment and card hold is a ledger transfer.
+//!
+//! - Accounts (`acct_`) have four totals (debits/credits, pending/posted) and flags
+//!   (`debits_must_not_exceed_credits`, `credits_must_not_exceed_debits`, `history`, `closed`).
+//! - Transfers (`xfer_`) carry a client-chosen id (the idempotency key): single-phase, or
+//!   two-phase (`pending`, then `post_pending` full or partial, or `void_pending`, or expiry
+//!   after a timeout), `linked` chains that succeed or fail together, and balancing
+//!   transfers. Each gets a result code; the codes and their precedence are documented in
+//!   [`model`](self#result-codes) — see `ResultCode`.
+//! - Entries: per account, in order, with the totals after each, so history and
+//!   point-in-time balances come from the journal.
+//!
+//! Other modules post through [`Ledger::post`], attaching their own writes (a payment row, an
+//! outbox event) so they commit in the same transaction as the transfers.
+
+mod engine;
+mod error;
+mod http;
+mod model;
+mod service;
+mod store;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+pub use engine::{EngineConfig, EngineMetrics, SideWrite};
+pub use error::{LedgerError, SideWriteError};
+pub use http::{LedgerDoc, configure};
+pub use model::{
+    AccountFlags, AccountId, AccountState, Applied, Entry, NewTransfer, Outcome, ResultCode, Scope,
+    StoredTransfer, Totals, TransferFlags, TransferId,
+};
+pub use service::{Account, ExpiryConfig, HistoryEntry, LedgerService, NewAccount};
+pub use store::{TrialBalanceRow, Violation};
+
+use crate::platform::db::Tx;
+use crate::platform::http::pagination::Page;
+
+/// What other modules may ask of the ledger. Implemented by [`LedgerService`]; a split-out
+/// ledger service would implement it as an RPC client (transfer ids make posting idempotent).
+pub trait Ledger: Send + Sync {
+    /// Posts transfers through the engine; one outcome per transfer, in order. `side` runs in
+    /// the same transaction after the outcomes are known.
+    fn post(
+        &self,
+        scope: Scope,
+        transfers: Vec<NewTransfer>,
+        side: Option<SideWrite>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
+
+    /// Creates accounts inside the caller's transaction.
+    fn create_accounts_in(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: Scope,
+        accounts: Vec<NewAccount>,
+    ) -> impl Future<Output = Result<Vec<Account>, LedgerError>> + Send;
+
+    /// An account visible in `scope`.
+    fn account(
+        &self,
+        scope: Scope,
+        id: AccountId,
+    ) -> impl Future<Output = Result<Account, LedgerError>> + Send;
+
+    /// An account's entries, newest first.
+    fn entries(
+        &self,
+        scope: Scope,
+        account: AccountId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page<HistoryEntry>, LedgerError>> + Send;
+
+    /// An account's totals at a past instant.
+    fn balance_at(
+        &self,
+        scope: Scope,
+        account: AccountId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(Account, Totals), LedgerError>> + Send;
+}
+
+impl Ledger for LedgerService {
+    fn post(
+        &self,
+        scope: Scope,
+        transfers: Vec<NewTransfer>,
+        side: Option<SideWrite>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send {
+        LedgerService::post(self, scope, transfers, side)
+    }
+
+    fn create_accounts_in(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: Scope,
+        accounts: Vec<NewAccount>,
+    ) -> impl Future<Output = Result<Vec<Account>, LedgerError>> + Send {
+        LedgerService::create_accounts_in(self, tx, scope, accounts)
+    }
+
+    fn account(
+        &self,
+        scope: Scope,
+        id: AccountId,
+    ) -> impl Future<Output = Result<Account, LedgerError>> + Send {
+        LedgerService::account(self, scope, id)
+    }
+
+    fn entries(
+        &self,
+        scope: Scope,
+        account: AccountId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page<HistoryEntry>, LedgerError>> + Send {
+        LedgerService::entries(self, scope, account, before_seq, limit)
+    }
+
+    fn balance_at(
+        &self,
+        scope: Scope,
+        account: AccountId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(Account, Totals), LedgerError>> + Send {
+        LedgerService::balance_at(self, scope, account, at)
+    }
+}
+
+/// The ledger's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <LedgerDoc as utoipa::OpenApi>::openapi()
+}

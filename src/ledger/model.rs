@@ -1,0 +1,928 @@
+//! The ledger's rules, as a pure state machine: given a snapshot of the accounts and transfers
+//! a batch touches, apply transfers one by one, in arrival order, and say for each either the
+//! effects (the stored transfer, its two entries, the new account totals) or the one result
+//! code that refused it. No I/O here: the engine reads the snapshot under row locks, runs this,
+//! and writes what it returns. Unit- and property-tested without a database.
+//!
+//! # Result codes
+#![doc = include_str!("result_codes.md")]
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::auth::PartnerId;
+use crate::platform::ids::define_id;
+use crate::platform::money::Currency;
+
+define_id!(AccountId, AccountIdKind, "acct");
+define_id!(TransferId, TransferIdKind, "xfer");
+
+/// Who acts on the ledger: a partner sees and moves only its own accounts; the platform's own
+/// modules (payments, cards, expiry) act as `System` and see every account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Partner(PartnerId),
+    System,
+}
+
+impl Scope {
+    /// Whether an object owned by `owner` is visible in this scope.
+    pub fn sees(self, owner: Option<PartnerId>) -> bool {
+        match self {
+            Self::System => true,
+            Self::Partner(p) => owner == Some(p),
+        }
+    }
+
+    /// The owner recorded on objects created in this scope.
+    pub fn owner(self) -> Option<PartnerId> {
+        match self {
+            Self::Partner(p) => Some(p),
+            Self::System => None,
+        }
+    }
+}
+
+/// Account flags, stored as a bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountFlags(pub i32);
+
+impl AccountFlags {
+    pub const DEBITS_MUST_NOT_EXCEED_CREDITS: i32 = 1;
+    pub const CREDITS_MUST_NOT_EXCEED_DEBITS: i32 = 2;
+    pub const HISTORY: i32 = 4;
+    pub const CLOSED: i32 = 8;
+    const NAMES: [(i32, &'static str); 4] = [
+        (
+            Self::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            "debits_must_not_exceed_credits",
+        ),
+        (
+            Self::CREDITS_MUST_NOT_EXCEED_DEBITS,
+            "credits_must_not_exceed_debits",
+        ),
+        (Self::HISTORY, "history"),
+        (Self::CLOSED, "closed"),
+    ];
+
+    pub fn has(self, bit: i32) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// Parses the API's flag names; unknown names are refused by name.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<AccountFlags, String> {
+        let mut bits = 0;
+        for name in names {
+            let name = name.as_ref();
+            let bit = Self::NAMES
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(b, _)| *b)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown account flag `{}`",
+                        name.chars().take(40).collect::<String>()
+                    )
+                })?;
+            bits |= bit;
+        }
+        if bits & Self::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
+            && bits & Self::CREDITS_MUST_NOT_EXCEED_DEBITS != 0
+        {
+            return Err("debits_must_not_exceed_credits and credits_must_not_exceed_debits exclude each other".to_owned());
+        }
+        Ok(AccountFlags(bits))
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(b, _)| self.has(*b))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+/// Transfer flags, stored as a bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct TransferFlags(pub i32);
+
+impl TransferFlags {
+    pub const LINKED: i32 = 1;
+    pub const PENDING: i32 = 2;
+    pub const POST_PENDING: i32 = 4;
+    pub const VOID_PENDING: i32 = 8;
+    pub const BALANCING_DEBIT: i32 = 16;
+    pub const BALANCING_CREDIT: i32 = 32;
+    /// Set by the expiry worker only: a void of a pending transfer whose timeout passed.
+    pub const EXPIRY: i32 = 64;
+    const NAMES: [(i32, &'static str); 7] = [
+        (Self::LINKED, "linked"),
+        (Self::PENDING, "pending"),
+        (Self::POST_PENDING, "post_pending"),
+        (Self::VOID_PENDING, "void_pending"),
+        (Self::BALANCING_DEBIT, "balancing_debit"),
+        (Self::BALANCING_CREDIT, "balancing_credit"),
+        (Self::EXPIRY, "expiry"),
+    ];
+
+    pub fn has(self, bit: i32) -> bool {
+        self.0 & bit != 0
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(b, _)| self.has(*b))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    fn is_post_or_void(self) -> bool {
+        self.has(Self::POST_PENDING) || self.has(Self::VOID_PENDING)
+    }
+}
+
+/// Why a transfer was refused; see the module documentation for the order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResultCode {
+    Ok,
+    LinkedEventFailed,
+    LinkedEventChainOpen,
+    FlagsAreMutuallyExclusive,
+    PendingIdRequired,
+    TimeoutReservedForPendingTransfer,
+    AmountMustNotBeZero,
+    AccountsRequired,
+    AccountsMustBeDifferent,
+    Exists,
+    ExistsWithDifferentFields,
+    IdAlreadyFailed,
+    AccountNotFound,
+    CurrencyMismatch,
+    AccountClosed,
+    PendingTransferNotFound,
+    PendingTransferNotPending,
+    PendingTransferHasDifferentAccounts,
+    PendingTransferAlreadyPosted,
+    PendingTransferAlreadyVoided,
+    PendingTransferExpired,
+    ExceedsPendingAmount,
+    Overflow,
+    ExceedsCredits,
+    ExceedsDebits,
+}
+
+impl ResultCode {
+    /// Every code, in the documented order (precedence), `ok` first.
+    pub const ALL: [ResultCode; 25] = [
+        Self::Ok,
+        Self::LinkedEventFailed,
+        Self::LinkedEventChainOpen,
+        Self::FlagsAreMutuallyExclusive,
+        Self::PendingIdRequired,
+        Self::TimeoutReservedForPendingTransfer,
+        Self::AmountMustNotBeZero,
+        Self::AccountsRequired,
+        Self::AccountsMustBeDifferent,
+        Self::Exists,
+        Self::ExistsWithDifferentFields,
+        Self::IdAlreadyFailed,
+        Self::AccountNotFound,
+        Self::CurrencyMismatch,
+        Self::AccountClosed,
+        Self::PendingTransferNotFound,
+        Self::PendingTransferNotPending,
+        Self::PendingTransferHasDifferentAccounts,
+        Self::PendingTransferAlreadyPosted,
+        Self::PendingTransferAlreadyVoided,
+        Self::PendingTransferExpired,
+        Self::ExceedsPendingAmount,
+        Self::Overflow,
+        Self::ExceedsCredits,
+        Self::ExceedsDebits,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::LinkedEventFailed => "linked_event_failed",
+            Self::LinkedEventChainOpen => "linked_event_chain_open",
+            Self::FlagsAreMutuallyExclusive => "flags_are_mutually_exclusive",
+            Self::PendingIdRequired => "pending_id_required",
+            Self::TimeoutReservedForPendingTransfer => "timeout_reserved_for_pending_transfer",
+            Self::AmountMustNotBeZero => "amount_must_not_be_zero",
+            Self::AccountsRequired => "accounts_required",
+            Self::AccountsMustBeDifferent => "accounts_must_be_different",
+            Self::Exists => "exists",
+            Self::ExistsWithDifferentFields => "exists_with_different_fields",
+            Self::IdAlreadyFailed => "id_already_failed",
+            Self::AccountNotFound => "account_not_found",
+            Self::CurrencyMismatch => "currency_mismatch",
+            Self::AccountClosed => "account_closed",
+            Self::PendingTransferNotFound => "pending_transfer_not_found",
+            Self::PendingTransferNotPending => "pending_transfer_not_pending",
+            Self::PendingTransferHasDifferentAccounts => "pending_transfer_has_different_accounts",
+            Self::PendingTransferAlreadyPosted => "pending_transfer_already_posted",
+            Self::PendingTransferAlreadyVoided => "pending_transfer_already_voided",
+            Self::PendingTransferExpired => "pending_transfer_expired",
+            Self::ExceedsPendingAmount => "exceeds_pending_amount",
+            Self::Overflow => "overflow",
+            Self::ExceedsCredits => "exceeds_credits",
+            Self::ExceedsDebits => "exceeds_debits",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<ResultCode> {
+        Self::ALL.into_iter().find(|c| c.as_str() == value)
+    }
+
+    /// Failures that depend on the ledger's state, not only on the request: their ids are
+    /// remembered, and reusing one answers `id_already_failed` (a retry must never succeed
+    /// later, e.g. once funds arrive, and move money twice from the client's point of view).
+    pub fn is_recorded_failure(self) -> bool {
+        !matches!(
+            self,
+            Self::Ok
+                | Self::LinkedEventChainOpen
+                | Self::FlagsAreMutuallyExclusive
+                | Self::PendingIdRequired
+                | Self::TimeoutReservedForPendingTransfer
+                | Self::AmountMustNotBeZero
+                | Self::AccountsRequired
+                | Self::AccountsMustBeDifferent
+                | Self::Exists
+                | Self::ExistsWithDifferentFields
+                | Self::IdAlreadyFailed
+        )
+    }
+}
+
+impl fmt::Display for ResultCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The four totals of an account, in minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub debits_pending: i64,
+    pub debits_posted: i64,
+    pub credits_pending: i64,
+    pub credits_posted: i64,
+}
+
+impl Totals {
+    /// Posted credits minus posted debits (may be negative, e.g. for settlement accounts).
+    pub fn posted_balance(&self) -> Option<i64> {
+        self.credits_posted.checked_sub(self.debits_posted)
+    }
+
+    /// What may still be spent: posted credits - posted debits - pending debits (API.md).
+    pub fn available(&self) -> Option<i64> {
+        self.posted_balance()?.checked_sub(self.debits_pending)
+    }
+}
+
+/// An account as the state machine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    pub id: AccountId,
+    pub partner_id: Option<PartnerId>,
+    pub currency: Currency,
+    pub flags: AccountFlags,
+    pub totals: Totals,
+    /// Number of entries written so far; the next entry gets `seq + 1`.
+    pub seq: i64,
+}
+
+/// A transfer as requested (amounts already in minor units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTransfer {
+    pub id: TransferId,
+    /// Optional for post/void (taken from the pending transfer).
+    pub debit_account_id: Option<AccountId>,
+    pub credit_account_id: Option<AccountId>,
+    /// For post: 0 means the full pending amount. Ignored for void.
+    pub amount: i64,
+    /// Optional for post/void.
+    pub currency: Option<Currency>,
+    pub code: i32,
+    pub flags: TransferFlags,
+    pub pending_id: Option<TransferId>,
+    pub timeout_secs: Option<u32>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A transfer as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTransfer {
+    pub id: TransferId,
+    pub partner_id: Option<PartnerId>,
+    pub debit_account_id: AccountId,
+    pub credit_account_id: AccountId,
+    /// What actually moved (a balancing transfer's clamped amount, a post's posted amount).
+    pub amount: i64,
+    pub currency: Currency,
+    pub code: i32,
+    pub flags: TransferFlags,
+    pub pending_id: Option<TransferId>,
+    pub timeout_secs: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub metadata: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a pending transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Posted,
+    Voided,
+}
+
+/// One line of an account's history: what a transfer did to it, and its totals afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub account_id: AccountId,
+    pub seq: i64,
+    pub transfer_id: TransferId,
+    pub is_credit: bool,
+    pub pending_delta: i64,
+    pub posted_delta: i64,
+    pub totals: Totals,
+}
+
+/// What a successful transfer changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub transfer: StoredTransfer,
+    pub entries: [Entry; 2],
+}
+
+/// The state a batch works on. The engine fills it from the database under row locks; the
+/// state machine updates it as transfers apply, so later transfers see earlier ones.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub accounts: HashMap<AccountId, AccountState>,
+    /// Transfers that exist (stored before, or applied earlier in this batch).
+    pub existing: HashMap<TransferId, StoredTransfer>,
+    /// Ids of failed transfers and their code.
+    pub failed: HashMap<TransferId, ResultCode>,
+    /// Pending transfers referenced by this batch, and how they ended if they did.
+    pub pendings: HashMap<TransferId, (StoredTransfer, Option<Resolution>)>,
+}
+
+/// The result of one transfer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub id: TransferId,
+    pub code: ResultCode,
+    /// Present when `code` is `ok`.
+    pub applied: Option<Applied>,
+}
+
+/// What to undo when a linked chain fails.
+#[derive(Default)]
+struct Undo {
+    accounts: Vec<AccountState>,
+    existing: Vec<TransferId>,
+    /// Pending transfers this chain resolved.
+    resolved: Vec<TransferId>,
+    /// Pending transfers this chain created.
+    created: Vec<TransferId>,
+}
+
+/// Applies one request's transfers, in order, honouring linked chains. `now` stamps the
+/// transfers and decides expiry.
+pub fn apply_request(
+    snapshot: &mut Snapshot,
+    scope: Scope,
+    transfers: &[NewTransfer],
+    now: DateTime<Utc>,
+) -> Vec<Outcome> {
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(transfers.len());
+    let mut start = 0;
+    while start < transfers.len() {
+        // A chain runs to the first transfer without `linked` (inclusive).
+        let mut end = start;
+        while end < transfers.len() && transfers[end].flags.has(TransferFlags::LINKED) {
+            end += 1;
+        }
+        if end == transfers.len() {
+            // The request ends inside a chain: the chain is open and fails as a whole.
+            for (i, t) in transfers[start..].iter().enumerate() {
+                let code = if start + i + 1 == transfers.len() {
+                    ResultCode::LinkedEventChainOpen
+                } else {
+                    ResultCode::LinkedEventFailed
+                };
+                outcomes.push(failure(snapshot, t.id, code));
+            }
+            break;
+        }
+        let chain = &transfers[start..=end];
+        if chain.len() == 1 {
+            outcomes.push(apply_one(snapshot, scope, &chain[0], now, None));
+        } else {
+            outcomes.extend(apply_chain(snapshot, scope, chain, now));
+        }
+        start = end + 1;
+    }
+    outcomes
+}
+
+fn apply_chain(
+    snapshot: &mut Snapshot,
+    scope: Scope,
+    chain: &[NewTransfer],
+    now: DateTime<Utc>,
+) -> Vec<Outcome> {
+    // A retried chain that fully exists answers `exists` for each transfer.
+    if chain
+        .iter()
+        .all(|t| matches!(exists_check(snapshot, scope, t), Some(ResultCode::Exists)))
+    {
+        return chain
+            .iter()
+            .map(|t| Outcome {
+                id: t.id,
+                code: ResultCode::Exists,
+                applied: None,
+            })
+            .collect();
+    }
+    let mut undo = Undo::default();
+    let mut applied = Vec::with_capacity(chain.len());
+    for (i, t) in chain.iter().enumerate() {
+        let outcome = apply_one(snapshot, scope, t, now, Some(&mut undo));
+        if outcome.code != ResultCode::Ok {
+            rollback(snapshot, undo);
+            let failed_code = outcome.code;
+            return chain
+                .iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    let code = if j == i {
+                        failed_code
+                    } else {
+                        ResultCode::LinkedEventFailed
+                    };
+                    failure(snapshot, t.id, code)
+                })
+                .collect();
+        }
+        applied.push(outcome);
+    }
+    applied
+}
+
+fn rollback(snapshot: &mut Snapshot, undo: Undo) {
+    for account in undo.accounts.into_iter().rev() {
+        snapshot.accounts.insert(account.id, account);
+    }
+    for id in undo.existing {
+        snapshot.existing.remove(&id);
+    }
+    for id in undo.resolved {
+        if let Some(pending) = snapshot.pendings.get_mut(&id) {
+            pending.1 = None;
+        }
+    }
+    for id in undo.created {
+        snapshot.pendings.remove(&id);
+    }
+}
+
+/// A failed outcome; state failures are remembered so the id cannot be reused.
+fn failure(snapshot: &mut Snapshot, id: TransferId, code: ResultCode) -> Outcome {
+    if code.is_recorded_failure() && !snapshot.existing.contains_key(&id) {
+        snapshot.failed.entry(id).or_insert(code);
+    }
+    Outcome {
+        id,
+        code,
+        applied: None,
+    }
+}
+
+fn apply_one(
+    snapshot: &mut Snapshot,
+    scope: Scope,
+    t: &NewTransfer,
+    now: DateTime<Utc>,
+    undo: Option<&mut Undo>,
+) -> Outcome {
+    match evaluate(snapshot, scope, t, now) {
+        Ok(applied) => {
+            commit(snapshot, &applied, undo);
+            Outcome {
+                id: t.id,
+                code: ResultCode::Ok,
+                applied: Some(applied),
+            }
+        }
+        // Inside a chain, the chain decides what is remembered (after its rollback).
+        Err(code) if undo.is_some() => Outcome {
+            id: t.id,
+            code,
+            applied: None,
+        },
+        Err(code) => failure(snapshot, t.id, code),
+    }
+}
+
+/// The shape rules (1-8 of the table, but chain rules which the caller applies).
+fn static_check(t: &NewTransfer) -> Result<(), ResultCode> {
+    let f = t.flags;
+    let kinds = [
+        TransferFlags::PENDING,
+        TransferFlags::POST_PENDING,
+        TransferFlags::VOID_PENDING,
+    ]
+    .iter()
+    .filter(|b| f.has(**b))
+    .count();
+    let balancing = f.has(TransferFlags::BALANCING_DEBIT) || f.has(TransferFlags::BALANCING_CREDIT);
+    if kinds > 1
+        || (balancing && f.is_post_or_void())
+        || (f.has(TransferFlags::EXPIRY) && !f.has(TransferFlags::VOID_PENDING))
+    {
+        return Err(ResultCode::FlagsAreMutuallyExclusive);
+    }
+    if f.is_post_or_void() != t.pending_id.is_some() {
+        // A pending id on anything but post/void is the same mistake seen from the other side.
+        return Err(if f.is_post_or_void() {
+            ResultCode::PendingIdRequired
+        } else {
+            ResultCode::FlagsAreMutuallyExclusive
+        });
+    }
+    if t.timeout_secs.is_some() && !f.has(TransferFlags::PENDING) {
+        return Err(ResultCode::TimeoutReservedForPendingTransfer);
+    }
+    if !f.is_post_or_void() && t.amount <= 0 {
+        return Err(ResultCode::AmountMustNotBeZero);
+    }
+    if f.is_post_or_void() && t.amount < 0 {
+        return Err(ResultCode::AmountMustNotBeZero);
+    }
+    if !f.is_post_or_void()
+        && (t.debit_account_id.is_none() || t.credit_account_id.is_none() || t.currency.is_none())
+    {
+        return Err(ResultCode::AccountsRequired);
+    }
+    if t.debit_account_id.is_some() && t.debit_account_id == t.credit_account_id {
+        return Err(ResultCode::AccountsMustBeDifferent);
+    }
+    Ok(())
+}
+
+/// Rules 9-11: `exists`, `exists_with_different_fields`, `id_already_failed`; `None` when
+/// the id is new.
+fn exists_check(snapshot: &Snapshot, scope: Scope, t: &NewTransfer) -> Option<ResultCode> {
+    if let Some(stored) = snapshot.existing.get(&t.id) {
+        return Some(if scope.sees(stored.partner_id) && same_fields(stored, t) {
+            ResultCode::Exists
+        } else {
+            ResultCode::ExistsWithDifferentFields
+        });
+    }
+    snapshot
+        .failed
+        .contains_key(&t.id)
+        .then_some(ResultCode::IdAlreadyFailed)
+}
+
+/// Whether a resubmission asks for exactly what was stored. Fields the client left to the
+/// ledger (post/void accounts and currency, a full post's amount, a balancing amount that was
+/// clamped) match what they resolved to.
+fn same_fields(stored: &StoredTransfer, t: &NewTransfer) -> bool {
+    let full_or_void = t.flags.has(TransferFlags::VOID_PENDING)
+        || (t.flags.has(TransferFlags::POST_PENDING) && t.amount == 0);
+    let amount_matches = if full_or_void {
+        true
+    } else if t.flags.has(TransferFlags::BALANCING_DEBIT)
+        || t.flags.has(TransferFlags::BALANCING_CREDIT)
+    {
+        stored.amount <= t.amount
+    } else {
+        stored.amount == t.amount
+    };
+    amount_matches
+        && t.debit_account_id
+            .is_none_or(|d| d == stored.debit_account_id)
+        && t.credit_account_id
+            .is_none_or(|c| c == stored.credit_account_id)
+        && t.currency.is_none_or(|c| c == stored.currency)
+        && t.code == stored.code
+        && t.flags == stored.flags
+        && t.pending_id == stored.pending_id
+        && t.timeout_secs == stored.timeout_secs
+        && t.metadata == stored.metadata
+}
+
+/// Every rule, in precedence order; on success, the effects (not yet applied).
+fn evaluate(
+    snapshot: &Snapshot,
+    scope: Scope,
+    t: &NewTransfer,
+    now: DateTime<Utc>,
+) -> Result<Applied, ResultCode> {
+    static_check(t)?;
+    if let Some(code) = exists_check(snapshot, scope, t) {
+        return Err(code);
+    }
+    if t.flags.is_post_or_void() {
+        evaluate_resolution(snapshot, scope, t, now)
+    } else {
+        evaluate_movement(snapshot, scope, t, now)
+    }
+}
+
+fn visible_account(
+    snapshot: &Snapshot,
+    scope: Scope,
+    id: AccountId,
+) -> Result<&AccountState, ResultCode> {
+    snapshot
+        .accounts
+        .get(&id)
+        .filter(|a| scope.sees(a.partner_id))
+        .ok_or(ResultCode::AccountNotFound)
+}
+
+/// A plain or pending transfer (rules 12-14, 22-24).
+fn evaluate_movement(
+    snapshot: &Snapshot,
+    scope: Scope,
+    t: &NewTransfer,
+    now: DateTime<Utc>,
+) -> Result<Applied, ResultCode> {
+    let (Some(debit_id), Some(credit_id), Some(currency)) =
+        (t.debit_account_id, t.credit_account_id, t.currency)
+    else {
+        return Err(ResultCode::AccountsRequired);
+    };
+    let debit = visible_account(snapshot, scope, debit_id)?;
+    let credit = visible_account(snapshot, scope, credit_id)?;
+    if debit.currency != currency || credit.currency != currency {
+        return Err(ResultCode::CurrencyMismatch);
+    }
+    if debit.flags.has(AccountFlags::CLOSED) || credit.flags.has(AccountFlags::CLOSED) {
+        return Err(ResultCode::AccountClosed);
+    }
+    let pending = t.flags.has(TransferFlags::PENDING);
+    let mut amount = t.amount;
+    if t.flags.has(TransferFlags::BALANCING_DEBIT)
+        && debit
+            .flags
+            .has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+    {
+        let headroom = debit.totals.available().ok_or(ResultCode::Overflow)?.max(0);
+        amount = amount.min(headroom);
+        if amount == 0 {
+            return Err(ResultCode::ExceedsCredits);
+        }
+    }
+    if t.flags.has(TransferFlags::BALANCING_CREDIT)
+        && credit
+            .flags
+            .has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+    {
+        let headroom = credit
+            .totals
+            .debits_posted
+            .checked_sub(credit.totals.credits_posted)
+            .and_then(|v| v.checked_sub(credit.totals.credits_pending))
+            .ok_or(ResultCode::Overflow)?
+            .max(0);
+        amount = amount.min(headroom);
+        if amount == 0 {
+            return Err(ResultCode::ExceedsDebits);
+        }
+    }
+    let (d_pending, d_posted) = if pending { (amount, 0) } else { (0, amount) };
+    let debit_totals = Totals {
+        debits_pending: add(debit.totals.debits_pending, d_pending)?,
+        debits_posted: add(debit.totals.debits_posted, d_posted)?,
+        ..debit.totals
+    };
+    let credit_totals = Totals {
+        credits_pending: add(credit.totals.credits_pending, d_pending)?,
+        credits_posted: add(credit.totals.credits_posted, d_posted)?,
+        ..credit.totals
+    };
+    if breaks_debit_limit(debit.flags, &debit_totals)? {
+        return Err(ResultCode::ExceedsCredits);
+    }
+    if breaks_credit_limit(credit.flags, &credit_totals)? {
+        return Err(ResultCode::ExceedsDebits);
+    }
+    let expires_at = match t.timeout_secs {
+        Some(secs) if secs > 0 => Some(now + chrono::Duration::seconds(i64::from(secs))),
+        _ => None,
+    };
+    let stored = StoredTransfer {
+        id: t.id,
+        partner_id: scope.owner(),
+        debit_account_id: debit_id,
+        credit_account_id: credit_id,
+        amount,
+        currency,
+        code: t.code,
+        flags: t.flags,
+        pending_id: None,
+        timeout_secs: t.timeout_secs,
+        expires_at,
+        metadata: t.metadata.clone(),
+        created_at: now,
+    };
+    Ok(Applied {
+        entries: [
+            Entry {
+                account_id: debit_id,
+                seq: debit.seq + 1,
+                transfer_id: t.id,
+                is_credit: false,
+                pending_delta: d_pending,
+                posted_delta: d_posted,
+                totals: debit_totals,
+            },
+            Entry {
+                account_id: credit_id,
+                seq: credit.seq + 1,
+                transfer_id: t.id,
+                is_credit: true,
+                pending_delta: d_pending,
+                posted_delta: d_posted,
+                totals: credit_totals,
+            },
+        ],
+        transfer: stored,
+    })
+}
+
+/// A post or void of a pending transfer (rules 15-22).
+fn evaluate_resolution(
+    snapshot: &Snapshot,
+    scope: Scope,
+    t: &NewTransfer,
+    now: DateTime<Utc>,
+) -> Result<Applied, ResultCode> {
+    let pending_id = t.pending_id.ok_or(ResultCode::PendingIdRequired)?;
+    let (pending, resolution) = snapshot
+        .pendings
+        .get(&pending_id)
+        .filter(|(p, _)| scope.sees(p.partner_id))
+        .ok_or(ResultCode::PendingTransferNotFound)?;
+    if !pending.flags.has(TransferFlags::PENDING) {
+        return Err(ResultCode::PendingTransferNotPending);
+    }
+    if t.debit_account_id
+        .is_some_and(|d| d != pending.debit_account_id)
+        || t.credit_account_id
+            .is_some_and(|c| c != pending.credit_account_id)
+    {
+        return Err(ResultCode::PendingTransferHasDifferentAccounts);
+    }
+    if t.currency.is_some_and(|c| c != pending.currency) {
+        return Err(ResultCode::CurrencyMismatch);
+    }
+    match resolution {
+        Some(Resolution::Posted) => return Err(ResultCode::PendingTransferAlreadyPosted),
+        Some(Resolution::Voided) => return Err(ResultCode::PendingTransferAlreadyVoided),
+        None => {}
+    }
+    let expired = pending.expires_at.is_some_and(|at| at <= now);
+    if expired && !t.flags.has(TransferFlags::EXPIRY) {
+        return Err(ResultCode::PendingTransferExpired);
+    }
+    let post = t.flags.has(TransferFlags::POST_PENDING);
+    let amount = if !post {
+        0
+    } else if t.amount == 0 {
+        pending.amount
+    } else if t.amount > pending.amount {
+        return Err(ResultCode::ExceedsPendingAmount);
+    } else {
+        t.amount
+    };
+    let debit = snapshot
+        .accounts
+        .get(&pending.debit_account_id)
+        .ok_or(ResultCode::AccountNotFound)?;
+    let credit = snapshot
+        .accounts
+        .get(&pending.credit_account_id)
+        .ok_or(ResultCode::AccountNotFound)?;
+    let release = pending.amount;
+    let debit_totals = Totals {
+        debits_pending: sub(debit.totals.debits_pending, release)?,
+        debits_posted: add(debit.totals.debits_posted, amount)?,
+        ..debit.totals
+    };
+    let credit_totals = Totals {
+        credits_pending: sub(credit.totals.credits_pending, release)?,
+        credits_posted: add(credit.totals.credits_posted, amount)?,
+        ..credit.totals
+    };
+    let stored = StoredTransfer {
+        id: t.id,
+        partner_id: pending.partner_id,
+        debit_account_id: pending.debit_account_id,
+        credit_account_id: pending.credit_account_id,
+        amount,
+        currency: pending.currency,
+        code: t.code,
+        flags: t.flags,
+        pending_id: Some(pending_id),
+        timeout_secs: None,
+        expires_at: None,
+        metadata: t.metadata.clone(),
+        created_at: now,
+    };
+    let pending_delta = release.checked_neg().ok_or(ResultCode::Overflow)?;
+    Ok(Applied {
+        entries: [
+            Entry {
+                account_id: debit.id,
+                seq: debit.seq + 1,
+                transfer_id: t.id,
+                is_credit: false,
+                pending_delta,
+                posted_delta: amount,
+                totals: debit_totals,
+            },
+            Entry {
+                account_id: credit.id,
+                seq: credit.seq + 1,
+                transfer_id: t.id,
+                is_credit: true,
+                pending_delta,
+                posted_delta: amount,
+                totals: credit_totals,
+            },
+        ],
+        transfer: stored,
+    })
+}
+
+fn add(a: i64, b: i64) -> Result<i64, ResultCode> {
+    a.checked_add(b).ok_or(ResultCode::Overflow)
+}
+
+fn sub(a: i64, b: i64) -> Result<i64, ResultCode> {
+    a.checked_sub(b).ok_or(ResultCode::Overflow)
+}
+
+/// `debits_must_not_exceed_credits`: posted + pending debits at most posted credits.
+fn breaks_debit_limit(flags: AccountFlags, t: &Totals) -> Result<bool, ResultCode> {
+    Ok(flags.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        && add(t.debits_posted, t.debits_pending)? > t.credits_posted)
+}
+
+/// `credits_must_not_exceed_debits`: posted + pending credits at most posted debits.
+fn breaks_credit_limit(flags: AccountFlags, t: &Totals) -> Result<bool, ResultCode> {
+    Ok(flags.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        && add(t.credits_posted, t.credits_pending)? > t.debits_posted)
+}
+
+/// Applies a successful transfer to the snapshot (recording the undo information).
+fn commit(snapshot: &mut Snapshot, applied: &Applied, mut undo: Option<&mut Undo>) {
+    for entry in &applied.entries {
+        if let Some(account) = snapshot.accounts.get_mut(&entry.account_id) {
+            if let Some(undo) = undo.as_deref_mut() {
+                undo.accounts.push(account.clone());
+            }
+            account.totals = entry.totals;
+            account.seq = entry.seq;
+        }
+    }
+    let t = &applied.transfer;
+    snapshot.existing.insert(t.id, t.clone());
+    if let Some(undo) = undo.as_deref_mut() {
+        undo.existing.push(t.id);
+    }
+    if let Some(pending_id) = t.pending_id
+        && let Some(pending) = snapshot.pendings.get_mut(&pending_id)
+    {
+        pending.1 = Some(if t.flags.has(TransferFlags::POST_PENDING) {
+            Resolution::Posted
+        } else {
+            Resolution::Voided
+        });
+        if let Some(undo) = undo.as_deref_mut() {
+            undo.resolved.push(pending_id);
+        }
+    }
+    if t.flags.has(TransferFlags::PENDING) {
+        // Later transfers of the batch may post or void it.
+        snapshot.pendings.insert(t.id, (t.clone(), None));
+        if let Some(undo) = undo {
+            undo.created.push(t.id);
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The ledger's use cases around the engine: accounts, lookups, history, point-in-time
+//! balances, verification, the trial balance, and expiry of pending transfers.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
+use uuid::Uuid;
+
+use super::engine::{Engine, EngineConfig, EngineHandle, EngineMetrics, SideWrite};
+use super::error::LedgerError;
+use super::model::{
+    AccountFlags, AccountId, AccountState, NewTransfer, Outcome, ResultCode, Scope, StoredTransfer,
+    Totals, TransferFlags, TransferId,
+};
+use super::store::{self, AccountRow, EntryRow, TransferRow, TrialBalanceRow, Violation};
+use crate::auth::PartnerId;
+use crate::platform::db::{Db, Tx};
+use crate::platform::http::pagination::Page;
+use crate::platform::money::Currency;
+use crate::platform::workers::Shutdown;
+
+/// Largest metadata document kept with an account or transfer (serialised bytes).
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// Namespace of the ids of expiry voids: the void of pending transfer P always has the same
+/// id, so replicas that both try to expire P write it once.
+const EXPIRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_2d3c_4b5a_4968_8776_6554_4332_2110);
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub id: Option<AccountId>,
+    pub currency: Currency,
+    pub code: i32,
+    pub flags: AccountFlags,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// An account with everything the API shows.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub state: AccountState,
+    pub code: i32,
+    pub metadata: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One line of an account's history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub account_id: AccountId,
+    pub seq: i64,
+    pub transfer_id: TransferId,
+    pub is_credit: bool,
+    pub pending_delta: i64,
+    pub posted_delta: i64,
+    pub totals: Totals,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Background expiry of pending transfers (configuration `ledger.expiry_*`).
+#[derive(Debug, Clone)]
+pub struct ExpiryConfig {
+    pub interval: Duration,
+    pub batch: i64,
+}
+
+/// The ledger service: the engine's handle plus direct reads.
+#[derive(Clone)]
+pub struct LedgerService {
+    db: Db,
+    engine: EngineHandle,
+}
+
+impl LedgerService {
+    /// The service and its engine (to be run as a background worker).
+    pub fn new(
+        db: Db,
+        config: EngineConfig,
+        metrics: Option<EngineMetrics>,
+    ) -> (LedgerService, Engine) {
+        let (engine_handle, engine) = Engine::new(db.clone(), config, metrics);
+        (
+            LedgerService {
+                db,
+                engine: engine_handle,
+            },
+            engine,
+        )
+    }
+
+    /// Posts transfers through the engine. One outcome per transfer, in order.
+    pub async fn post(
+        &self,
+        scope: Scope,
+        transfers: Vec<NewTransfer>,
+        side: Option<SideWrite>,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        self.engine.submit(scope, transfers, side).await
+    }
+
+    /// Creates accounts in their own transaction.
+    pub async fn create_accounts(
+        &self,
+        scope: Scope,
+        accounts: Vec<NewAccount>,
+    ) -> Result<Vec<Account>, LedgerError> {
+        let rows = account_rows(scope, accounts)?;
+        let mut conn = self.db.conn().await?;
+        store::insert_accounts(&mut conn, &rows)
+            .await
+            .map_err(duplicate_account)?;
+        rows.into_iter().map(account_view).collect()
+    }
+
+    /// Creates accounts inside the caller's transaction (e.g. with the wallet that owns it).
+    pub async fn create_accounts_in(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: Scope,
+        accounts: Vec<NewAccount>,
+    ) -> Result<Vec<Account>, LedgerError> {
+        let rows = account_rows(scope, accounts)?;
+        store::insert_accounts(tx.conn(), &rows)
+            .await
+            .map_err(duplicate_account)?;
+        rows.into_iter().map(account_view).collect()
+    }
+
+    /// An account visible in `scope`.
+    pub async fn account(&self, scope: Scope, id: AccountId) -> Result<Account, LedgerError> {
+        let mut conn = self.db.conn().await?;
+        let row = store::find_account(&mut conn, id.uuid())
+            .await?
+            .filter(|r| scope.sees(r.partner_id.map(PartnerId::from_uuid)))
+            .ok_or(LedgerError::AccountNotFound)?;
+        account_view(row)
+    }
+
+    /// A transfer visible in `scope`.
+    pub async fn transfer(
+        &self,
+        scope: Scope,
+        id: TransferId,
+    ) -> Result<StoredTransfer, LedgerError> {
+        let mut conn = self.db.conn().await?;
+        let row = store::find_transfer(&mut conn, id.uuid())
+            .await?
+            .filter(|r| scope.sees(r.partner_id.map(PartnerId::from_uuid)))
+            .ok_or(LedgerError::TransferNotFound)?;
+        stored_transfer(row)
+    }
+
+    /// An account's entries, newest first; the cursor is the seq of the last entry seen.
+    pub async fn entries(
+        &self,
+        scope: Scope,
+        account: AccountId,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<HistoryEntry>, LedgerError> {
+        self.account(scope, account).await?;
+        let mut conn = self.db.conn().await?;
+        let rows = store::list_entries(&mut conn, account.uuid(), before_seq, i64::from(limit) + 1)
+            .await?;
+        let entries = rows.into_iter().map(history_entry).collect();
+        Ok(Page::from_rows(entries, limit, |e: &HistoryEntry| {
+            e.seq.to_string()
+        }))
+    }
+
+    /// The account's totals as they were at `at` (zero before its first entry).
+    pub async fn balance_at(
+        &self,
+        scope: Scope,
+        account: AccountId,
+        at: DateTime<Utc>,
+    ) -> Result<(Account, Totals), LedgerError> {
+        let view = self.account(scope, account).await?;
+        let mut conn = self.db.conn().await?;
+        let totals = store::entry_at(&mut conn, account.uuid(), at)
+            .await?
+            .map(|e| history_entry(e).totals)
+            .unwrap_or_default();
+        Ok((view, totals))
+    }
+
+    /// Every invariant, recomputed from the entries; empty when the ledger is sound.
+    pub async fn verify(&self) -> Result<Vec<Violation>, LedgerError> {
+        let mut conn = self.db.conn().await?;
+        Ok(store::verify(&mut conn).await?)
+    }
+
+    /// Totals per currency and account code.
+    pub async fn trial_balance(
+        &self,
+        currency: Option<Currency>,
+    ) -> Result<Vec<TrialBalanceRow>, LedgerError> {
+        let mut conn = self.db.conn().await?;
+        Ok(store::trial_balance(&mut conn, currency.map(|c| c.code().to_owned())).await?)
+    }
+
+    /// One pass of the expiry worker: voids up to `limit` pending transfers whose timeout
+    /// passed. Safe with several replicas: rows are leased with SKIP LOCKED, and each void has
+    /// an id derived from its pending transfer, so a duplicate is an idempotent `exists`.
+    pub async fn expire_due(&self, limit: i64) -> Result<usize, LedgerError> {
+        let claimed = {
+            let mut conn = self.db.conn().await?;
+            store::claim_expired(&mut conn, limit, 60).await?
+        };
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let voids: Vec<NewTransfer> = claimed
+            .iter()
+            .map(|pending| NewTransfer {
+                id: TransferId::from_uuid(Uuid::new_v5(&EXPIRY_NAMESPACE, pending.as_bytes())),
+                debit_account_id: None,
+                credit_account_id: None,
+                amount: 0,
+                currency: None,
+                code: 0,
+                flags: TransferFlags(TransferFlags::VOID_PENDING | TransferFlags::EXPIRY),
+                pending_id: Some(TransferId::from_uuid(*pending)),
+                timeout_secs: None,
+                metadata: None,
+            })
+            .collect();
+        let outcomes = self.post(Scope::System, voids, None).await?;
+        let mut voided = 0;
+        let mut stale = Vec::new();
+        for (pending, outcome) in claimed.into_iter().zip(&outcomes) {
+            match outcome.code {
+                ResultCode::Ok => voided += 1,
+                // Resolved some other way, or gone: the expiry row is stale.
+                ResultCode::PendingTransferAlreadyPosted
+                | ResultCode::PendingTransferAlreadyVoided
+                | ResultCode::PendingTransferNotFound
+                | ResultCode::Exists => stale.push(pending),
+                other => {
+                    tracing::warn!(ledger.pending_id = %pending, ledger.result = %other, "could not expire a pending transfer");
+                }
+            }
+        }
+        if !stale.is_empty() {
+            let mut conn = self.db.conn().await?;
+            delete_expiry_rows(&mut conn, stale).await?;
+        }
+        if voided > 0 {
+            tracing::info!(ledger.voided = voided, "expired pending transfers");
+        }
+        Ok(voided)
+    }
+
+    /// The expiry worker: a pass every `interval` until shutdown.
+    pub async fn run_expiry(self, config: ExpiryConfig, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                () = shutdown.requested() => return,
+                () = tokio::time::sleep(config.interval) => {}
+            }
+            if let Err(e) = self.expire_due(config.batch).await {
+                tracing::error!(error.cause = %e, "expiring pending transfers failed");
+            }
+        }
+    }
+}
+
+async fn delete_expiry_rows(
+    conn: &mut AsyncPgConnection,
+    ids: Vec<Uuid>,
+) -> Result<(), LedgerError> {
+    use crate::platform::db::schema::ledger_pending_expiry;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    diesel::delete(
+        ledger_pending_expiry::table.filter(ledger_pending_expiry::transfer_id.eq_any(ids)),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn duplicate_account(e: diesel::result::Error) -> LedgerError {
+    match e {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ) => LedgerError::validation("id", "an account with this id exists"),
+        other => other.into(),
+    }
+}
+
+fn account_rows(scope: Scope, accounts: Vec<NewAccount>) -> Result<Vec<AccountRow>, LedgerError> {
+    let now = Utc::now();
+    accounts
+        .into_iter()
+        .map(|a| {
+            if a.flags.has(AccountFlags::CLOSED) {
+                return Err(LedgerError::validation(
+                    "flags",
+                    "an account cannot be created closed",
+                ));
+            }
+            check_metadata(a.metadata.as_ref())?;
+            Ok(AccountRow {
+                id: a.id.unwrap_or_else(AccountId::new).uuid(),
+                partner_id: scope.owner().map(|p| p.uuid()),
+                currency: a.currency.code().to_owned(),
+                code: a.code,
+                flags: a.flags.0,
+                metadata: a.metadata,
+                debits_pending: 0,
+                debits_posted: 0,
+                credits_pending: 0,
+                credits_posted: 0,
+                entry_seq: 0,
+                created_at: now,
+            })
+        })
+        .collect()
+}
+
+/// Metadata is a JSON object of bounded size.
+pub fn check_metadata(metadata: Option<&serde_json::Value>) -> Result<(), LedgerError> {
+    match metadata {
+        None => Ok(()),
+        Some(serde_json::Value::Object(_)) => {
+            let size = serde_json::to_vec(metadata.unwrap_or(&serde_json::Value::Null))
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                Err(LedgerError::validation(
+                    "metadata",
+                    format!("must be at most {MAX_METADATA_BYTES} bytes"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Some(_) => Err(LedgerError::validation("metadata", "must be a JSON object")),
+    }
+}
+
+fn currency_of(code: &str) -> Result<Currency, LedgerError> {
+    Currency::parse(code)
+        .map_err(|e| LedgerError::Internal(anyhow::anyhow!("stored currency {code}: {e}")))
+}
+
+/// A stored account as the state machine sees it.
+pub(super) fn account_state(row: AccountRow) -> Result<AccountState, LedgerError> {
+    Ok(AccountState {
+        id: AccountId::from_uuid(row.id),
+        partner_id: row.partner_id.map(PartnerId::from_uuid),
+        currency: currency_of(&row.currency)?,
+        flags: AccountFlags(row.flags),
+        totals: Totals {
+            debits_pending: row.debits_pending,
+            debits_posted: row.debits_posted,
+            credits_pending: row.credits_pending,
+            credits_posted: row.credits_posted,
+        },
+        seq: row.entry_seq,
+    })
+}
+
+fn account_view(row: AccountRow) -> Result<Account, LedgerError> {
+    let code = row.code;
+    let metadata = row.metadata.clone();
+    let created_at = row.created_at;
+    Ok(Account {
+        state: account_state(row)?,
+        code,
+        metadata,
+        created_at,
+    })
+}
+
+/// A stored transfer as the state machine sees it.
+pub(super) fn stored_transfer(row: TransferRow) -> Result<StoredTransfer, LedgerError> {
+    Ok(StoredTransfer {
+        id: TransferId::from_uuid(row.id),
+        partner_id: row.partner_id.map(PartnerId::from_uuid),
+        debit_account_id: AccountId::from_uuid(row.debit_account_id),
+        credit_account_id: AccountId::from_uuid(row.credit_account_id),
+        amount: row.amount,
+        currency: currency_of(&row.currency)?,
+        code: row.code,
+        flags: TransferFlags(row.flags),
+        pending_id: row.pending_id.map(TransferId::from_uuid),
+        timeout_secs: row.timeout_secs.and_then(|s| u32::try_from(s).ok()),
+        expires_at: row.expires_at,
+        metadata: row.metadata,
+        created_at: row.created_at,
+    })
+}
+
+fn history_entry(row: EntryRow) -> HistoryEntry {
+    HistoryEntry {
+        account_id: AccountId::from_uuid(row.account_id),
+        seq: row.seq,
+        transfer_id: TransferId::from_uuid(row.transfer_id),
+        is_credit: row.is_credit,
+        pending_delta: row.pending_delta,
+        posted_delta: row.posted_delta,
+        totals: Totals {
+            debits_pending: row.debits_pending,
+            debits_posted: row.debits_posted,
+            credits_pending: row.credits_pending,
+            credits_posted: row.credits_posted,
+        },
+        created_at: row.created_at,
+    }
+}
