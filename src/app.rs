@@ -169,9 +169,14 @@ impl Application {
             docs_html: docs::render(&spec_value),
         });
         let body_limit = settings.server.body_limit_bytes;
+        let ledger_body_limit = settings.ledger.max_request_bytes;
         let request_ctx = web::Data::new(RequestContext {
             metrics,
             body_limit_bytes: body_limit,
+            large_bodies: vec![(
+                ledger::TRANSFERS_ROUTE.to_owned(),
+                settings.ledger.max_request_bytes,
+            )],
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -187,7 +192,7 @@ impl Application {
                 .wrap(from_fn(request_context))
                 .configure(ops::configure)
                 .configure(auth::configure)
-                .configure(ledger::configure)
+                .configure(|cfg| ledger::configure(cfg, ledger_body_limit))
                 .configure(|cfg| {
                     if let Some(extra) = extra_routes {
                         extra(cfg);

@@ -20,8 +20,11 @@ use crate::platform::money::{Amount, Currency, Money};
 /// Most transfers one request may carry (TigerBeetle's batch limit).
 pub const MAX_TRANSFERS_PER_REQUEST: usize = 8190;
 
-/// Registers the routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// The route that takes batches, with its own body limit (`ledger.max_request_bytes`).
+pub const TRANSFERS_ROUTE: &str = "/v1/ledger/transfers";
+
+/// Registers the routes; `max_request_bytes` bounds a batch of transfers.
+pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
     cfg.service(web::resource("/v1/ledger/accounts").route(web::post().to(create_account)))
         .service(web::resource("/v1/ledger/accounts/{id}").route(web::get().to(get_account)))
         .service(
@@ -30,7 +33,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/ledger/accounts/{id}/balance").route(web::get().to(get_balance)),
         )
-        .service(web::resource("/v1/ledger/transfers").route(web::post().to(create_transfers)))
+        .service(
+            web::resource(TRANSFERS_ROUTE)
+                .app_data(crate::platform::http::json_config(max_request_bytes))
+                .route(web::post().to(create_transfers)),
+        )
         .service(web::resource("/v1/ledger/transfers/{id}").route(web::get().to(get_transfer)));
 }
 

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 
 pub use engine::{EngineConfig, EngineMetrics, SideWrite};
 pub use error::{LedgerError, SideWriteError};
-pub use http::{LedgerDoc, configure};
+pub use http::{LedgerDoc, TRANSFERS_ROUTE, configure};
 pub use model::{
     AccountFlags, AccountId, AccountState, Applied, Entry, NewTransfer, Outcome, ResultCode, Scope,
     StoredTransfer, Totals, TransferFlags, TransferId,

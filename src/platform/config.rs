@@ -152,6 +152,7 @@ pub struct RateLimitSettings {
 /// The ledger's posting engine and expiry worker.
 #[derive(Debug, Clone)]
 pub struct LedgerSettings {
+    pub max_request_bytes: usize,
     pub batch_max_transfers: usize,
     pub batch_linger: Duration,
     pub queue_capacity: usize,
@@ -464,6 +465,7 @@ struct RawRateLimit {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLedger {
+    max_request_bytes: usize,
     batch_max_transfers: usize,
     batch_linger_us: u64,
     queue_capacity: usize,
@@ -780,6 +782,7 @@ impl RawLedger {
             ));
         }
         Ok(LedgerSettings {
+            max_request_bytes: self.max_request_bytes.max(1),
             batch_max_transfers: self.batch_max_transfers,
             batch_linger: Duration::from_micros(self.batch_linger_us),
             queue_capacity: self.queue_capacity,

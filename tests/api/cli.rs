@@ -542,3 +542,88 @@ async fn operator_verbs_work_and_no_secret_ever_reaches_the_logs() {
     assert!(!logs.contains(&access_token[access_token.len() - 20..]));
     assert!(!logs.contains(&partner_key[partner_key.len() - 20..]));
 }
+
+#[tokio::test]
+async fn admin_ledger_verify_passes_on_sound_books_and_reports_a_broken_invariant() {
+    let app = crate::helpers::spawn_app().await;
+    let partner = app.new_partner().await;
+    let mut ids = Vec::new();
+    for flags in [
+        serde_json::json!([]),
+        serde_json::json!(["debits_must_not_exceed_credits"]),
+    ] {
+        let v: serde_json::Value = app
+            .post_as(
+                &partner.key,
+                "/v1/ledger/accounts",
+                &serde_json::json!({"currency": "EUR", "flags": flags}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let body = serde_json::json!({"transfers": [
+        {"debit_account_id": ids[0], "credit_account_id": ids[1], "amount": "12.50", "currency": "EUR"}
+    ]});
+    app.post_as(&partner.key, "/v1/ledger/transfers", &body)
+        .await;
+
+    let verify = |json: bool| {
+        let mut cmd = flowlet();
+        cmd.args(["admin", "ledger", "verify"])
+            .env("FLOWLET__DATABASE__URL", &app.db_url);
+        if json {
+            cmd.arg("--json");
+        }
+        run(&mut cmd)
+    };
+    let ok = verify(false);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("every invariant holds"));
+
+    let tb = run(flowlet()
+        .args([
+            "admin",
+            "ledger",
+            "trial-balance",
+            "--currency",
+            "EUR",
+            "--json",
+        ])
+        .env("FLOWLET__DATABASE__URL", &app.db_url));
+    let rows: serde_json::Value = serde_json::from_slice(&tb.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["debits_posted"], "1250");
+    assert_eq!(rows[0]["credits_posted"], "1250");
+
+    // Someone edits a cached total behind the ledger's back.
+    let mut conn = app.db().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut conn,
+        "UPDATE ledger_accounts SET credits_posted = credits_posted + 1 WHERE flags = 1",
+    )
+    .await
+    .unwrap();
+    let broken = verify(true);
+    assert_eq!(broken.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&broken.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let checks: Vec<&str> = report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["check"].as_str().unwrap())
+        .collect();
+    assert!(checks.contains(&"account_equals_entries"), "{checks:?}");
+    assert!(checks.contains(&"totals_balance"), "{checks:?}");
+    let table = verify(false);
+    assert_eq!(table.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("account_equals_entries"));
+}

@@ -20,6 +20,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use flowlet::app::Application;
 use flowlet::auth::{AuthService, Caller, PartnerId, RequestMeta, Role};
+use flowlet::ledger::LedgerService;
 use flowlet::platform::config::{Settings, Sources};
 use flowlet::platform::db::embedded::EmbeddedPostgres;
 use flowlet::platform::db::{Db, PoolOptions};
@@ -348,6 +349,54 @@ impl TestApp {
             .await
             .expect("count rows")
             .n
+    }
+
+    /// Every ledger invariant (the check behind `flowlet admin ledger verify`) holds.
+    pub async fn assert_ledger_invariants(&self) {
+        let violations = self.ledger().verify().await.expect("verify the ledger");
+        assert!(
+            violations.is_empty(),
+            "ledger invariants broken: {violations:#?}"
+        );
+    }
+
+    /// A ledger service over this app's database for direct reads (its engine is not run;
+    /// postings go through the app or through [`spawn_engine`]).
+    pub fn ledger(&self) -> LedgerService {
+        let db = Db::connect(
+            &self.db_url,
+            &PoolOptions {
+                max_size: 2,
+                wait_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(5),
+                tx_max_retries: 3,
+            },
+        )
+        .expect("a ledger pool");
+        LedgerService::new(db, flowlet::app::engine_config(&self.settings.ledger), None).0
+    }
+
+    /// A second posting engine on this app's database (as another replica would run), with
+    /// its own pool of `connections`.
+    pub fn spawn_engine(
+        &self,
+        connections: usize,
+    ) -> (LedgerService, flowlet::platform::workers::Workers) {
+        let db = Db::connect(
+            &self.db_url,
+            &PoolOptions {
+                max_size: connections,
+                wait_timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(5),
+                tx_max_retries: 3,
+            },
+        )
+        .expect("an engine pool");
+        let (ledger, engine) =
+            LedgerService::new(db, flowlet::app::engine_config(&self.settings.ledger), None);
+        let mut workers = flowlet::platform::workers::Workers::new();
+        workers.spawn("test-engine", |shutdown| engine.run(shutdown));
+        (ledger, workers)
     }
 
     /// Mail the app has sent so far (file transport), waiting up to 5 s for `expected` messages.

@@ -12,5 +12,6 @@ mod cli;
 mod db;
 mod errors;
 mod helpers;
+mod ledger;
 mod platform;
 mod rate_limits;

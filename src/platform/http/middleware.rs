@@ -47,6 +47,19 @@ pub fn current_request_id() -> Option<String> {
 pub struct RequestContext {
     pub metrics: Metrics,
     pub body_limit_bytes: usize,
+    /// Routes (by template) allowed larger bodies, e.g. batches of ledger transfers. The
+    /// route registers a matching `JsonConfig` limit itself.
+    pub large_bodies: Vec<(String, usize)>,
+}
+
+impl RequestContext {
+    /// The body limit of a route template.
+    pub fn body_limit_for(&self, route: &str) -> usize {
+        self.large_bodies
+            .iter()
+            .find(|(r, _)| r == route)
+            .map_or(self.body_limit_bytes, |(_, limit)| *limit)
+    }
 }
 
 /// The middleware function; install with `actix_web::middleware::from_fn(request_context)`.
@@ -67,7 +80,7 @@ pub async fn request_context(
         http.method = %method,
         http.route = %route,
     );
-    let body_limit = ctx.body_limit_bytes;
+    let body_limit = ctx.body_limit_for(&route);
 
     // Never keep a clone of the request across `next.call`: routing needs it uniquely owned.
     // Failures that lose the request (an `Err` from inside, a panic) are answered through
