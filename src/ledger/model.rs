@@ -242,10 +242,12 @@ impl ResultCode {
     /// Failures that depend on the ledger's state, not only on the request: their ids are
     /// remembered, and reusing one answers `id_already_failed` (a retry must never succeed
     /// later, e.g. once funds arrive, and move money twice from the client's point of view).
+    /// `linked_event_failed` is not the transfer's own failure: its id stays usable.
     pub fn is_recorded_failure(self) -> bool {
         !matches!(
             self,
             Self::Ok
+                | Self::LinkedEventFailed
                 | Self::LinkedEventChainOpen
                 | Self::FlagsAreMutuallyExclusive
                 | Self::PendingIdRequired
@@ -441,10 +443,9 @@ fn apply_chain(
     now: DateTime<Utc>,
 ) -> Vec<Outcome> {
     // A retried chain that fully exists answers `exists` for each transfer.
-    if chain
-        .iter()
-        .all(|t| matches!(exists_check(snapshot, scope, t), Some(ResultCode::Exists)))
-    {
+    if chain.iter().all(|t| {
+        static_check(t).is_ok() && exists_check(snapshot, scope, t) == Some(ResultCode::Exists)
+    }) {
         return chain
             .iter()
             .map(|t| Outcome {
@@ -715,10 +716,10 @@ fn evaluate_movement(
         credits_posted: add(credit.totals.credits_posted, d_posted)?,
         ..credit.totals
     };
-    if breaks_debit_limit(debit.flags, &debit_totals)? {
+    if breaks_debit_limit(debit.flags, &debit_totals) {
         return Err(ResultCode::ExceedsCredits);
     }
-    if breaks_credit_limit(credit.flags, &credit_totals)? {
+    if breaks_credit_limit(credit.flags, &credit_totals) {
         return Err(ResultCode::ExceedsDebits);
     }
     let expires_at = match t.timeout_secs {
@@ -773,11 +774,22 @@ fn evaluate_resolution(
     now: DateTime<Utc>,
 ) -> Result<Applied, ResultCode> {
     let pending_id = t.pending_id.ok_or(ResultCode::PendingIdRequired)?;
-    let (pending, resolution) = snapshot
+    let Some((pending, resolution)) = snapshot
         .pendings
         .get(&pending_id)
         .filter(|(p, _)| scope.sees(p.partner_id))
-        .ok_or(ResultCode::PendingTransferNotFound)?;
+    else {
+        // Transfers applied earlier in the batch enter `pendings` only if pending.
+        let known = snapshot
+            .existing
+            .get(&pending_id)
+            .is_some_and(|e| scope.sees(e.partner_id));
+        return Err(if known {
+            ResultCode::PendingTransferNotPending
+        } else {
+            ResultCode::PendingTransferNotFound
+        });
+    };
     if !pending.flags.has(TransferFlags::PENDING) {
         return Err(ResultCode::PendingTransferNotPending);
     }
@@ -879,15 +891,17 @@ fn sub(a: i64, b: i64) -> Result<i64, ResultCode> {
 }
 
 /// `debits_must_not_exceed_credits`: posted + pending debits at most posted credits.
-fn breaks_debit_limit(flags: AccountFlags, t: &Totals) -> Result<bool, ResultCode> {
-    Ok(flags.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        && add(t.debits_posted, t.debits_pending)? > t.credits_posted)
+/// Summed in 128 bits: a sum past `i64::MAX` exceeds the limit, it overflows no total.
+fn breaks_debit_limit(flags: AccountFlags, t: &Totals) -> bool {
+    flags.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        && i128::from(t.debits_posted) + i128::from(t.debits_pending) > i128::from(t.credits_posted)
 }
 
 /// `credits_must_not_exceed_debits`: posted + pending credits at most posted debits.
-fn breaks_credit_limit(flags: AccountFlags, t: &Totals) -> Result<bool, ResultCode> {
-    Ok(flags.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-        && add(t.credits_posted, t.credits_pending)? > t.debits_posted)
+fn breaks_credit_limit(flags: AccountFlags, t: &Totals) -> bool {
+    flags.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        && i128::from(t.credits_posted) + i128::from(t.credits_pending)
+            > i128::from(t.debits_posted)
 }
 
 /// Applies a successful transfer to the snapshot (recording the undo information).
@@ -926,3 +940,7 @@ fn commit(snapshot: &mut Snapshot, applied: &Applied, mut undo: Option<&mut Undo
         }
     }
 }
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::engine::{Engine, EngineConfig, EngineHandle, EngineMetrics, SideWrite};
@@ -245,7 +244,7 @@ impl LedgerService {
         }
         if !stale.is_empty() {
             let mut conn = self.db.conn().await?;
-            delete_expiry_rows(&mut conn, stale).await?;
+            store::delete_expiry_rows(&mut conn, stale).await?;
         }
         if voided > 0 {
             tracing::info!(ledger.voided = voided, "expired pending transfers");
@@ -265,21 +264,6 @@ impl LedgerService {
             }
         }
     }
-}
-
-async fn delete_expiry_rows(
-    conn: &mut AsyncPgConnection,
-    ids: Vec<Uuid>,
-) -> Result<(), LedgerError> {
-    use crate::platform::db::schema::ledger_pending_expiry;
-    use diesel::prelude::*;
-    use diesel_async::RunQueryDsl;
-    diesel::delete(
-        ledger_pending_expiry::table.filter(ledger_pending_expiry::transfer_id.eq_any(ids)),
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 fn duplicate_account(e: diesel::result::Error) -> LedgerError {

@@ -374,6 +374,19 @@ pub async fn claim_expired(
     Ok(rows.into_iter().map(|r| r.transfer_id).collect())
 }
 
+/// Drops expiry rows of pending transfers that were resolved some other way.
+pub async fn delete_expiry_rows(
+    conn: &mut AsyncPgConnection,
+    ids: Vec<Uuid>,
+) -> QueryResult<usize> {
+    use crate::platform::db::schema::ledger_pending_expiry;
+    diesel::delete(
+        ledger_pending_expiry::table.filter(ledger_pending_expiry::transfer_id.eq_any(ids)),
+    )
+    .execute(conn)
+    .await
+}
+
 /// One broken invariant found by [`verify`].
 #[derive(Debug, Clone, QueryableByName, serde::Serialize)]
 pub struct Violation {
