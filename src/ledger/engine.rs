@@ -5,14 +5,16 @@
 //! `ledger.batch_max_transfers`) and runs it as one database transaction — group commit:
 //!
 //! 1. read the pending transfers the batch posts or voids (immutable rows; no lock needed);
-//! 2. in one pipelined round trip: lock every touched account in id order (so batches of
-//!    several replicas never deadlock), and read which ids exist, which failed before, and how
-//!    the referenced pending transfers were resolved;
+//! 2. in one pipelined round trip: read the touched accounts, which ids exist, which failed
+//!    before, and how the referenced pending transfers were resolved (no row locks yet);
 //! 3. apply every request in arrival order with the pure state machine (`model`), so one
 //!    failing transfer fails alone with its own code;
 //! 4. run the callers' attached writes inside the same transaction;
 //! 5. write transfers, entries, failures, expiry bookkeeping and every touched account's new
-//!    totals in ONE set-based statement; commit; answer every waiter.
+//!    totals in ONE set-based statement, whose UPDATE takes the account locks (in id order)
+//!    only now and applies each account's new totals only if it is still at the version read
+//!    in step 2; commit; answer every waiter. A hot account's row is thus locked for the
+//!    length of one statement and a commit, not for a whole batch.
 //!
 //! With nothing else queued a request is flushed at once (no added latency); under load the
 //! queue fills while a batch commits, so batches grow by themselves. Correctness rests on the
@@ -24,6 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
+use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
@@ -176,7 +179,7 @@ enum BatchError {
 impl From<DbError> for BatchError {
     fn from(e: DbError) -> Self {
         let retry = match &e {
-            DbError::Query(q) => is_retryable(q) || is_unique_violation(q),
+            DbError::Query(q) => is_retryable(q) || is_unique_violation(q) || is_connection_lost(q),
             DbError::Unavailable(_) => false,
         };
         if retry {
@@ -191,6 +194,20 @@ impl From<diesel::result::Error> for BatchError {
     fn from(e: diesel::result::Error) -> Self {
         BatchError::from(DbError::Query(e))
     }
+}
+
+/// The connection broke (server restart, network): a new one may well work.
+fn is_connection_lost(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            _
+        ) | diesel::result::Error::BrokenTransactionManager
+    )
 }
 
 /// Another replica wrote the same transfer id (or resolved the same pending transfer) first.
@@ -342,23 +359,19 @@ impl Engine {
             .conn()
             .await
             .map_err(|e| BatchError::Fatal(LedgerError::Db(e)))?;
-        AnsiTransactionManager::begin_transaction(&mut *conn).await?;
-        match self.in_transaction(&mut conn, batch, now).await {
-            Ok(results) => {
-                AnsiTransactionManager::commit_transaction(&mut *conn).await?;
-                Ok(results)
-            }
-            Err(e) => {
-                if let Err(rollback) =
-                    AnsiTransactionManager::rollback_transaction(&mut *conn).await
-                {
-                    tracing::error!(error.cause = %rollback, "rollback of a ledger batch failed");
-                }
-                Err(e)
-            }
+        let result = self.in_transaction(&mut conn, batch, now).await;
+        if result.is_err()
+            && in_transaction(&mut conn)
+            && let Err(rollback) = AnsiTransactionManager::rollback_transaction(&mut *conn).await
+        {
+            tracing::error!(error.cause = %rollback, "rollback of a ledger batch failed; dropping the connection");
+            drop(deadpool::managed::Object::take(conn));
         }
+        result
     }
 
+    /// BEGIN travels with the first reads and COMMIT with the write: a batch costs two round
+    /// trips (three when it posts or voids pending transfers) plus the commit's flush.
     async fn in_transaction(
         &self,
         conn: &mut AsyncPgConnection,
@@ -378,25 +391,59 @@ impl Engine {
                 account_ids.extend(t.credit_account_id.map(|a| a.uuid()));
             }
         }
-        // 1. Pending transfers are immutable: read them first to learn their accounts.
-        let pending_rows =
-            store::load_transfers(conn, pending_ids.iter().copied().collect()).await?;
-        for row in &pending_rows {
-            account_ids.insert(row.debit_account_id);
-            account_ids.insert(row.credit_account_id);
+        // The engine's statements are prepared once per connection; should a plan be made
+        // while the tables are tiny, it must still not scan them once they are big.
+        const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
+        let mut pending_rows = Vec::new();
+        let mut begun = false;
+        if !pending_ids.is_empty() {
+            // Pending transfers are immutable: read them first, to learn their accounts.
+            let shared: &AsyncPgConnection = conn;
+            let (began, rows) = futures_util::future::join(
+                async move {
+                    let mut c = shared;
+                    diesel_async::SimpleAsyncConnection::batch_execute(&mut c, BEGIN).await
+                },
+                store::load_transfers(shared, pending_ids.iter().copied().collect()),
+            )
+            .await;
+            began?;
+            note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
+            begun = true;
+            pending_rows = rows?;
+            for row in &pending_rows {
+                account_ids.insert(row.debit_account_id);
+                account_ids.insert(row.credit_account_id);
+            }
         }
-        // 2. Lock accounts in id order, then read ids and resolutions: one pipelined trip.
+        // Accounts, ids and resolutions: one pipelined round trip, no locks.
         let shared: &AsyncPgConnection = conn;
-        let (accounts, existing, resolutions, failed) = futures_util::future::try_join4(
-            store::lock_accounts(shared, account_ids.into_iter().collect()),
-            store::load_transfers(shared, transfer_ids.clone()),
-            store::load_resolutions(shared, pending_ids.iter().copied().collect()),
-            store::load_failed(shared, transfer_ids),
+        let (began, reads) = futures_util::future::join(
+            async move {
+                if begun {
+                    return Ok(());
+                }
+                let mut c = shared;
+                diesel_async::SimpleAsyncConnection::batch_execute(&mut c, BEGIN).await
+            },
+            futures_util::future::try_join4(
+                store::read_accounts(shared, account_ids.into_iter().collect()),
+                store::load_transfers(shared, transfer_ids.clone()),
+                store::load_resolutions(shared, pending_ids.iter().copied().collect()),
+                store::load_failed(shared, transfer_ids),
+            ),
         )
-        .await?;
+        .await;
+        began?;
+        if !begun {
+            note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
+        }
+        let (accounts, existing, resolutions, failed) = reads?;
 
         let mut snapshot = Snapshot::default();
+        let mut versions: HashMap<Uuid, (i64, i32)> = HashMap::with_capacity(accounts.len());
         for row in accounts {
+            versions.insert(row.id, (row.entry_seq, row.flags));
             let state = account_state(row).map_err(BatchError::Fatal)?;
             snapshot.accounts.insert(state.id, state);
         }
@@ -445,19 +492,58 @@ impl Engine {
             }
         }
 
-        // 5. One statement writes it all.
-        let write = write_set(batch, &results, &snapshot, &known_failures);
-        if !write.is_empty() {
-            let expected = i64::try_from(write.accounts.id.len()).unwrap_or(i64::MAX);
-            let updated = store::write_batch(conn, write, now).await?;
-            if updated != expected {
-                return Err(BatchError::Fatal(LedgerError::Internal(anyhow::anyhow!(
-                    "updated {updated} of {expected} locked accounts"
-                ))));
-            }
-        }
+        // 5. One statement writes it all; COMMIT follows it in the same round trip, and a
+        // failed write turns that COMMIT into a rollback on the server.
+        let write = write_set(batch, &results, &snapshot, &known_failures, &versions);
+        let expected = i64::try_from(write.accounts.id.len()).unwrap_or(i64::MAX);
+        let shared: &AsyncPgConnection = conn;
+        let (written, committed) = futures_util::future::join(
+            async move {
+                if write.is_empty() {
+                    return Ok(expected);
+                }
+                let mut c = shared;
+                store::write_batch(&mut c, write, expected, now).await
+            },
+            async move {
+                let mut c = shared;
+                diesel_async::SimpleAsyncConnection::batch_execute(&mut c, "COMMIT").await
+            },
+        )
+        .await;
+        // The transaction is over either way. When another replica moved one of the accounts
+        // since it was read, the write itself fails (as a serialization failure, 40001), so
+        // the COMMIT behind it rolls back and the batch runs again on fresh state.
+        note_depth(conn, TransactionDepthChange::DecreaseDepth)?;
+        written?;
+        committed?;
         Ok(results)
     }
+}
+
+/// Tells diesel's transaction manager about a BEGIN or COMMIT sent as plain SQL (pipelined
+/// with other statements), so nested transactions of attached writes become savepoints and
+/// the pool never hands out a connection it believes idle while a transaction is open.
+fn note_depth(
+    conn: &mut AsyncPgConnection,
+    change: TransactionDepthChange,
+) -> Result<(), BatchError> {
+    match AnsiTransactionManager::transaction_manager_status_mut(conn) {
+        TransactionManagerStatus::Valid(status) => status
+            .change_transaction_depth(change)
+            .map_err(|e| BatchError::Fatal(LedgerError::Db(DbError::Query(e)))),
+        TransactionManagerStatus::InError => Err(BatchError::Fatal(LedgerError::Db(
+            DbError::Query(diesel::result::Error::BrokenTransactionManager),
+        ))),
+    }
+}
+
+/// Whether the connection is inside a transaction (so a failed batch must roll back).
+fn in_transaction(conn: &mut AsyncPgConnection) -> bool {
+    matches!(
+        AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(Some(_))
+    )
 }
 
 /// Turns the batch's outcomes into the columns of the one write.
@@ -466,6 +552,7 @@ fn write_set(
     results: &[Vec<Outcome>],
     snapshot: &Snapshot,
     known_failures: &HashSet<Uuid>,
+    versions: &HashMap<Uuid, (i64, i32)>,
 ) -> WriteSet {
     let mut w = WriteSet::default();
     let mut touched: BTreeSet<Uuid> = BTreeSet::new();
@@ -520,12 +607,17 @@ fn write_set(
             w.expiry_new_at.push(at);
         }
     }
+    // Sorted by id (a BTreeSet): concurrent batches take row locks in the same order.
     for id in touched {
-        if let Some(account) = snapshot
-            .accounts
-            .get(&super::model::AccountId::from_uuid(id))
-        {
+        if let (Some(account), Some((seq, flags))) = (
+            snapshot
+                .accounts
+                .get(&super::model::AccountId::from_uuid(id)),
+            versions.get(&id),
+        ) {
             push_account(&mut w, account);
+            w.accounts.old_entry_seq.push(*seq);
+            w.accounts.old_flags.push(*flags);
         }
     }
     w

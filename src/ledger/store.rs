@@ -118,12 +118,122 @@ pub struct AccountColumns {
     pub credits_pending: Vec<i64>,
     pub credits_posted: Vec<i64>,
     pub entry_seq: Vec<i64>,
+    /// The version read before the batch: the update applies only if it still holds.
+    pub old_entry_seq: Vec<i64>,
+    pub old_flags: Vec<i32>,
 }
 
 impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.transfers.id.is_empty() && self.failed_ids.is_empty()
     }
+}
+
+/// A raw statement with a static type, so the connection prepares it once and reuses it
+/// (diesel caches by the query's type; `sql_query` would be parsed and planned on every
+/// batch, which cost more than executing it for small batches). The SQL marks each bind
+/// with `??`, filled in field order.
+macro_rules! prepared_statement {
+    (
+        $(#[$meta:meta])*
+        $name:ident -> $sql_type:ty {
+            $($field:ident : $rust:ty => $st:ty),* $(,)?
+        }
+        $sql:expr
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $(pub $field: $rust,)*
+        }
+
+        impl diesel::query_builder::QueryId for $name {
+            type QueryId = $name;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl diesel::query_builder::Query for $name {
+            type SqlType = $sql_type;
+        }
+
+        impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for $name {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+            ) -> QueryResult<()> {
+                let mut parts = $sql.split("??");
+                $(
+                    out.push_sql(parts.next().unwrap_or_default());
+                    out.push_bind_param::<$st, _>(&self.$field)?;
+                )*
+                for rest in parts {
+                    out.push_sql(rest);
+                }
+                Ok(())
+            }
+        }
+
+    };
+}
+
+/// The columns of an account, in `AccountRow` order.
+type AccountColumnsSql = (
+    SqlUuid,
+    Nullable<SqlUuid>,
+    Text,
+    Int4,
+    Int4,
+    Nullable<Jsonb>,
+    Int8,
+    Int8,
+    Int8,
+    Int8,
+    Int8,
+    Timestamptz,
+);
+
+/// The columns of a transfer, in `TransferRow` order.
+type TransferColumnsSql = (
+    SqlUuid,
+    Nullable<SqlUuid>,
+    SqlUuid,
+    SqlUuid,
+    Int8,
+    Text,
+    Int4,
+    Int4,
+    Nullable<SqlUuid>,
+    Nullable<Int4>,
+    Nullable<Timestamptz>,
+    Nullable<Jsonb>,
+    Timestamptz,
+);
+
+prepared_statement! {
+    /// Reads accounts, without locking them (see [`write_batch`] for why that is safe).
+    ReadAccounts -> AccountColumnsSql { ids: Vec<Uuid> => Array<SqlUuid> }
+    "SELECT id, partner_id, currency, code, flags, metadata, debits_pending, debits_posted, \
+            credits_pending, credits_posted, entry_seq, created_at \
+     FROM ledger_accounts WHERE id = ANY(??)"
+}
+
+prepared_statement! {
+    /// Stored transfers among the ids.
+    LoadTransfers -> TransferColumnsSql { ids: Vec<Uuid> => Array<SqlUuid> }
+    "SELECT id, partner_id, debit_account_id, credit_account_id, amount, currency, code, flags, \
+            pending_id, timeout_secs, expires_at, metadata, created_at \
+     FROM ledger_transfers WHERE id = ANY(??)"
+}
+
+prepared_statement! {
+    /// Resolutions (posts, voids) of pending transfers.
+    LoadResolutions -> (SqlUuid, Int4) { ids: Vec<Uuid> => Array<SqlUuid> }
+    "SELECT pending_id, flags FROM ledger_transfers WHERE pending_id = ANY(??)"
+}
+
+prepared_statement! {
+    /// Remembered failures among the ids.
+    LoadFailed -> (SqlUuid, Text) { ids: Vec<Uuid> => Array<SqlUuid> }
+    "SELECT id, result FROM ledger_failed_transfers WHERE id = ANY(??)"
 }
 
 pub async fn insert_accounts(
@@ -136,20 +246,14 @@ pub async fn insert_accounts(
         .await
 }
 
-/// Locks the accounts in id order (so concurrent batches never deadlock) and reads them.
-pub async fn lock_accounts(
+/// Reads the accounts a batch touches. No row lock here: the write takes the locks as late as
+/// possible (see [`write_batch`]).
+pub async fn read_accounts(
     conn: &AsyncPgConnection,
     ids: Vec<Uuid>,
 ) -> QueryResult<Vec<AccountRow>> {
     let mut conn = conn;
-    diesel::sql_query(
-        "SELECT id, partner_id, currency, code, flags, metadata, debits_pending, debits_posted, \
-                credits_pending, credits_posted, entry_seq, created_at \
-         FROM ledger_accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind::<Array<SqlUuid>, _>(ids)
-    .load(&mut conn)
-    .await
+    ReadAccounts { ids }.load(&mut conn).await
 }
 
 /// Stored transfers among `ids`.
@@ -161,18 +265,12 @@ pub async fn load_transfers(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    ledger_transfers::table
-        .filter(ledger_transfers::id.eq_any(ids))
-        .select(TransferRow::as_select())
-        .load(&mut conn)
-        .await
+    LoadTransfers { ids }.load(&mut conn).await
 }
 
-#[derive(QueryableByName)]
+#[derive(Queryable)]
 pub struct ResolutionRow {
-    #[diesel(sql_type = SqlUuid)]
     pub pending_id: Uuid,
-    #[diesel(sql_type = Int4)]
     pub flags: i32,
 }
 
@@ -185,107 +283,251 @@ pub async fn load_resolutions(
     if pending_ids.is_empty() {
         return Ok(Vec::new());
     }
-    diesel::sql_query("SELECT pending_id, flags FROM ledger_transfers WHERE pending_id = ANY($1)")
-        .bind::<Array<SqlUuid>, _>(pending_ids)
-        .load(&mut conn)
-        .await
+    LoadResolutions { ids: pending_ids }.load(&mut conn).await
 }
 
-#[derive(QueryableByName)]
+#[derive(Queryable)]
 pub struct FailedRow {
-    #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
-    #[diesel(sql_type = Text)]
     pub result: String,
 }
 
 /// Remembered failures among `ids`.
 pub async fn load_failed(conn: &AsyncPgConnection, ids: Vec<Uuid>) -> QueryResult<Vec<FailedRow>> {
     let mut conn = conn;
-    diesel::sql_query("SELECT id, result FROM ledger_failed_transfers WHERE id = ANY($1)")
-        .bind::<Array<SqlUuid>, _>(ids)
-        .load(&mut conn)
-        .await
+    LoadFailed { ids }.load(&mut conn).await
+}
+
+prepared_statement! {
+    /// The batch's single write (see [`write_batch`]).
+    WriteBatch -> BigInt {
+        t_now: DateTime<Utc> => Timestamptz,
+        t_id: Vec<Uuid> => Array<SqlUuid>,
+        t_partner_id: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        t_debit: Vec<Uuid> => Array<SqlUuid>,
+        t_credit: Vec<Uuid> => Array<SqlUuid>,
+        t_amount: Vec<i64> => Array<Int8>,
+        t_currency: Vec<String> => Array<Text>,
+        t_code: Vec<i32> => Array<Int4>,
+        t_flags: Vec<i32> => Array<Int4>,
+        t_pending_id: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        t_timeout: Vec<Option<i32>> => Array<Nullable<Int4>>,
+        t_expires_at: Vec<Option<DateTime<Utc>>> => Array<Nullable<Timestamptz>>,
+        t_metadata: Vec<Option<serde_json::Value>> => Array<Nullable<Jsonb>>,
+        e_now: DateTime<Utc> => Timestamptz,
+        e_account: Vec<Uuid> => Array<SqlUuid>,
+        e_seq: Vec<i64> => Array<Int8>,
+        e_transfer: Vec<Uuid> => Array<SqlUuid>,
+        e_is_credit: Vec<bool> => Array<Bool>,
+        e_pending_delta: Vec<i64> => Array<Int8>,
+        e_posted_delta: Vec<i64> => Array<Int8>,
+        e_dp: Vec<i64> => Array<Int8>,
+        e_dpo: Vec<i64> => Array<Int8>,
+        e_cp: Vec<i64> => Array<Int8>,
+        e_cpo: Vec<i64> => Array<Int8>,
+        f_now: DateTime<Utc> => Timestamptz,
+        f_id: Vec<Uuid> => Array<SqlUuid>,
+        f_partner: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        f_result: Vec<String> => Array<Text>,
+        x_done: Vec<Uuid> => Array<SqlUuid>,
+        x_new_id: Vec<Uuid> => Array<SqlUuid>,
+        x_new_at: Vec<DateTime<Utc>> => Array<Timestamptz>,
+        a_id: Vec<Uuid> => Array<SqlUuid>,
+        a_dp: Vec<i64> => Array<Int8>,
+        a_dpo: Vec<i64> => Array<Int8>,
+        a_cp: Vec<i64> => Array<Int8>,
+        a_cpo: Vec<i64> => Array<Int8>,
+        a_seq: Vec<i64> => Array<Int8>,
+        a_old_seq: Vec<i64> => Array<Int8>,
+        a_old_flags: Vec<i32> => Array<Int4>,
+        expected: i64 => Int8,
+    }
+    "WITH \
+     t AS (INSERT INTO ledger_transfers (id, partner_id, debit_account_id, credit_account_id, amount, \
+             currency, code, flags, pending_id, timeout_secs, expires_at, metadata, created_at) \
+           SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::uuid[], ??::uuid[], \
+             ??::int8[], ??::text[], ??::int4[], ??::int4[], ??::uuid[], ??::int4[], ??::timestamptz[], \
+             ??::jsonb[]) AS u), \
+     e AS (INSERT INTO ledger_entries (account_id, seq, transfer_id, is_credit, pending_delta, \
+             posted_delta, debits_pending, debits_posted, credits_pending, credits_posted, created_at) \
+           SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::int8[], ??::uuid[], ??::bool[], \
+             ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[]) AS u), \
+     f AS (INSERT INTO ledger_failed_transfers (id, partner_id, result, created_at) \
+           SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::text[]) AS u \
+           ON CONFLICT (id) DO NOTHING), \
+     xd AS (DELETE FROM ledger_pending_expiry WHERE transfer_id = ANY(??::uuid[])), \
+     xi AS (INSERT INTO ledger_pending_expiry (transfer_id, expires_at) \
+            SELECT * FROM unnest(??::uuid[], ??::timestamptz[])), \
+     a AS (UPDATE ledger_accounts acc SET debits_pending = v.dp, debits_posted = v.dpo, \
+             credits_pending = v.cp, credits_posted = v.cpo, entry_seq = v.seq \
+           FROM unnest(??::uuid[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], \
+             ??::int8[], ??::int4[]) AS v(id, dp, dpo, cp, cpo, seq, old_seq, old_flags) \
+           WHERE acc.id = v.id AND acc.entry_seq = v.old_seq AND acc.flags = v.old_flags \
+           RETURNING 1) \
+     SELECT ledger_assert_unchanged(count(*), ??::int8) FROM a"
+}
+
+prepared_statement! {
+    /// The common case of [`WriteBatch`]: no failures to remember and no pending transfers to
+    /// track, so the statement has three parts instead of six (cheaper for small batches).
+    WriteMovements -> BigInt {
+        t_now: DateTime<Utc> => Timestamptz,
+        t_id: Vec<Uuid> => Array<SqlUuid>,
+        t_partner_id: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        t_debit: Vec<Uuid> => Array<SqlUuid>,
+        t_credit: Vec<Uuid> => Array<SqlUuid>,
+        t_amount: Vec<i64> => Array<Int8>,
+        t_currency: Vec<String> => Array<Text>,
+        t_code: Vec<i32> => Array<Int4>,
+        t_flags: Vec<i32> => Array<Int4>,
+        t_pending_id: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        t_timeout: Vec<Option<i32>> => Array<Nullable<Int4>>,
+        t_expires_at: Vec<Option<DateTime<Utc>>> => Array<Nullable<Timestamptz>>,
+        t_metadata: Vec<Option<serde_json::Value>> => Array<Nullable<Jsonb>>,
+        e_now: DateTime<Utc> => Timestamptz,
+        e_account: Vec<Uuid> => Array<SqlUuid>,
+        e_seq: Vec<i64> => Array<Int8>,
+        e_transfer: Vec<Uuid> => Array<SqlUuid>,
+        e_is_credit: Vec<bool> => Array<Bool>,
+        e_pending_delta: Vec<i64> => Array<Int8>,
+        e_posted_delta: Vec<i64> => Array<Int8>,
+        e_dp: Vec<i64> => Array<Int8>,
+        e_dpo: Vec<i64> => Array<Int8>,
+        e_cp: Vec<i64> => Array<Int8>,
+        e_cpo: Vec<i64> => Array<Int8>,
+        a_id: Vec<Uuid> => Array<SqlUuid>,
+        a_dp: Vec<i64> => Array<Int8>,
+        a_dpo: Vec<i64> => Array<Int8>,
+        a_cp: Vec<i64> => Array<Int8>,
+        a_cpo: Vec<i64> => Array<Int8>,
+        a_seq: Vec<i64> => Array<Int8>,
+        a_old_seq: Vec<i64> => Array<Int8>,
+        a_old_flags: Vec<i32> => Array<Int4>,
+        expected: i64 => Int8,
+    }
+    "WITH \
+     t AS (INSERT INTO ledger_transfers (id, partner_id, debit_account_id, credit_account_id, amount, \
+             currency, code, flags, pending_id, timeout_secs, expires_at, metadata, created_at) \
+           SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::uuid[], ??::uuid[], \
+             ??::int8[], ??::text[], ??::int4[], ??::int4[], ??::uuid[], ??::int4[], ??::timestamptz[], \
+             ??::jsonb[]) AS u), \
+     e AS (INSERT INTO ledger_entries (account_id, seq, transfer_id, is_credit, pending_delta, \
+             posted_delta, debits_pending, debits_posted, credits_pending, credits_posted, created_at) \
+           SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::int8[], ??::uuid[], ??::bool[], \
+             ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[]) AS u), \
+     a AS (UPDATE ledger_accounts acc SET debits_pending = v.dp, debits_posted = v.dpo, \
+             credits_pending = v.cp, credits_posted = v.cpo, entry_seq = v.seq \
+           FROM unnest(??::uuid[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], \
+             ??::int8[], ??::int4[]) AS v(id, dp, dpo, cp, cpo, seq, old_seq, old_flags) \
+           WHERE acc.id = v.id AND acc.entry_seq = v.old_seq AND acc.flags = v.old_flags \
+           RETURNING 1) \
+     SELECT ledger_assert_unchanged(count(*), ??::int8) FROM a"
 }
 
 /// The batch's single write: transfers, entries, failures, expiry bookkeeping and the new
-/// account totals, in one statement (one round trip, one plan). Returns the number of
-/// accounts updated.
+/// account totals, in one prepared statement (one round trip, planned once per connection).
+/// Returns the number of accounts updated.
+///
+/// Accounts are locked here, by this UPDATE, as late as possible: a hot account's row is held
+/// only from this statement to the commit, not for the whole batch. The engine decided every
+/// transfer on the totals it read without a lock; each account is updated only if it is
+/// still at the version (entry count and flags) that was read. If another replica changed it
+/// in between, fewer rows are updated than `expected`: `ledger_assert_unchanged` then fails the
+/// statement with a serialization failure (40001), the transaction rolls back, and the batch
+/// runs again on fresh state. The accounts arrive sorted by id, so concurrent batches lock in the
+/// same order; the CHECK constraints on the table remain the last guard.
 pub async fn write_batch(
-    conn: &mut AsyncPgConnection,
+    conn: &mut &AsyncPgConnection,
     w: WriteSet,
+    expected: i64,
     now: DateTime<Utc>,
 ) -> QueryResult<i64> {
-    #[derive(QueryableByName)]
-    struct Updated {
-        #[diesel(sql_type = BigInt)]
-        updated: i64,
-    }
     let t = w.transfers;
     let e = w.entries;
     let a = w.accounts;
-    diesel::sql_query(
-        "WITH \
-         t AS (INSERT INTO ledger_transfers (id, partner_id, debit_account_id, credit_account_id, amount, \
-                 currency, code, flags, pending_id, timeout_secs, expires_at, metadata, created_at) \
-               SELECT u.*, $13 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int8[], \
-                 $6::text[], $7::int4[], $8::int4[], $9::uuid[], $10::int4[], $11::timestamptz[], \
-                 $12::jsonb[]) AS u), \
-         e AS (INSERT INTO ledger_entries (account_id, seq, transfer_id, is_credit, pending_delta, \
-                 posted_delta, debits_pending, debits_posted, credits_pending, credits_posted, created_at) \
-               SELECT u.*, $13 FROM unnest($14::uuid[], $15::int8[], $16::uuid[], $17::bool[], \
-                 $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[], $23::int8[]) AS u), \
-         f AS (INSERT INTO ledger_failed_transfers (id, partner_id, result, created_at) \
-               SELECT u.*, $13 FROM unnest($24::uuid[], $25::uuid[], $26::text[]) AS u \
-               ON CONFLICT (id) DO NOTHING), \
-         xd AS (DELETE FROM ledger_pending_expiry WHERE transfer_id = ANY($27::uuid[])), \
-         xi AS (INSERT INTO ledger_pending_expiry (transfer_id, expires_at) \
-                SELECT * FROM unnest($28::uuid[], $29::timestamptz[])), \
-         a AS (UPDATE ledger_accounts acc SET debits_pending = v.dp, debits_posted = v.dpo, \
-                 credits_pending = v.cp, credits_posted = v.cpo, entry_seq = v.seq \
-               FROM unnest($30::uuid[], $31::int8[], $32::int8[], $33::int8[], $34::int8[], $35::int8[]) \
-                 AS v(id, dp, dpo, cp, cpo, seq) \
-               WHERE acc.id = v.id RETURNING 1) \
-         SELECT count(*) AS updated FROM a",
-    )
-    .bind::<Array<SqlUuid>, _>(t.id)
-    .bind::<Array<Nullable<SqlUuid>>, _>(t.partner_id)
-    .bind::<Array<SqlUuid>, _>(t.debit_account_id)
-    .bind::<Array<SqlUuid>, _>(t.credit_account_id)
-    .bind::<Array<Int8>, _>(t.amount)
-    .bind::<Array<Text>, _>(t.currency)
-    .bind::<Array<Int4>, _>(t.code)
-    .bind::<Array<Int4>, _>(t.flags)
-    .bind::<Array<Nullable<SqlUuid>>, _>(t.pending_id)
-    .bind::<Array<Nullable<Int4>>, _>(t.timeout_secs)
-    .bind::<Array<Nullable<Timestamptz>>, _>(t.expires_at)
-    .bind::<Array<Nullable<Jsonb>>, _>(t.metadata)
-    .bind::<Timestamptz, _>(now)
-    .bind::<Array<SqlUuid>, _>(e.account_id)
-    .bind::<Array<Int8>, _>(e.seq)
-    .bind::<Array<SqlUuid>, _>(e.transfer_id)
-    .bind::<Array<Bool>, _>(e.is_credit)
-    .bind::<Array<Int8>, _>(e.pending_delta)
-    .bind::<Array<Int8>, _>(e.posted_delta)
-    .bind::<Array<Int8>, _>(e.debits_pending)
-    .bind::<Array<Int8>, _>(e.debits_posted)
-    .bind::<Array<Int8>, _>(e.credits_pending)
-    .bind::<Array<Int8>, _>(e.credits_posted)
-    .bind::<Array<SqlUuid>, _>(w.failed_ids)
-    .bind::<Array<Nullable<SqlUuid>>, _>(w.failed_partners)
-    .bind::<Array<Text>, _>(w.failed_results)
-    .bind::<Array<SqlUuid>, _>(w.expiry_done)
-    .bind::<Array<SqlUuid>, _>(w.expiry_new_ids)
-    .bind::<Array<Timestamptz>, _>(w.expiry_new_at)
-    .bind::<Array<SqlUuid>, _>(a.id)
-    .bind::<Array<Int8>, _>(a.debits_pending)
-    .bind::<Array<Int8>, _>(a.debits_posted)
-    .bind::<Array<Int8>, _>(a.credits_pending)
-    .bind::<Array<Int8>, _>(a.credits_posted)
-    .bind::<Array<Int8>, _>(a.entry_seq)
-    .get_result::<Updated>(conn)
+    if w.failed_ids.is_empty() && w.expiry_done.is_empty() && w.expiry_new_ids.is_empty() {
+        return WriteMovements {
+            t_now: now,
+            t_id: t.id,
+            t_partner_id: t.partner_id,
+            t_debit: t.debit_account_id,
+            t_credit: t.credit_account_id,
+            t_amount: t.amount,
+            t_currency: t.currency,
+            t_code: t.code,
+            t_flags: t.flags,
+            t_pending_id: t.pending_id,
+            t_timeout: t.timeout_secs,
+            t_expires_at: t.expires_at,
+            t_metadata: t.metadata,
+            e_now: now,
+            e_account: e.account_id,
+            e_seq: e.seq,
+            e_transfer: e.transfer_id,
+            e_is_credit: e.is_credit,
+            e_pending_delta: e.pending_delta,
+            e_posted_delta: e.posted_delta,
+            e_dp: e.debits_pending,
+            e_dpo: e.debits_posted,
+            e_cp: e.credits_pending,
+            e_cpo: e.credits_posted,
+            a_id: a.id,
+            a_dp: a.debits_pending,
+            a_dpo: a.debits_posted,
+            a_cp: a.credits_pending,
+            a_cpo: a.credits_posted,
+            a_seq: a.entry_seq,
+            a_old_seq: a.old_entry_seq,
+            a_old_flags: a.old_flags,
+            expected,
+        }
+        .get_result(conn)
+        .await;
+    }
+    WriteBatch {
+        t_id: t.id,
+        t_partner_id: t.partner_id,
+        t_debit: t.debit_account_id,
+        t_credit: t.credit_account_id,
+        t_amount: t.amount,
+        t_currency: t.currency,
+        t_code: t.code,
+        t_flags: t.flags,
+        t_pending_id: t.pending_id,
+        t_timeout: t.timeout_secs,
+        t_expires_at: t.expires_at,
+        t_metadata: t.metadata,
+        t_now: now,
+        e_account: e.account_id,
+        e_seq: e.seq,
+        e_transfer: e.transfer_id,
+        e_is_credit: e.is_credit,
+        e_pending_delta: e.pending_delta,
+        e_posted_delta: e.posted_delta,
+        e_dp: e.debits_pending,
+        e_dpo: e.debits_posted,
+        e_cp: e.credits_pending,
+        e_cpo: e.credits_posted,
+        e_now: now,
+        f_id: w.failed_ids,
+        f_partner: w.failed_partners,
+        f_result: w.failed_results,
+        f_now: now,
+        x_done: w.expiry_done,
+        x_new_id: w.expiry_new_ids,
+        x_new_at: w.expiry_new_at,
+        a_id: a.id,
+        a_dp: a.debits_pending,
+        a_dpo: a.debits_posted,
+        a_cp: a.credits_pending,
+        a_cpo: a.credits_posted,
+        a_seq: a.entry_seq,
+        a_old_seq: a.old_entry_seq,
+        a_old_flags: a.old_flags,
+        expected,
+    }
+    .get_result(conn)
     .await
-    .map(|u| u.updated)
 }
 
 pub async fn find_account(

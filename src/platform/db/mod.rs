@@ -16,7 +16,9 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt;
 
@@ -86,6 +88,10 @@ impl Db {
     pub fn connect(url: &str, options: &PoolOptions) -> Result<Db, DbError> {
         let connect_timeout = options.connect_timeout;
         let mut config = ManagerConfig::default();
+        // A checkout only checks for a dangling transaction (no `SELECT 1` round trip per
+        // request); a connection that died shows as an error on first use, which callers
+        // treat like any other database error (the ledger engine retries its batch).
+        config.recycling_method = RecyclingMethod::Fast;
         config.custom_setup = Box::new(move |url| {
             let url = url.to_owned();
             async move {
