@@ -11,7 +11,7 @@
 //! - `FLOWLET_BENCH_SCENARIOS`: comma list among uniform, hot, two_phase, single,
 //!   naive_uniform, naive_hot (default: all);
 //! - `FLOWLET_BENCH_BATCH_MAX` (8190), `FLOWLET_BENCH_LINGER_US` (200),
-//!   `FLOWLET_BENCH_ENGINE_POOL` (4): engine configuration;
+//!   `FLOWLET_BENCH_ENGINE_POOL` (4), `FLOWLET_BENCH_PIPELINE` (3): engine configuration;
 //! - `FLOWLET_BENCH_ANALYZE` (1): ANALYZE after each warm-up, as autovacuum keeps a live
 //!   ledger's statistics; 0 measures a fresh database (no statistics yet).
 //!
@@ -111,6 +111,7 @@ struct Config {
     batch_max_transfers: usize,
     batch_linger: Duration,
     engine_pool: usize,
+    pipeline_depth: usize,
     analyze: bool,
 }
 
@@ -148,6 +149,7 @@ impl Config {
             batch_max_transfers,
             batch_linger: Duration::from_micros(env_or("FLOWLET_BENCH_LINGER_US", 200)?),
             engine_pool,
+            pipeline_depth: env_or("FLOWLET_BENCH_PIPELINE", 3)?,
             analyze: env_or::<u8>("FLOWLET_BENCH_ANALYZE", 1)? != 0,
         })
     }
@@ -304,16 +306,18 @@ async fn bench(config: &Config, url: &str) -> anyhow::Result<()> {
         queue_capacity: 10_000,
         enqueue_timeout: Duration::from_secs(30),
         max_retries: 10,
+        pipeline_depth: config.pipeline_depth,
     };
     println!(
         "engine: batch_max_transfers {}, batch_linger {} us, queue_capacity {}, enqueue_timeout {} s, \
-         max_retries {}, pool {} connections; submitters {} (single 1, naive {} on a pool of {}); \
+         max_retries {}, pipeline_depth {}, pool {} connections; submitters {} (single 1, naive {} on a pool of {}); \
          {} s per scenario after {} s of warm-up",
         engine_config.batch_max_transfers,
         engine_config.batch_linger.as_micros(),
         engine_config.queue_capacity,
         engine_config.enqueue_timeout.as_secs(),
         engine_config.max_retries,
+        engine_config.pipeline_depth,
         config.engine_pool,
         config.submitters,
         NAIVE_SUBMITTERS,

@@ -74,6 +74,7 @@ pub fn engine_config(settings: &LedgerSettings) -> EngineConfig {
         queue_capacity: settings.queue_capacity,
         enqueue_timeout: settings.enqueue_timeout,
         max_retries: settings.max_retries,
+        pipeline_depth: settings.pipeline_depth,
     }
 }
 

@@ -22,14 +22,18 @@
 //! several replicas may run engines against one database. A conflict with another replica (a
 //! unique violation, a deadlock) rolls the batch back and runs it again on fresh state.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+use futures_util::FutureExt;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::error::{LedgerError, SideWriteError};
@@ -63,6 +67,8 @@ pub struct EngineConfig {
     pub enqueue_timeout: Duration,
     /// Retries of a batch after a conflict with another replica.
     pub max_retries: u32,
+    /// Batches in flight at once (each on its own connection).
+    pub pipeline_depth: usize,
 }
 
 struct Submission {
@@ -161,9 +167,33 @@ impl EngineMetrics {
 /// The batching task. Build with [`Engine::new`], then `run` it as a background worker.
 pub struct Engine {
     queue: mpsc::Receiver<Submission>,
+    core: Arc<Core>,
+}
+
+/// What a batch needs, shared by the batches in flight.
+struct Core {
     db: Db,
     config: EngineConfig,
     metrics: Option<EngineMetrics>,
+}
+
+/// What a request touches: two requests that share a key never run in concurrent batches,
+/// so each sees the other's effects in arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Account(Uuid),
+    Transfer(Uuid),
+}
+
+fn keys_of(submission: &Submission) -> Vec<Key> {
+    let mut keys = Vec::with_capacity(submission.transfers.len() * 3);
+    for t in &submission.transfers {
+        keys.push(Key::Transfer(t.id.uuid()));
+        keys.extend(t.pending_id.map(|p| Key::Transfer(p.uuid())));
+        keys.extend(t.debit_account_id.map(|a| Key::Account(a.uuid())));
+        keys.extend(t.credit_account_id.map(|a| Key::Account(a.uuid())));
+    }
+    keys
 }
 
 /// How a batch attempt failed.
@@ -234,65 +264,130 @@ impl Engine {
             handle,
             Engine {
                 queue: rx,
-                db,
-                config,
-                metrics,
+                core: Arc::new(Core {
+                    db,
+                    config,
+                    metrics,
+                }),
             },
         )
     }
 
     /// Takes batches until shutdown, then answers what is still queued and returns.
+    ///
+    /// Up to `pipeline_depth` batches run at once, each on its own connection, so one batch's
+    /// statements run while another commits and both database cores work. Requests that share
+    /// an account or a transfer id with a running batch wait for it (in arrival order), so
+    /// concurrent batches never race on the same rows; a post or void whose accounts are only
+    /// known from its pending transfer is still safe: the version check of the write turns
+    /// such a race into a retry.
     pub async fn run(mut self, mut shutdown: Shutdown) {
+        let depth = self.core.config.pipeline_depth.max(1);
+        let max = self.core.config.batch_max_transfers.max(1);
+        let mut running: JoinSet<u64> = JoinSet::new();
+        let mut busy: HashMap<u64, Vec<Key>> = HashMap::new();
+        let mut waiting: VecDeque<Submission> = VecDeque::new();
+        let mut next_batch: u64 = 0;
+        let mut closing = false;
         loop {
-            let first = tokio::select! {
-                biased;
-                next = self.queue.recv() => match next {
-                    Some(s) => s,
-                    None => return,
-                },
-                () = shutdown.requested() => break,
-            };
-            let batch = self.fill(first).await;
-            self.process(batch).await;
-        }
-        // Shutdown: finish what was accepted, so no waiter is left without an answer.
-        self.queue.close();
-        while let Some(first) = self.queue.recv().await {
-            let batch = self.fill(first).await;
-            self.process(batch).await;
-        }
-    }
-
-    /// Adds whatever is already queued to `first`, up to the batch limit; under load (more
-    /// than one request waiting) lingers briefly for more.
-    async fn fill(&mut self, first: Submission) -> Vec<Submission> {
-        let max = self.config.batch_max_transfers;
-        let mut count = first.transfers.len();
-        let mut batch = vec![first];
-        let mut lingered = false;
-        loop {
-            while count < max {
-                match self.queue.try_recv() {
-                    Ok(s) => {
-                        count += s.transfers.len();
-                        batch.push(s);
+            if waiting.is_empty() && self.queue.is_empty() {
+                if closing && running.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    Some(done) = running.join_next(), if !running.is_empty() => {
+                        if let Ok(id) = done {
+                            busy.remove(&id);
+                        }
+                        continue;
                     }
+                    next = self.queue.recv(), if !closing => match next {
+                        Some(s) => waiting.push_back(s),
+                        None => closing = true,
+                    },
+                    () = shutdown.requested(), if !closing => {
+                        // Finish what was accepted, so no waiter is left without an answer.
+                        closing = true;
+                        self.queue.close();
+                    }
+                }
+                continue;
+            }
+            if running.len() >= depth {
+                if let Some(Ok(id)) = running.join_next().await {
+                    busy.remove(&id);
+                }
+                continue;
+            }
+            if !running.is_empty() && !self.core.config.batch_linger.is_zero() && waiting.len() < 2
+            {
+                // Under load only: a batch is in flight, so waiting briefly for company costs
+                // this request little and saves a transaction.
+                tokio::time::sleep(self.core.config.batch_linger).await;
+            }
+            while waiting.len() < max {
+                match self.queue.try_recv() {
+                    Ok(s) => waiting.push_back(s),
                     Err(_) => break,
                 }
             }
-            if lingered || count >= max || batch.len() < 2 || self.config.batch_linger.is_zero() {
-                break;
+            if let Some(m) = &self.core.metrics {
+                m.queue_depth
+                    .set(i64::try_from(self.queue.len() + waiting.len()).unwrap_or(i64::MAX));
             }
-            lingered = true;
-            tokio::time::sleep(self.config.batch_linger).await;
+            let in_flight: HashSet<Key> = busy.values().flatten().copied().collect();
+            let mut blocked: HashSet<Key> = HashSet::new();
+            let mut batch: Vec<Submission> = Vec::new();
+            let mut batch_keys: Vec<Key> = Vec::new();
+            let mut count = 0;
+            let mut later = VecDeque::with_capacity(waiting.len());
+            while let Some(submission) = waiting.pop_front() {
+                if count >= max {
+                    later.push_back(submission);
+                    continue;
+                }
+                let keys = keys_of(&submission);
+                if keys
+                    .iter()
+                    .any(|k| in_flight.contains(k) || blocked.contains(k))
+                {
+                    blocked.extend(keys);
+                    later.push_back(submission);
+                } else {
+                    count += submission.transfers.len();
+                    batch_keys.extend(keys);
+                    batch.push(submission);
+                }
+            }
+            waiting = later;
+            if batch.is_empty() {
+                // Everything waiting depends on a running batch.
+                if let Some(Ok(id)) = running.join_next().await {
+                    busy.remove(&id);
+                }
+                continue;
+            }
+            next_batch += 1;
+            let id = next_batch;
+            busy.insert(id, batch_keys);
+            let core = self.core.clone();
+            running.spawn(async move {
+                // A panic must not leave the batch's keys busy forever.
+                if AssertUnwindSafe(core.process(batch))
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("a ledger batch panicked");
+                }
+                id
+            });
         }
-        if let Some(m) = &self.metrics {
-            m.queue_depth
-                .set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
-        }
-        batch
     }
+}
 
+impl Core {
     /// Runs a batch to an answer for every request in it.
     async fn process(&self, mut batch: Vec<Submission>) {
         let started = Instant::now();

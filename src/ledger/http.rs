@@ -34,7 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
             web::resource("/v1/ledger/accounts/{id}/balance").route(web::get().to(get_balance)),
         )
         .service(
-            web::resource(TRANSFERS_ROUTE)
+            // The literal (not TRANSFERS_ROUTE) so route scans find it; they are the same.
+            web::resource("/v1/ledger/transfers")
                 .app_data(crate::platform::http::json_config(max_request_bytes))
                 .route(web::post().to(create_transfers)),
         )

@@ -158,6 +158,7 @@ pub struct LedgerSettings {
     pub queue_capacity: usize,
     pub enqueue_timeout: Duration,
     pub max_retries: u32,
+    pub pipeline_depth: usize,
     pub expiry_interval: Duration,
     pub expiry_batch: i64,
 }
@@ -471,6 +472,7 @@ struct RawLedger {
     queue_capacity: usize,
     enqueue_timeout_ms: u64,
     max_retries: u32,
+    pipeline_depth: usize,
     expiry_interval_ms: u64,
     expiry_batch: i64,
 }
@@ -788,6 +790,7 @@ impl RawLedger {
             queue_capacity: self.queue_capacity,
             enqueue_timeout: Duration::from_millis(self.enqueue_timeout_ms),
             max_retries: self.max_retries,
+            pipeline_depth: self.pipeline_depth.max(1),
             expiry_interval: Duration::from_millis(self.expiry_interval_ms),
             expiry_batch: self.expiry_batch,
         })
