@@ -881,3 +881,110 @@ async fn a_transfer_batch_over_its_byte_limit_is_413() {
     assert_problem(resp, 413, "payload_too_large").await;
     app.assert_ledger_invariants().await;
 }
+
+/// A write a caller attaches: records the ids of its request's transfers that went through.
+fn record_ok_transfers() -> flowlet::ledger::SideWrite {
+    Box::new(|tx, outcomes| {
+        let ids: Vec<uuid::Uuid> = outcomes
+            .iter()
+            .filter(|o| o.code == direct::ResultCode::Ok)
+            .map(|o| o.id.uuid())
+            .collect();
+        Box::pin(async move {
+            diesel_async::RunQueryDsl::execute(
+                diesel::sql_query("INSERT INTO test_side_writes SELECT unnest($1::uuid[])")
+                    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids),
+                tx.conn(),
+            )
+            .await
+            .map_err(|e| flowlet::ledger::SideWriteError(Box::new(e)))?;
+            Ok(())
+        })
+    })
+}
+
+#[tokio::test]
+async fn attached_writes_commit_with_their_transfers_and_a_refusing_one_moves_nothing() {
+    let app = spawn_app().await;
+    let mut conn = app.db().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut conn,
+        "CREATE TABLE test_side_writes (id uuid PRIMARY KEY)",
+    )
+    .await
+    .unwrap();
+    let (engine, workers) = app.spawn_engine(2);
+    let scope = direct::Scope::System;
+    let accounts = engine
+        .create_accounts(
+            scope,
+            (0..2)
+                .map(|_| direct::NewAccount {
+                    id: None,
+                    currency: usd(),
+                    code: 0,
+                    flags: direct::AccountFlags::default(),
+                    metadata: None,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let (a, b) = (accounts[0].state.id, accounts[1].state.id);
+
+    let first = direct::TransferId::new();
+    let outcomes = engine
+        .post(
+            scope,
+            vec![transfer(first, a, b, 100)],
+            Some(record_ok_transfers()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].code, direct::ResultCode::Ok);
+    assert_eq!(
+        app.count("test_side_writes").await,
+        1,
+        "the attached write committed with the transfer"
+    );
+
+    // A refusing write (here: its insert collides) takes its own request down, and only it:
+    // a request batched with it still goes through.
+    let refused = engine.post(
+        scope,
+        vec![transfer(direct::TransferId::new(), a, b, 5)],
+        Some(Box::new(move |tx, _| {
+            Box::pin(async move {
+                diesel_async::RunQueryDsl::execute(
+                    diesel::sql_query("INSERT INTO test_side_writes VALUES ($1)")
+                        .bind::<diesel::sql_types::Uuid, _>(first.uuid()),
+                    tx.conn(),
+                )
+                .await
+                .map_err(|e| flowlet::ledger::SideWriteError(Box::new(e)))?;
+                Ok(())
+            })
+        })),
+    );
+    let other_id = direct::TransferId::new();
+    let other = engine.post(
+        scope,
+        vec![transfer(other_id, a, b, 7)],
+        Some(record_ok_transfers()),
+    );
+    let (refused, other) = tokio::join!(refused, other);
+    assert!(
+        matches!(refused, Err(flowlet::ledger::LedgerError::SideWrite(_))),
+        "{refused:?}"
+    );
+    assert_eq!(other.unwrap()[0].code, direct::ResultCode::Ok);
+    let b_account = engine.account(scope, b).await.unwrap();
+    assert_eq!(
+        b_account.state.totals.credits_posted, 107,
+        "the refused request moved nothing"
+    );
+    assert_eq!(app.count("test_side_writes").await, 2);
+    assert_eq!(app.count("ledger_transfers").await, 2);
+    workers.stop(std::time::Duration::from_secs(5)).await;
+    app.assert_ledger_invariants().await;
+}
