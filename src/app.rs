@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 
 use crate::auth::{self, AuthService};
 use crate::ledger::{self, EngineConfig, EngineMetrics, ExpiryConfig, LedgerService};
-use crate::notify;
+use crate::notify::{self, Notifier, NotifyMetrics};
 use crate::platform::config::LedgerSettings;
 use crate::platform::config::Settings;
 use crate::platform::docs;
@@ -44,26 +44,41 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(ops::OpsDoc::openapi());
     doc.merge(auth::openapi());
     doc.merge(ledger::openapi());
+    doc.merge(notify::openapi());
     doc
 }
 
 /// The auth service over running infrastructure (also used by `flowlet admin`).
 pub fn auth_service(settings: &Settings, infra: &Infra) -> anyhow::Result<AuthService> {
+    AuthService::new(
+        infra.db.clone(),
+        infra.shared.clone(),
+        &settings.auth,
+        &settings.rate_limit,
+        settings.server.trust_forwarded_for,
+    )
+    .context("configuring auth")
+}
+
+/// The outbox service (webhooks and email) over running infrastructure (also used by
+/// `flowlet admin`); `metrics` only where the worker runs.
+pub fn notifier(
+    settings: &Settings,
+    infra: &Infra,
+    metrics: Option<&Metrics>,
+) -> anyhow::Result<Notifier> {
     let mailer = notify::mailer(
         settings.smtp_url(),
         &settings.smtp.from,
         &settings.smtp.mail_dir,
     )
     .context("configuring outgoing mail (smtp.*)")?;
-    AuthService::new(
-        infra.db.clone(),
-        infra.shared.clone(),
-        mailer,
-        &settings.auth,
-        &settings.rate_limit,
-        settings.server.trust_forwarded_for,
-    )
-    .context("configuring auth")
+    let metrics = metrics
+        .map(|m| NotifyMetrics::new(m.registry()))
+        .transpose()
+        .context("registering the outbox metrics")?;
+    Notifier::new(infra.db.clone(), mailer, &settings.webhooks, metrics)
+        .context("configuring webhooks")
 }
 
 /// The posting engine's tuning from configuration.
@@ -98,6 +113,7 @@ impl Application {
         settings: Settings,
         extra_routes: Option<ExtraRoutes>,
     ) -> anyhow::Result<Application> {
+        crate::platform::tls::install_crypto_provider();
         let migrate = if settings.database.migrate_on_start {
             Migrate::Apply
         } else {
@@ -145,7 +161,10 @@ impl Application {
         workers.spawn("ledger-expiry", move |shutdown| {
             expiring.run_expiry(expiry, shutdown)
         });
-        Self::serve_on(settings, infra, metrics, ledger, extra_routes)
+        let notifier = notifier(settings, infra, Some(&metrics))?;
+        let outbox = notifier.clone();
+        workers.spawn("outbox", move |shutdown| outbox.run(shutdown));
+        Self::serve_on(settings, infra, metrics, ledger, notifier, extra_routes)
     }
 
     fn serve_on(
@@ -153,6 +172,7 @@ impl Application {
         infra: &Infra,
         metrics: Metrics,
         ledger: LedgerService,
+        notifier: Notifier,
         extra_routes: Option<ExtraRoutes>,
     ) -> anyhow::Result<(u16, Server)> {
         let listener = TcpListener::bind(settings.server.bind)
@@ -160,6 +180,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let auth = web::Data::new(auth_service(settings, infra)?);
         let ledger = web::Data::new(ledger);
+        let notifier = web::Data::new(notifier);
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {
@@ -185,6 +206,7 @@ impl Application {
                 .app_data(request_ctx.clone())
                 .app_data(auth.clone())
                 .app_data(ledger.clone())
+                .app_data(notifier.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(query_config())
@@ -194,6 +216,7 @@ impl Application {
                 .configure(ops::configure)
                 .configure(auth::configure)
                 .configure(|cfg| ledger::configure(cfg, ledger_body_limit))
+                .configure(notify::configure)
                 .configure(|cfg| {
                     if let Some(extra) = extra_routes {
                         extra(cfg);

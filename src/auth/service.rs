@@ -17,7 +17,7 @@ use super::model::{
     Principal, Role, Scopes, User, UserId, tightest, valid_email,
 };
 use super::store::{self, ApiKeyRow, AuditRow, PartnerRow, PasswordResetRow, UserRow};
-use crate::notify::{Email, Mailer};
+use crate::notify::{Template, enqueue_email};
 use crate::platform::config::{AuthSettings, RateLimitSettings};
 use crate::platform::db::{Db, DbError, Tx};
 use crate::platform::http::pagination::Page;
@@ -190,7 +190,6 @@ struct Inner {
     jwt: Jwt,
     passwords: Arc<Passwords>,
     digester: SecretDigester,
-    mailer: Arc<dyn Mailer>,
     settings: AuthSettings,
     limits: RateLimitSettings,
     trust_forwarded_for: bool,
@@ -201,7 +200,6 @@ impl AuthService {
     pub fn new(
         db: Db,
         shared: SharedState,
-        mailer: Arc<dyn Mailer>,
         settings: &AuthSettings,
         limits: &RateLimitSettings,
         trust_forwarded_for: bool,
@@ -228,7 +226,6 @@ impl AuthService {
                 jwt,
                 passwords: Arc::new(passwords),
                 digester: SecretDigester::new(&settings.api_key_secret),
-                mailer,
                 settings: settings.clone(),
                 limits: limits.clone(),
                 trust_forwarded_for,
@@ -561,36 +558,27 @@ impl AuthService {
             meta: meta.clone(),
             details: serde_json::json!({"known": true}),
         };
+        let template = Template::PasswordReset {
+            token: token.secret.expose_secret().to_owned(),
+            valid_minutes: ttl.as_secs().div_ceil(60),
+        };
+        let recipient = user.email.clone();
+        // The mail goes through the outbox, in this transaction: sent by the worker after the
+        // commit, off this request (which must not wait on, or reveal anything through, mail).
         self.db()
             .in_tx(|tx| {
                 let row = row.clone();
                 let audit = audit.clone();
+                let template = template.clone();
+                let recipient = recipient.clone();
                 Box::pin(async move {
                     store::insert_password_reset(tx.conn(), &row).await?;
                     record_audit(tx, audit).await?;
+                    enqueue_email(tx, &recipient, template).await?;
                     Ok::<_, AuthError>(())
                 })
             })
             .await?;
-        let minutes = ttl.as_secs().div_ceil(60);
-        let email = Email {
-            to: user.email.clone(),
-            subject: "Reset your Flowlet password".to_owned(),
-            text: format!(
-                "Someone asked to reset the password of this Flowlet account.\n\n\
-                 Your one-time reset token (valid for {minutes} minutes):\n\n{}\n\n\
-                 If this was not you, ignore this message: your password is unchanged.\n",
-                token.secret.expose_secret()
-            ),
-            html: None,
-        };
-        let mailer = self.inner.mailer.clone();
-        // After the commit, off the request: the answer must not wait on (or reveal) mail.
-        tokio::spawn(async move {
-            if let Err(e) = mailer.send(&email).await {
-                tracing::error!(error.cause = %e, "sending the password-reset email failed");
-            }
-        });
         Ok(())
     }
 

@@ -53,6 +53,7 @@ pub fn run() -> ExitCode {
         }
     };
     telemetry::init(&settings.log);
+    crate::platform::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("flowlet-main")

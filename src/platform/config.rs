@@ -85,6 +85,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub ledger: LedgerSettings,
+    pub webhooks: WebhookSettings,
     pub smtp: SmtpSettings,
     pub log: LogSettings,
 }
@@ -161,6 +162,20 @@ pub struct LedgerSettings {
     pub pipeline_depth: usize,
     pub expiry_interval: Duration,
     pub expiry_batch: i64,
+}
+
+/// Webhook delivery (and the outbox worker, which also sends the emails).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+    pub batch: i64,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub rotation_overlap: Duration,
+    pub disable_after: Duration,
+    pub require_https: bool,
+    pub allow_private_targets: bool,
 }
 
 /// Outgoing mail.
@@ -400,6 +415,7 @@ struct RawSettings {
     auth: RawAuth,
     rate_limit: RawRateLimit,
     ledger: RawLedger,
+    webhooks: RawWebhooks,
     smtp: RawSmtp,
     log: RawLog,
 }
@@ -475,6 +491,20 @@ struct RawLedger {
     pipeline_depth: usize,
     expiry_interval_ms: u64,
     expiry_batch: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    timeout_ms: u64,
+    poll_interval_ms: u64,
+    batch: i64,
+    concurrency: usize,
+    lease_secs: u64,
+    rotation_overlap_secs: u64,
+    disable_after_secs: u64,
+    require_https: bool,
+    allow_private_targets: bool,
 }
 
 #[derive(Deserialize)]
@@ -614,6 +644,7 @@ impl RawSettings {
                 partner_per_hour: self.rate_limit.partner_per_hour,
             },
             ledger: self.ledger.validate()?,
+            webhooks: self.webhooks.validate()?,
             smtp: SmtpSettings {
                 url: smtp_url.map(SecretString::from),
                 from: self.smtp.from,
@@ -793,6 +824,40 @@ impl RawLedger {
             pipeline_depth: self.pipeline_depth.max(1),
             expiry_interval: Duration::from_millis(self.expiry_interval_ms),
             expiry_batch: self.expiry_batch,
+        })
+    }
+}
+
+impl RawWebhooks {
+    fn validate(self) -> Result<WebhookSettings, ConfigError> {
+        if self.timeout_ms == 0
+            || self.poll_interval_ms == 0
+            || self.batch <= 0
+            || self.concurrency == 0
+        {
+            return Err(ConfigError::invalid(
+                "webhooks.timeout_ms",
+                "FLOWLET__WEBHOOKS__TIMEOUT_MS",
+                "timeout_ms, poll_interval_ms, batch and concurrency must be greater than 0",
+            ));
+        }
+        if self.lease_secs.saturating_mul(1000) <= self.timeout_ms {
+            return Err(ConfigError::invalid(
+                "webhooks.lease_secs",
+                "FLOWLET__WEBHOOKS__LEASE_SECS",
+                "must be longer than webhooks.timeout_ms, or deliveries in flight get sent twice",
+            ));
+        }
+        Ok(WebhookSettings {
+            timeout: Duration::from_millis(self.timeout_ms),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            batch: self.batch,
+            concurrency: self.concurrency,
+            lease: Duration::from_secs(self.lease_secs),
+            rotation_overlap: Duration::from_secs(self.rotation_overlap_secs),
+            disable_after: Duration::from_secs(self.disable_after_secs),
+            require_https: self.require_https,
+            allow_private_targets: self.allow_private_targets,
         })
     }
 }
@@ -1011,6 +1076,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.env, Environment::Production);
         assert_eq!(s.auth.api_key_tag, "live");
+        assert!(s.webhooks.require_https);
+        assert!(!s.webhooks.allow_private_targets);
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.server.bind.to_string(), "0.0.0.0:8080");
     }

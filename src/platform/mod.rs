@@ -13,4 +13,5 @@ pub mod money;
 pub mod ops;
 pub mod shared_state;
 pub mod telemetry;
+pub mod tls;
 pub mod workers;

@@ -34,6 +34,7 @@ fn free_port() -> u16 {
 
 /// Waits until GET `path` answers (any status), or fails after `timeout`.
 async fn wait_for(port: u16, path: &str, timeout: Duration) -> reqwest::StatusCode {
+    flowlet::platform::tls::install_crypto_provider();
     let started = Instant::now();
     loop {
         if let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {

@@ -88,6 +88,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app with extra configuration.
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    flowlet::platform::tls::install_crypto_provider();
     let (database, mail, prefix) = match options.share {
         Some(shared) => shared,
         None => (
@@ -213,13 +214,9 @@ impl TestApp {
                     },
                 )
                 .expect("a seeding pool");
-                let mailer =
-                    flowlet::notify::mailer(None, &self.settings.smtp.from, &self.mail_dir)
-                        .expect("a file mailer");
                 AuthService::new(
                     db,
                     SharedState::in_process(),
-                    mailer,
                     &self.settings.auth,
                     &self.settings.rate_limit,
                     false,
