@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::app::auth_service;
 use crate::auth::{ApiKeyId, AuthService, Caller, PartnerId, RequestMeta, Role};
 use crate::ledger::LedgerService;
+use crate::notify::{EndpointId, EventId, Notifier};
 use crate::platform::config::Settings;
 use crate::platform::db::migration_status;
 use crate::platform::infra::{Infra, Migrate};
@@ -49,6 +50,36 @@ pub enum AdminCommand {
     /// The ledger's books.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Webhook deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+    /// The outbox of webhooks and emails.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliver an event again: to one endpoint, or to every enabled endpoint whose filters
+    /// match it.
+    Replay {
+        /// The event id (evt_...).
+        event: String,
+        /// Only this endpoint (whe_...), even if disabled.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Deliveries pending and failed per endpoint, the oldest pending age, and the email outbox.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +194,8 @@ pub async fn run(command: AdminCommand, settings: Settings) -> anyhow::Result<()
             Ok(())
         }
         AdminCommand::Ledger(command) => run_ledger(command, &settings).await,
+        AdminCommand::Webhooks(command) => run_webhooks(command, &settings).await,
+        AdminCommand::Outbox(command) => run_outbox(command, &settings).await,
         other => run_auth(other, &settings).await,
     }
 }
@@ -321,9 +354,104 @@ async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<
             .await?;
             print_user(user, json)?;
         }
-        AdminCommand::Migrations { .. } | AdminCommand::Config { .. } | AdminCommand::Ledger(_) => {
+        AdminCommand::Migrations { .. }
+        | AdminCommand::Config { .. }
+        | AdminCommand::Ledger(_)
+        | AdminCommand::Webhooks(_)
+        | AdminCommand::Outbox(_) => {
             anyhow::bail!("not an auth command")
         }
+    }
+    Ok(())
+}
+
+/// Runs `f` with the outbox service over started infrastructure (no worker is started).
+async fn with_notifier<T, F, Fut>(settings: &Settings, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Notifier) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let infra = Infra::start(settings, Migrate::Skip).await?;
+    let result = match crate::app::notifier(settings, &infra, None) {
+        Ok(notifier) => f(notifier).await,
+        Err(e) => Err(e),
+    };
+    infra.shutdown().await;
+    result
+}
+
+async fn run_webhooks(command: WebhooksCommand, settings: &Settings) -> anyhow::Result<()> {
+    let WebhooksCommand::Replay {
+        event,
+        endpoint,
+        json,
+    } = command;
+    let event: EventId = event.parse().context("not an event id (evt_...)")?;
+    let endpoint: Option<EndpointId> = endpoint
+        .map(|e| e.parse())
+        .transpose()
+        .context("--endpoint is not an endpoint id (whe_...)")?;
+    let queued = with_notifier(
+        settings,
+        |n| async move { Ok(n.replay(event, endpoint).await?) },
+    )
+    .await?;
+    if json {
+        print_json(&serde_json::json!({"event_id": event, "queued": queued}))?;
+    } else {
+        println!(
+            "Queued {queued} deliver{} of {event}.",
+            if queued == 1 { "y" } else { "ies" }
+        );
+    }
+    Ok(())
+}
+
+async fn run_outbox(command: OutboxCommand, settings: &Settings) -> anyhow::Result<()> {
+    let OutboxCommand::Status { json } = command;
+    let (endpoints, emails) =
+        with_notifier(settings, |n| async move { Ok(n.outbox_status().await?) }).await?;
+    if json {
+        let endpoints: Vec<serde_json::Value> = endpoints
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "endpoint_id": EndpointId::from_uuid(e.endpoint_id),
+                    "partner_id": crate::auth::PartnerId::from_uuid(e.partner_id),
+                    "url": e.url, "enabled": e.enabled, "pending": e.pending, "failed": e.failed,
+                    "oldest_pending_secs": e.oldest_pending_secs,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({"endpoints": endpoints, "emails": emails}))?;
+    } else {
+        let age = |secs: Option<f64>| secs.map_or("-".to_owned(), |s| format!("{}s", s.round()));
+        let rows: Vec<Vec<String>> = endpoints
+            .iter()
+            .map(|e| {
+                vec![
+                    EndpointId::from_uuid(e.endpoint_id).to_string(),
+                    if e.enabled { "yes" } else { "no" }.to_owned(),
+                    e.pending.to_string(),
+                    e.failed.to_string(),
+                    age(e.oldest_pending_secs),
+                    e.url.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &["ENDPOINT", "ENABLED", "PENDING", "FAILED", "OLDEST", "URL"],
+                &rows
+            )
+        );
+        println!(
+            "emails: {} pending, {} failed, oldest pending {}",
+            emails.pending,
+            emails.failed,
+            age(emails.oldest_pending_secs)
+        );
     }
     Ok(())
 }

@@ -348,6 +348,27 @@ impl TestApp {
             .n
     }
 
+    /// A small pool on this app's database, for recording events or other writes as a
+    /// module would.
+    pub fn pool(&self) -> Db {
+        Db::connect(
+            &self.db_url,
+            &PoolOptions {
+                max_size: 2,
+                wait_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(5),
+                tx_max_retries: 3,
+            },
+        )
+        .expect("a pool")
+    }
+
+    /// Runs SQL on this app's database (test set-up and fault injection).
+    pub async fn sql(&self, sql: &str) {
+        let mut conn = self.db().await;
+        conn.batch_execute(sql).await.expect("test SQL");
+    }
+
     /// Every ledger invariant (the check behind `flowlet admin ledger verify`) holds.
     pub async fn assert_ledger_invariants(&self) {
         let violations = self.ledger().verify().await.expect("verify the ledger");

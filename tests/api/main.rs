@@ -15,3 +15,4 @@ mod helpers;
 mod ledger;
 mod platform;
 mod rate_limits;
+mod webhooks;
