@@ -416,15 +416,20 @@ impl Notifier {
         endpoint: Option<EndpointId>,
     ) -> Result<i64, NotifyError> {
         let mut conn = self.db().conn().await?;
-        if store::find_event(&mut conn, event.uuid()).await?.is_none() {
+        let Some(found) = store::find_event(&mut conn, event.uuid()).await? else {
             return Err(NotifyError::NotFound("event"));
-        }
-        if let Some(e) = endpoint
-            && store::find_endpoint_any(&mut conn, e.uuid())
-                .await?
-                .is_none()
-        {
-            return Err(NotifyError::NotFound("webhook endpoint"));
+        };
+        if let Some(e) = endpoint {
+            let Some(target) = store::find_endpoint_any(&mut conn, e.uuid()).await? else {
+                return Err(NotifyError::NotFound("webhook endpoint"));
+            };
+            // An event is only ever sent to its own partner's endpoints.
+            if found.partner_id != Some(target.partner_id) {
+                return Err(NotifyError::validation(
+                    "endpoint",
+                    "the endpoint belongs to another partner than the event",
+                ));
+            }
         }
         Ok(store::replay(
             &mut conn,

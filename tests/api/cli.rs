@@ -24,6 +24,23 @@ fn flowlet() -> Command {
     cmd
 }
 
+/// Runs `flowlet ARGS` against `app`'s database (no SMTP, mail to a scratch directory) and
+/// returns its output.
+pub async fn flowlet_on(app: &crate::helpers::TestApp, args: &[&str]) -> Output {
+    let mut cmd = flowlet();
+    cmd.env("FLOWLET__DATABASE__URL", &app.db_url)
+        .env("FLOWLET__REDIS__URL", redis_url())
+        .args(args);
+    tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap()
+}
+
+/// Runs `flowlet ARGS` against `app`'s database; it must succeed, and print JSON.
+pub async fn flowlet_json(app: &crate::helpers::TestApp, args: &[&str]) -> serde_json::Value {
+    json_of(&flowlet_on(app, args).await)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

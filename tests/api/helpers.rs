@@ -335,13 +335,19 @@ impl TestApp {
 
     /// Rows in a table (for "nothing changed" assertions).
     pub async fn count(&self, table: &str) -> i64 {
+        self.sql_count(&format!("SELECT count(*) AS n FROM {table}"))
+            .await
+    }
+
+    /// Runs a query answering one `n` (a `count(*) AS n`).
+    pub async fn sql_count(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
         struct Count {
             #[diesel(sql_type = BigInt)]
             n: i64,
         }
         let mut conn = self.db().await;
-        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+        diesel::sql_query(sql)
             .get_result::<Count>(&mut conn)
             .await
             .expect("count rows")

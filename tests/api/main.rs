@@ -10,6 +10,7 @@
 mod auth;
 mod cli;
 mod db;
+mod email;
 mod errors;
 mod helpers;
 mod ledger;

@@ -830,3 +830,121 @@ async fn the_outbox_metrics_are_exported() {
     assert!(text.contains("outbox_pending 0"), "{text}");
     assert!(text.contains("outbox_oldest_age_seconds"), "{text}");
 }
+
+#[tokio::test]
+async fn an_operator_replays_an_event_and_reads_the_outbox_status() {
+    let app = spawn_app().await;
+    let partner = app.new_partner().await;
+    let other = app.new_partner().await;
+    let receiver = Receiver::start().await;
+    let failing = Receiver::start().await;
+    failing.answer(&[(500, Duration::ZERO); 10]);
+    let (endpoint_id, secret) = endpoint(&app, &partner, &receiver.url, json!(["payment.*"])).await;
+    let (failing_id, _) = endpoint(&app, &partner, &failing.url, json!(["payment.*"])).await;
+    let (foreign_id, _) = endpoint(&app, &other, &receiver.url, json!(["*"])).await;
+    let id = record(&app, &partner, "payment.completed", json!({"n": 1}), true)
+        .await
+        .unwrap();
+    receiver.wait_for(1).await;
+    failing.wait_for(1).await;
+    let started = Instant::now();
+    while app
+        .sql_count("SELECT count(*) AS n FROM notify_attempts")
+        .await
+        < 2
+    {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let status = crate::cli::flowlet_json(&app, &["admin", "outbox", "status", "--json"]).await;
+    let row = |id: &str| {
+        status["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["endpoint_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing from {status}"))
+    };
+    assert_eq!(row(&failing_id)["pending"], 1, "waiting for its retry");
+    assert!(row(&failing_id)["oldest_pending_secs"].as_f64().unwrap() >= 0.0);
+    assert_eq!(row(&endpoint_id)["pending"], 0);
+    assert_eq!(status["emails"]["pending"], 0);
+    let table = crate::cli::flowlet_on(&app, &["admin", "outbox", "status"]).await;
+    assert!(table.status.success());
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("PENDING") && table.contains(&failing_id),
+        "{table}"
+    );
+
+    // Replay to one endpoint: the same webhook-id again, freshly signed.
+    let replayed = crate::cli::flowlet_json(
+        &app,
+        &[
+            "admin",
+            "webhooks",
+            "replay",
+            &id,
+            "--endpoint",
+            &endpoint_id,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(replayed["queued"], 1);
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].id, id);
+    assert!(verify(&secret, &got[1]));
+
+    // Never to another partner's endpoint; unknown ids are named.
+    for (args, expected) in [
+        (
+            vec![
+                "admin",
+                "webhooks",
+                "replay",
+                id.as_str(),
+                "--endpoint",
+                foreign_id.as_str(),
+            ],
+            "another partner",
+        ),
+        (
+            vec![
+                "admin",
+                "webhooks",
+                "replay",
+                "evt_01jdzzzzzzzzzzzzzzzzzzzzzz",
+            ],
+            "No such event",
+        ),
+        (
+            vec![
+                "admin",
+                "webhooks",
+                "replay",
+                "pay_01jdzzzzzzzzzzzzzzzzzzzzzz",
+            ],
+            "not an event id",
+        ),
+    ] {
+        let out = crate::cli::flowlet_on(&app, &args).await;
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "the refused replays sent nothing"
+    );
+
+    // Replay without --endpoint: to every enabled endpoint whose filter matches.
+    let replayed =
+        crate::cli::flowlet_json(&app, &["admin", "webhooks", "replay", &id, "--json"]).await;
+    assert_eq!(replayed["queued"], 2);
+    receiver.wait_for(3).await;
+}

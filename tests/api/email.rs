@@ -1,0 +1,373 @@
+//! Email end to end against a real SMTP server: Python's `aiosmtpd` (installed by `.ci/run`),
+//! started by the test on a free port, storing what it receives in a Maildir. The stored
+//! messages are parsed by Python's `email` package, not by anything of ours.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowlet::auth::Role;
+use flowlet::notify::{Template, enqueue_email};
+use flowlet::platform::db::DbError;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestOptions, spawn_app_with};
+
+/// One message as the SMTP server stored it.
+#[derive(Debug, serde::Deserialize)]
+pub struct Stored {
+    /// The envelope recipients (`RCPT TO`), as the server recorded them.
+    pub rcpt_to: String,
+    pub to: String,
+    pub from: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// The whole message as sent, headers and all parts, decoded.
+    pub raw: String,
+}
+
+/// A real SMTP server for one test; killed when dropped.
+pub struct SmtpSink {
+    pub port: u16,
+    child: Child,
+    maildir: tempfile::TempDir,
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> SmtpSink {
+        let maildir = tempfile::tempdir().unwrap();
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("box"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 -m aiosmtpd (pip install aiosmtpd; .ci/run does)");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "aiosmtpd did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        SmtpSink {
+            port,
+            child,
+            maildir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    fn box_dir(&self) -> PathBuf {
+        self.maildir.path().join("box")
+    }
+
+    /// Every message stored so far, parsed by Python's `email` package.
+    pub fn stored(&self) -> Vec<Stored> {
+        const PARSE: &str = r#"
+import email, email.policy, json, mailbox, sys
+out = []
+for msg in mailbox.Maildir(sys.argv[1], factory=None, create=False):
+    m = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    text = m.get_body(preferencelist=('plain',))
+    html = m.get_body(preferencelist=('html',))
+    parts = [p.get_content() for p in m.walk() if not p.is_multipart()]
+    out.append({
+        "rcpt_to": str(m.get("X-RcptTo", "")),
+        "to": str(m.get("To", "")),
+        "from": str(m.get("From", "")),
+        "subject": str(m.get("Subject", "")),
+        "text": text.get_content() if text else "",
+        "html": html.get_content() if html else "",
+        "raw": "\n".join(f"{k}: {v}" for k, v in m.items()) + "\n" + "\n".join(parts),
+    })
+print(json.dumps(out))
+"#;
+        if !self.box_dir().join("new").exists() {
+            return Vec::new();
+        }
+        let output = Command::new("python3")
+            .args(["-c", PARSE])
+            .arg(self.box_dir())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// Waits until `n` messages arrived (or fails after 10 s).
+    pub async fn wait_for(&self, n: usize) -> Vec<Stored> {
+        let started = Instant::now();
+        loop {
+            let got = self.stored();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "only {} of {n} emails arrived",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        drop(self.child.kill());
+        drop(self.child.wait());
+    }
+}
+
+async fn app_mailing_to(sink_url: &str) -> TestApp {
+    spawn_app_with(TestOptions::default().var("FLOWLET__SMTP__URL", sink_url)).await
+}
+
+/// Queues `template` to `to` in a transaction that commits, or rolls back.
+async fn enqueue(app: &TestApp, to: &str, template: Template, commit: bool) {
+    let to = to.to_owned();
+    let result = app
+        .pool()
+        .in_tx(|tx| {
+            let (to, template) = (to.clone(), template.clone());
+            Box::pin(async move {
+                enqueue_email(tx, &to, template).await?;
+                if commit {
+                    Ok(())
+                } else {
+                    Err(DbError::Unavailable("the change failed".into()))
+                }
+            })
+        })
+        .await;
+    assert_eq!(result.is_ok(), commit);
+}
+
+#[tokio::test]
+async fn a_password_reset_is_mailed_over_smtp_carrying_the_token_and_no_other_secret() {
+    let sink = SmtpSink::start().await;
+    let app = app_mailing_to(&sink.url()).await;
+    let partner = app.new_partner().await;
+    let user = app.new_user(Some(partner.id), Role::PartnerAdmin).await;
+    let session = app.login(&user).await;
+    let resp = app
+        .post_json("/v1/auth/password-reset", &json!({"email": user.email}))
+        .await;
+    assert_eq!(resp.status().as_u16(), 202);
+
+    let mail = sink.wait_for(1).await;
+    assert_eq!(mail.len(), 1);
+    let m = &mail[0];
+    assert_eq!(m.rcpt_to, user.email, "sent to the user and no one else");
+    assert_eq!(m.to, user.email);
+    assert!(
+        m.from.contains(&app.settings.smtp.from) || app.settings.smtp.from.contains(&m.from),
+        "{}",
+        m.from
+    );
+    assert_eq!(m.subject, "Reset your Flowlet password");
+    let tokens: Vec<&str> = m
+        .text
+        .split_whitespace()
+        .filter(|w| w.starts_with("flr_"))
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token in the text part: {}", m.text);
+    let token = tokens[0].to_owned();
+    assert!(
+        m.html.contains(&token),
+        "the HTML part carries the same token"
+    );
+
+    // The token works, so it is the real one.
+    let confirm = json!({"token": token, "new_password": "quiet-harbour-lantern-77"});
+    assert_eq!(
+        app.post_json("/v1/auth/password-reset/confirm", &confirm)
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+
+    // No other secret: not the password, the session, the partner's API key, its stored
+    // hash, the token's stored hash, nor any other recognizable secret prefix.
+    let raw = &m.raw;
+    for secret in [
+        user.password.as_str(),
+        session.as_str(),
+        partner.key.as_str(),
+    ] {
+        assert!(!raw.contains(secret), "a secret leaked into the mail");
+    }
+    for prefix in ["flk_", "whsec_", "eyJ", "$argon2"] {
+        assert!(!raw.contains(prefix), "{prefix} in the mail");
+    }
+    assert_eq!(raw.matches("flr_").count(), 2, "the token once per part");
+
+    // Once sent, the outbox forgets the token.
+    let started = Instant::now();
+    loop {
+        let left = app
+            .sql_count("SELECT count(*) AS n FROM notify_emails WHERE template IS NOT NULL OR status <> 'sent'")
+            .await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the sent row still holds its template"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_template_arrives_with_text_and_html_and_a_rolled_back_email_is_never_sent() {
+    let sink = SmtpSink::start().await;
+    let app = app_mailing_to(&sink.url()).await;
+    let to = "customer@example.com";
+    enqueue(
+        &app,
+        to,
+        Template::PaymentReceipt {
+            payment_id: "pay_01jd".into(),
+            amount: "12.50".into(),
+            currency: "EUR".into(),
+            direction: "sent".into(),
+            counterparty: Some("Ada <script>".into()),
+            description: None,
+            completed_at: "2026-11-24 10:00 UTC".into(),
+        },
+        true,
+    )
+    .await;
+    enqueue(
+        &app,
+        to,
+        Template::KycDecision {
+            customer_name: "Ada".into(),
+            decision: "approved".into(),
+            tier: Some(2),
+            reason: None,
+        },
+        true,
+    )
+    .await;
+    enqueue(
+        &app,
+        to,
+        Template::CardIssued {
+            card_last4: "4242".into(),
+            card_type: "virtual".into(),
+            expiry: "11/29".into(),
+        },
+        true,
+    )
+    .await;
+    enqueue(
+        &app,
+        "rolled-back@example.com",
+        Template::KycDecision {
+            customer_name: "Bob".into(),
+            decision: "rejected".into(),
+            tier: None,
+            reason: Some("document unreadable".into()),
+        },
+        false,
+    )
+    .await;
+
+    let mut mail = sink.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sink.stored().len(),
+        3,
+        "the rolled-back email never goes out"
+    );
+    mail.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let subjects: Vec<&str> = mail.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "Payment receipt: 12.50 EUR",
+            "Your identity verification: approved",
+            "Your new virtual card ending 4242",
+        ]
+    );
+    for m in &mail {
+        assert_eq!(m.rcpt_to, to);
+        assert!(
+            !m.text.is_empty() && m.html.contains("<html"),
+            "{}: both parts",
+            m.subject
+        );
+    }
+    assert!(mail[0].text.contains("pay_01jd"));
+    assert!(
+        !mail[0].html.contains("<script>"),
+        "untrusted text is escaped in HTML"
+    );
+    assert_eq!(app.count("notify_emails").await, 3);
+}
+
+#[tokio::test]
+async fn an_email_is_retried_until_the_smtp_server_takes_it() {
+    let port = free_port();
+    let app = app_mailing_to(&format!("smtp://127.0.0.1:{port}")).await;
+    enqueue(
+        &app,
+        "customer@example.com",
+        Template::CardIssued {
+            card_last4: "1881".into(),
+            card_type: "physical".into(),
+            expiry: "01/30".into(),
+        },
+        true,
+    )
+    .await;
+    // The server is down: the attempt fails and the email waits, still pending.
+    let started = Instant::now();
+    while app
+        .sql_count("SELECT count(*) AS n FROM notify_emails WHERE attempts >= 1 AND status = 'pending' AND last_error IS NOT NULL")
+        .await
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no failed attempt recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status: Value =
+        crate::cli::flowlet_json(&app, &["admin", "outbox", "status", "--json"]).await;
+    assert_eq!(status["emails"]["pending"], 1, "{status}");
+
+    let sink = SmtpSink::start_on(port).await;
+    app.sql("UPDATE notify_emails SET next_attempt_at = now() WHERE status = 'pending'")
+        .await;
+    let mail = sink.wait_for(1).await;
+    assert_eq!(mail[0].subject, "Your new physical card ending 1881");
+}
