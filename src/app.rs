@@ -11,6 +11,7 @@ use anyhow::Context;
 use utoipa::OpenApi;
 
 use crate::auth::{self, AuthService};
+use crate::kyc::{self, KycService};
 use crate::ledger::{self, EngineConfig, EngineMetrics, ExpiryConfig, LedgerService};
 use crate::notify::{self, Notifier, NotifyMetrics};
 use crate::platform::config::LedgerSettings;
@@ -45,6 +46,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(auth::openapi());
     doc.merge(ledger::openapi());
     doc.merge(notify::openapi());
+    doc.merge(kyc::openapi());
     doc
 }
 
@@ -79,6 +81,12 @@ pub fn notifier(
         .context("registering the outbox metrics")?;
     Notifier::new(infra.db.clone(), mailer, &settings.webhooks, metrics)
         .context("configuring webhooks")
+}
+
+/// The KYC service over running infrastructure (also used by `flowlet admin`).
+pub fn kyc_service(settings: &Settings, infra: &Infra) -> anyhow::Result<KycService> {
+    KycService::new(infra.db.clone(), &settings.kyc, kyc::system_clock())
+        .context("configuring KYC (kyc.*)")
 }
 
 /// The posting engine's tuning from configuration.
@@ -181,6 +189,7 @@ impl Application {
         let auth = web::Data::new(auth_service(settings, infra)?);
         let ledger = web::Data::new(ledger);
         let notifier = web::Data::new(notifier);
+        let kyc = web::Data::new(kyc_service(settings, infra)?);
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {
@@ -207,6 +216,7 @@ impl Application {
                 .app_data(auth.clone())
                 .app_data(ledger.clone())
                 .app_data(notifier.clone())
+                .app_data(kyc.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(query_config())
@@ -217,6 +227,7 @@ impl Application {
                 .configure(auth::configure)
                 .configure(|cfg| ledger::configure(cfg, ledger_body_limit))
                 .configure(notify::configure)
+                .configure(kyc::configure)
                 .configure(|cfg| {
                     if let Some(extra) = extra_routes {
                         extra(cfg);

@@ -22,7 +22,7 @@ pub use error::AuthError;
 pub use http::{AuthDoc, authenticate, configure};
 pub use model::{
     Access, AccessToken, Actor, ApiKey, ApiKeyId, Area, CreatedApiKey, Partner, PartnerId,
-    Principal, Role, Scopes, User, UserId,
+    Principal, Role, Scopes, User, UserId, valid_email,
 };
 pub use service::{AuditEntry, AuthService, Caller, RequestMeta, record_audit};
 

@@ -709,6 +709,21 @@ impl AuthService {
             .ok_or(AuthError::NotFound("partner"))
     }
 
+    /// The principal of a platform admin, by email: operators name themselves on CLI verbs
+    /// that record who acted (a KYC decision). Anyone else is refused.
+    pub async fn platform_admin_by_email(&self, email: &str) -> Result<Principal, AuthError> {
+        let mut conn = self.db().conn().await?;
+        match store::find_user_by_email(&mut conn, email).await? {
+            Some((user, None)) if user.role == Role::PlatformAdmin.as_str() => Ok(Principal {
+                partner_id: None,
+                actor: Actor::User(user.id),
+                role: Role::PlatformAdmin,
+                scopes: None,
+            }),
+            _ => Err(AuthError::NotFound("platform admin")),
+        }
+    }
+
     /// The first platform admin. Runs once: refused when any platform admin exists.
     pub async fn bootstrap(
         &self,

@@ -8,8 +8,9 @@ use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::app::auth_service;
+use crate::app::{auth_service, kyc_service};
 use crate::auth::{ApiKeyId, AuthService, Caller, PartnerId, RequestMeta, Role};
+use crate::kyc::{ApplicationId, KycService, ReviewDecision, SanctionsList};
 use crate::ledger::LedgerService;
 use crate::notify::{EndpointId, EventId, Notifier};
 use crate::platform::config::Settings;
@@ -56,6 +57,66 @@ pub enum AdminCommand {
     /// The outbox of webhooks and emails.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// KYC applications and personal-data keys.
+    #[command(subcommand)]
+    Kyc(KycCommand),
+    /// Sanctions screening lists.
+    #[command(subcommand)]
+    Sanctions(SanctionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KycCommand {
+    /// Decide an application in review. Four eyes: the reviewer (a platform admin) must not
+    /// be who submitted or last changed it.
+    #[command(group(clap::ArgGroup::new("decision").required(true).args(["approve", "reject"])))]
+    Decide {
+        /// The application id (kyc_...).
+        id: String,
+        #[arg(long)]
+        approve: bool,
+        #[arg(long)]
+        reject: bool,
+        /// Why; recorded on the application's history.
+        #[arg(long)]
+        reason: String,
+        /// The deciding platform admin's email (recorded as the actor).
+        #[arg(long)]
+        reviewer: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-encrypt personal data sealed under keys other than kyc.encryption_key_id (after
+    /// adding a key and switching to it); then the old key can be removed.
+    Reencrypt {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SanctionsCommand {
+    /// Load (replace) a screening list from a file: OFAC's sdn.csv, or a CSV with the header
+    /// name,aliases,date_of_birth,country. Run `sanctions rescreen` afterwards.
+    Load {
+        file: std::path::PathBuf,
+        /// The list's name (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Screen every customer holding a tier against the loaded lists again; strong matches
+    /// are suspended to tier 0 and sent to review.
+    Rescreen {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The loaded lists.
+    Lists {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +257,8 @@ pub async fn run(command: AdminCommand, settings: Settings) -> anyhow::Result<()
         AdminCommand::Ledger(command) => run_ledger(command, &settings).await,
         AdminCommand::Webhooks(command) => run_webhooks(command, &settings).await,
         AdminCommand::Outbox(command) => run_outbox(command, &settings).await,
+        AdminCommand::Kyc(command) => run_kyc(command, &settings).await,
+        AdminCommand::Sanctions(command) => run_sanctions(command, &settings).await,
         other => run_auth(other, &settings).await,
     }
 }
@@ -358,7 +421,9 @@ async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<
         | AdminCommand::Config { .. }
         | AdminCommand::Ledger(_)
         | AdminCommand::Webhooks(_)
-        | AdminCommand::Outbox(_) => {
+        | AdminCommand::Outbox(_)
+        | AdminCommand::Kyc(_)
+        | AdminCommand::Sanctions(_) => {
             anyhow::bail!("not an auth command")
         }
     }
@@ -454,6 +519,144 @@ async fn run_outbox(command: OutboxCommand, settings: &Settings) -> anyhow::Resu
         );
     }
     Ok(())
+}
+
+/// Runs `f` with the KYC and auth services over started infrastructure, then shuts it down.
+async fn with_kyc<T, F, Fut>(settings: &Settings, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(KycService, AuthService) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let infra = Infra::start(settings, Migrate::Skip).await?;
+    let result = match (
+        kyc_service(settings, &infra),
+        auth_service(settings, &infra),
+    ) {
+        (Ok(kyc), Ok(auth)) => f(kyc, auth).await,
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    infra.shutdown().await;
+    result
+}
+
+async fn run_kyc(command: KycCommand, settings: &Settings) -> anyhow::Result<()> {
+    match command {
+        KycCommand::Decide {
+            id,
+            approve,
+            reject: _,
+            reason,
+            reviewer,
+            json,
+        } => {
+            let id: ApplicationId = id.parse().context("not an application id (kyc_...)")?;
+            let decision = if approve {
+                ReviewDecision::Approve
+            } else {
+                ReviewDecision::Reject
+            };
+            let application = with_kyc(settings, |kyc, auth| async move {
+                let principal = auth
+                    .platform_admin_by_email(&reviewer)
+                    .await
+                    .context("--reviewer must be a platform admin's email")?;
+                Ok(kyc.review(&principal, id, decision, &reason).await?)
+            })
+            .await?;
+            if json {
+                return print_json(&application);
+            }
+            let row = vec![
+                application.id.to_string(),
+                application.customer_id.to_string(),
+                application.status.as_str().to_owned(),
+                application
+                    .granted_tier
+                    .map_or("-".to_owned(), |t| t.to_string()),
+            ];
+            print!(
+                "{}",
+                table(&["APPLICATION", "CUSTOMER", "STATUS", "TIER"], &[row])
+            );
+            Ok(())
+        }
+        KycCommand::Reencrypt { json } => {
+            let changed =
+                with_kyc(settings, |kyc, _| async move { Ok(kyc.reencrypt().await?) }).await?;
+            if json {
+                print_json(&serde_json::json!({ "reencrypted": changed }))
+            } else {
+                println!("Re-encrypted {changed} row(s) under the active key.");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn run_sanctions(command: SanctionsCommand, settings: &Settings) -> anyhow::Result<()> {
+    match command {
+        SanctionsCommand::Load { file, name, json } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = match name {
+                Some(n) => n,
+                None => file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .context("name the list with --name")?
+                    .to_owned(),
+            };
+            let list = with_kyc(settings, |kyc, _| async move {
+                Ok(kyc.load_list(&name, &bytes).await?)
+            })
+            .await?;
+            if json {
+                return print_json(&list);
+            }
+            print_lists(&[list]);
+            println!("Run `flowlet admin sanctions rescreen` to screen approved customers again.");
+            Ok(())
+        }
+        SanctionsCommand::Rescreen { json } => {
+            let result =
+                with_kyc(settings, |kyc, _| async move { Ok(kyc.rescreen().await?) }).await?;
+            if json {
+                return print_json(&result);
+            }
+            println!(
+                "Screened {} customer(s): {} flagged for review, {} left to an open application.",
+                result.screened, result.flagged, result.skipped
+            );
+            Ok(())
+        }
+        SanctionsCommand::Lists { json } => {
+            let lists = with_kyc(settings, |kyc, _| async move { Ok(kyc.lists().await?) }).await?;
+            if json {
+                return print_json(&lists);
+            }
+            print_lists(&lists);
+            Ok(())
+        }
+    }
+}
+
+fn print_lists(lists: &[SanctionsList]) {
+    let rows: Vec<Vec<String>> = lists
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.format.clone(),
+                l.entries.to_string(),
+                l.version.to_string(),
+                l.loaded_at.to_rfc3339(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["LIST", "FORMAT", "ENTRIES", "VERSION", "LOADED"], &rows)
+    );
 }
 
 /// Runs the ledger verbs (reads only: no engine is started).

@@ -220,3 +220,90 @@ diesel::table! {
         sent_at -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    kyc_customers (id) {
+        id -> Uuid,
+        partner_id -> Uuid,
+        external_id -> Nullable<Text>,
+        email_enc -> Nullable<Text>,
+        email_hash -> Nullable<Bytea>,
+        first_name_enc -> Text,
+        last_name_enc -> Text,
+        date_of_birth_enc -> Text,
+        address_enc -> Nullable<Text>,
+        country -> Text,
+        kyc_status -> Text,
+        kyc_tier -> Int2,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    kyc_applications (id) {
+        id -> Uuid,
+        partner_id -> Uuid,
+        customer_id -> Uuid,
+        status -> Text,
+        requested_tier -> Int2,
+        granted_tier -> Nullable<Int2>,
+        origin -> Text,
+        document_enc -> Nullable<Text>,
+        document_hash -> Nullable<Bytea>,
+        outcome -> Jsonb,
+        submitted_by -> Text,
+        last_actor -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        decided_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    kyc_transitions (id) {
+        id -> Int8,
+        application_id -> Uuid,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        actor -> Text,
+        reason -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    kyc_sanctions_lists (name) {
+        name -> Text,
+        version -> Int8,
+        format -> Text,
+        entries -> Int4,
+        sha256 -> Text,
+        loaded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    kyc_sanctions_entries (id) {
+        id -> Int8,
+        list_name -> Text,
+        reference -> Text,
+        name -> Text,
+        aliases -> Array<Text>,
+        date_of_birth -> Nullable<Text>,
+        country -> Nullable<Text>,
+        program -> Nullable<Text>,
+        kind -> Text,
+    }
+}
+
+diesel::table! {
+    kyc_usage (customer_id, currency) {
+        customer_id -> Uuid,
+        currency -> Text,
+        day -> Date,
+        day_total -> Int8,
+        month -> Date,
+        month_total -> Int8,
+    }
+}

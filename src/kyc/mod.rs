@@ -1,0 +1,110 @@
+//! Customers and KYC: who a partner's customers are, how far they are verified (their tier),
+//! and what that lets their wallets do.
+//!
+//! - Customers (`cus_`): personal data is sealed with AES-256-GCM (key id beside each value)
+//!   and searchable fields carry a keyed hash; nothing personal is logged.
+//! - Applications (`kyc_`): `pending -> approved | rejected | review | awaiting_documents`,
+//!   `awaiting_documents -> pending`, `review -> approved | rejected`. Every transition is
+//!   recorded with its actor (a system rule or a person), reason and time, announced as an
+//!   event (`kyc.approved`, `kyc.rejected`, `kyc.review`) and mailed to the customer.
+//! - Automated checks: required data, age, document format and expiry, duplicate identity,
+//!   high-risk countries, sanctions screening (fuzzy, against lists loaded by operators).
+//! - Tiers and limits: [`Compliance`], which wallets, payments and cards ask inside their
+//!   transaction before moving money.
+
+mod error;
+mod http;
+mod model;
+#[cfg(test)]
+mod model_tests;
+mod pii;
+mod screening;
+mod service;
+mod store;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+pub use error::KycError;
+pub use http::{KycDoc, configure};
+pub use model::{
+    Address, ApplicationId, Check, CheckName, CheckResult, CustomerId, Denial, Direction,
+    DocumentType, LimitKind, Movement, OutgoingKind, Status,
+};
+pub use pii::{PiiError, Vault};
+pub use service::{
+    Application, Clock, Customer, KycService, NewCustomer, Rescreening, ReviewDecision,
+    SanctionsList, ScreeningHit, Submission, TierView, Transition, system_clock,
+};
+
+use crate::auth::PartnerId;
+use crate::platform::db::Tx;
+use crate::platform::money::Money;
+
+/// What other modules ask before moving a customer's money, inside their own transaction (so
+/// the counted usage commits or rolls back with the movement).
+pub trait Compliance: Send + Sync {
+    /// Allows the movement (counting outgoing money against the daily and monthly limits) or
+    /// refuses it with the exact rule: [`KycError::Denied`] holding `kyc_required` (with the
+    /// tier that would allow it) or `limit_exceeded` (which limit, and what remains).
+    fn authorize(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        movement: &Movement,
+    ) -> impl Future<Output = Result<(), KycError>> + Send;
+
+    /// Gives back an outgoing movement allowed at `counted_at` that did not happen after all
+    /// (failed or reversed), so it stops counting against the limits.
+    fn release(
+        &self,
+        tx: &mut Tx<'_>,
+        customer: CustomerId,
+        amount: Money,
+        counted_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), KycError>> + Send;
+
+    /// The customer's tier and KYC status (404 for another partner's customer).
+    fn customer_tier(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+    ) -> impl Future<Output = Result<(u8, String), KycError>> + Send;
+}
+
+impl Compliance for KycService {
+    async fn authorize(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        movement: &Movement,
+    ) -> Result<(), KycError> {
+        self.authorize_in(tx, partner, movement).await
+    }
+
+    async fn release(
+        &self,
+        tx: &mut Tx<'_>,
+        customer: CustomerId,
+        amount: Money,
+        counted_at: DateTime<Utc>,
+    ) -> Result<(), KycError> {
+        self.release_in(tx, customer, amount, counted_at).await
+    }
+
+    async fn customer_tier(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+    ) -> Result<(u8, String), KycError> {
+        self.tier_in(tx, partner, customer).await
+    }
+}
+
+/// KYC's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <KycDoc as utoipa::OpenApi>::openapi()
+}
