@@ -731,13 +731,38 @@ impl AuthService {
         email: &str,
         password: SecretString,
     ) -> Result<User, AuthError> {
+        self.insert_platform_admin(operator, email, password, true)
+            .await
+    }
+
+    /// Another platform admin, made by an operator on the command line (never over HTTP).
+    /// Four-eyes review needs at least two.
+    pub async fn add_platform_admin(
+        &self,
+        operator: &str,
+        email: &str,
+        password: SecretString,
+    ) -> Result<User, AuthError> {
+        self.insert_platform_admin(operator, email, password, false)
+            .await
+    }
+
+    async fn insert_platform_admin(
+        &self,
+        operator: &str,
+        email: &str,
+        password: SecretString,
+        bootstrap: bool,
+    ) -> Result<User, AuthError> {
         let caller = Caller::Operator(operator.to_owned());
         let row = self
             .new_user_row(None, email, password, Role::PlatformAdmin)
             .await?;
         let audit = AuditEntry::by(&caller, "user.created", &RequestMeta::default())
             .target("user", row.id)
-            .details(serde_json::json!({"role": Role::PlatformAdmin.as_str(), "bootstrap": true}));
+            .details(
+                serde_json::json!({"role": Role::PlatformAdmin.as_str(), "bootstrap": bootstrap}),
+            );
         self.db()
             .in_tx(|tx| {
                 let row = row.clone();
@@ -749,8 +774,14 @@ impl AuthService {
                         "SELECT pg_advisory_xact_lock(7266315040653538)",
                     )
                     .await?;
-                    if store::count_platform_admins(tx.conn()).await? > 0 {
+                    let admins = store::count_platform_admins(tx.conn()).await?;
+                    if bootstrap && admins > 0 {
                         return Err(AuthError::AlreadyBootstrapped);
+                    }
+                    if !bootstrap && admins == 0 {
+                        return Err(AuthError::forbidden(
+                            "No platform admin exists yet: run `flowlet admin bootstrap` first.",
+                        ));
                     }
                     insert_user(tx, &row).await?;
                     record_audit(tx, audit).await?;
@@ -762,7 +793,8 @@ impl AuthService {
     }
 
     /// A new partner user (partner admins for their partner, platform admins and operators
-    /// for any). Platform admins are made only by `flowlet admin bootstrap`.
+    /// for any). Platform admins are made only by operators (`flowlet admin bootstrap`,
+    /// `flowlet admin user create --role platform_admin`).
     pub async fn create_user(
         &self,
         caller: &Caller,
@@ -775,7 +807,7 @@ impl AuthService {
         caller.require(Area::Auth, Access::Write)?;
         if role == Role::PlatformAdmin {
             return Err(AuthError::forbidden(
-                "Platform admins are created by operators (flowlet admin bootstrap).",
+                "Platform admins are created by operators (flowlet admin user create).",
             ));
         }
         if let Some(Principal {

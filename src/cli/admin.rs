@@ -200,13 +200,15 @@ pub enum ApiKeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Create a user of a partner; the password is read from stdin.
+    /// Create a user of a partner, or (without --partner) another platform admin; the
+    /// password is read from stdin.
     Create {
+        /// The partner (ptn_...); omitted for --role platform_admin.
         #[arg(long)]
-        partner: String,
+        partner: Option<String>,
         #[arg(long)]
         email: String,
-        /// partner_admin or partner_developer.
+        /// partner_admin or partner_developer (with --partner), or platform_admin.
         #[arg(long)]
         role: String,
         #[arg(long)]
@@ -404,15 +406,32 @@ async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<
             role,
             json,
         }) => {
-            let partner: PartnerId = partner.parse().context("--partner is not a partner id")?;
             let role = Role::parse(&role)
-                .filter(|r| *r != Role::PlatformAdmin)
-                .context("--role must be partner_admin or partner_developer")?;
+                .context("--role must be partner_admin, partner_developer or platform_admin")?;
+            let partner: Option<PartnerId> = partner
+                .map(|p| p.parse().context("--partner is not a partner id"))
+                .transpose()?;
+            match (role, partner) {
+                (Role::PlatformAdmin, Some(_)) => {
+                    anyhow::bail!("platform admins belong to no partner: omit --partner")
+                }
+                (Role::PartnerAdmin | Role::PartnerDeveloper, None) => {
+                    anyhow::bail!("--partner is required for a partner's user")
+                }
+                _ => {}
+            }
             let password = read_password()?;
             let user = with_auth(settings, |auth| async move {
-                Ok(auth
-                    .create_user(&operator(), Some(partner), &email, password, role, &meta)
-                    .await?)
+                Ok(match partner {
+                    None => {
+                        auth.add_platform_admin(&operator_name(), &email, password)
+                            .await?
+                    }
+                    Some(partner) => {
+                        auth.create_user(&operator(), Some(partner), &email, password, role, &meta)
+                            .await?
+                    }
+                })
             })
             .await?;
             print_user(user, json)?;

@@ -2,7 +2,7 @@
 //! hashes for the fields that must be searchable.
 //!
 //! A stored value reads `<key id>:<base64 of nonce || ciphertext || tag>`. The associated data
-//! binds each value to its row and field (`kyc_customers.first_name:<uuid>`), so a ciphertext
+//! binds each value to its row and field (`customer.first_name:<uuid>`), so a ciphertext
 //! copied into another row or column fails to decrypt instead of silently showing someone
 //! else's name. Nonces are 96 random bits per value; with one key encrypting far fewer than
 //! 2^32 values the collision risk stays negligible, and rotation keeps it so.
@@ -76,7 +76,7 @@ impl Vault {
         &self.active
     }
 
-    /// Encrypts `plain` for the field named by `context` (e.g. `kyc_customers.first_name:<id>`).
+    /// Encrypts `plain` for the field named by `context` (e.g. `customer.first_name:<id>`).
     pub fn seal(&self, context: &str, plain: &str) -> Result<String, PiiError> {
         let key = self
             .keys

@@ -237,11 +237,11 @@ fn actor_of(principal: &Principal) -> String {
 }
 
 fn context(field: &str, id: Uuid) -> String {
-    format!("kyc_customers.{field}:{id}")
+    format!("customer.{field}:{id}")
 }
 
 fn application_context(id: Uuid) -> String {
-    format!("kyc_applications.document:{id}")
+    format!("application.document:{id}")
 }
 
 fn tier_u8(tier: i16) -> u8 {
@@ -293,8 +293,9 @@ impl KycService {
         &self.inner.db
     }
 
+    /// Now, to the microsecond PostgreSQL stores (so a response and a later read agree).
     fn now(&self) -> DateTime<Utc> {
-        (self.inner.clock)()
+        chrono::SubsecRound::trunc_subsecs((self.inner.clock)(), 6)
     }
 
     fn vault(&self) -> &Vault {
@@ -497,10 +498,11 @@ impl KycService {
 
     /// Submits (or completes, when awaiting documents) a customer's KYC application and runs
     /// the automated checks; the result is approved, rejected, review or awaiting documents.
+    /// Partners submit for their customers; platform admins (documents collected by support)
+    /// for any partner's, and then may not decide that application themselves.
     pub async fn submit(
         &self,
         principal: &Principal,
-        partner: PartnerId,
         customer: CustomerId,
         input: Submission,
     ) -> Result<Application, KycError> {
@@ -531,6 +533,7 @@ impl KycService {
         let address = input.address.map(Address::validated).transpose()?;
         let lists = self.loaded_lists().await?;
         let actor = actor_of(principal);
+        let scope = principal.partner_id;
 
         let application = self
             .db()
@@ -546,7 +549,7 @@ impl KycService {
                 Box::pin(async move {
                     this.submit_in(
                         tx,
-                        partner,
+                        scope,
                         customer,
                         SubmitArgs {
                             document_type,
@@ -570,7 +573,7 @@ impl KycService {
     async fn submit_in(
         &self,
         tx: &mut Tx<'_>,
-        partner: PartnerId,
+        scope: Option<PartnerId>,
         customer: CustomerId,
         args: SubmitArgs,
     ) -> Result<ApplicationRow, KycError> {
@@ -578,8 +581,9 @@ impl KycService {
         let vault = self.vault();
         let mut customer_row = store::lock_customer(tx.conn(), customer.uuid())
             .await?
-            .filter(|r| r.partner_id == partner.uuid())
+            .filter(|r| scope.is_none_or(|p| r.partner_id == p.uuid()))
             .ok_or(KycError::NotFound("customer"))?;
+        let partner = PartnerId::from_uuid(customer_row.partner_id);
         let open = store::open_application(tx.conn(), customer.uuid()).await?;
         if let Some(open) = &open
             && open.status != Status::AwaitingDocuments.as_str()
@@ -1509,7 +1513,7 @@ struct Document {
     expiry: Option<NaiveDate>,
 }
 
-/// What the checks found and decided, stored as `kyc_applications.outcome`.
+/// What the checks found and decided, stored as the application's `outcome`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Outcome {
     #[serde(default)]

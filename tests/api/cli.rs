@@ -36,6 +36,22 @@ pub async fn flowlet_on(app: &crate::helpers::TestApp, args: &[&str]) -> Output 
         .unwrap()
 }
 
+/// Runs `flowlet ARGS` against `app`'s database with `stdin` fed to it (passwords).
+pub async fn flowlet_on_with_stdin(
+    app: &crate::helpers::TestApp,
+    args: &[&str],
+    stdin: &str,
+) -> Output {
+    let mut cmd = flowlet();
+    cmd.env("FLOWLET__DATABASE__URL", &app.db_url)
+        .env("FLOWLET__REDIS__URL", redis_url())
+        .args(args);
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || run_with_stdin(&mut cmd, &stdin))
+        .await
+        .unwrap()
+}
+
 /// Runs `flowlet ARGS` against `app`'s database; it must succeed, and print JSON.
 pub async fn flowlet_json(app: &crate::helpers::TestApp, args: &[&str]) -> serde_json::Value {
     json_of(&flowlet_on(app, args).await)
