@@ -514,6 +514,47 @@ async fn operator_verbs_work_and_no_secret_ever_reaches_the_logs() {
             .status();
         assert_eq!(status, 200);
     }
+    // A customer's personal data goes through the server and never into its logs.
+    let customer = serde_json::json!({
+        "first_name": "Philippa", "last_name": "Wrexham-Odunsi", "date_of_birth": "1983-07-19",
+        "country": "GB", "email": "philippa.wo@example.com",
+        "address": {"line1": "14 Quillfeather Lane", "city": "Leeds", "postal_code": "LS1 4AP",
+                    "country": "GB"}
+    });
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/customers"))
+        .bearer_auth(&partner_key)
+        .json(&customer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let customer_id = created["id"].as_str().expect("customer created");
+    let submitted = http
+        .post(format!("{base}/v1/customers/{customer_id}/kyc"))
+        .bearer_auth(&partner_key)
+        .json(
+            &serde_json::json!({"document_type": "passport", "document_number": "Q9Z8Y7X65",
+                                  "document_country": "GB"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(submitted, 201);
+    let mut bad = customer.clone();
+    bad["country"] = serde_json::json!("Wrexhamshire");
+    let refused = http
+        .post(format!("{base}/v1/customers"))
+        .bearer_auth(&partner_key)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(refused, 400);
     http.post(format!("{base}/v1/auth/password-reset"))
         .json(&serde_json::json!({"email": "dev@acme.example"}))
         .send()
@@ -569,6 +610,12 @@ async fn operator_verbs_work_and_no_secret_ever_reaches_the_logs() {
         ("HTTP-made key", http_secret.as_str()),
         ("access token", access_token.as_str()),
         ("reset token", reset_token.as_str()),
+        ("customer's first name", "Philippa"),
+        ("customer's last name", "Wrexham"),
+        ("customer's date of birth", "1983-07-19"),
+        ("customer's email", "philippa.wo"),
+        ("customer's street", "Quillfeather"),
+        ("customer's document number", "Q9Z8Y7X65"),
     ] {
         assert!(!logs.contains(secret), "the {what} appears in the logs");
     }

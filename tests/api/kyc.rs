@@ -1713,3 +1713,61 @@ async fn the_compliance_trait_enforces_tier_limits_by_day_and_month_on_a_fake_cl
 fn kyc_now(now: &AtomicI64) -> DateTime<Utc> {
     DateTime::from_timestamp(now.load(Ordering::SeqCst), 0).unwrap()
 }
+
+#[tokio::test]
+async fn personal_data_is_resealed_under_a_new_key_and_stays_readable() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let mut body = person("Wilhelmina", "Quarrington", "1987-03-29", "DE");
+    body["email"] = json!("wilhelmina.q@example.com");
+    body["address"] = address();
+    let id = create(&app, &partner.key, &body).await;
+    submit(&app, &partner.key, &id, &passport("C01X00T47")).await;
+    let before = get(&app, &partner.key, &format!("/v1/customers/{id}")).await;
+
+    // The operator adds key k2 and makes it active (every replica), then re-seals.
+    let k2 = "azItcm90YXRpb24ta2V5LTMyLWJ5dGVzLWxvbmchISE=";
+    let rotated = crate::helpers::TestOptions::default()
+        .sharing(&app)
+        .var("FLOWLET__KYC__ENCRYPTION_KEYS__K2", k2)
+        .var("FLOWLET__KYC__ENCRYPTION_KEY_ID", "k2");
+    let replica = crate::helpers::spawn_app_with(rotated).await;
+    let kyc = KycService::new(replica.pool(), &replica.settings.kyc, system_clock()).unwrap();
+    assert_eq!(
+        kyc.reencrypt().await.unwrap(),
+        2,
+        "the customer and the application"
+    );
+    assert_eq!(
+        kyc.reencrypt().await.unwrap(),
+        0,
+        "nothing left under the old key"
+    );
+    assert_eq!(
+        app.sql_count(
+            "SELECT count(*) AS n FROM kyc_customers WHERE first_name_enc LIKE 'k2:%' \
+             AND last_name_enc LIKE 'k2:%' AND date_of_birth_enc LIKE 'k2:%' \
+             AND email_enc LIKE 'k2:%' AND address_enc LIKE 'k2:%'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.sql_count("SELECT count(*) AS n FROM kyc_applications WHERE document_enc LIKE 'k2:%'")
+            .await,
+        1
+    );
+    let after = get(&replica, &partner.key, &format!("/v1/customers/{id}")).await;
+    assert_eq!(after, before);
+    let application = get(&replica, &partner.key, &format!("/v1/customers/{id}/kyc")).await;
+    assert_eq!(application["document_number_last4"], "0T47");
+    // The email's keyed hash did not change: the customer is still found by it.
+    let found = get(
+        &replica,
+        &partner.key,
+        "/v1/customers?email=wilhelmina.q%40example.com",
+    )
+    .await;
+    assert_eq!(found["data"][0]["id"], id.as_str());
+}
