@@ -1,11 +1,12 @@
-//! Platform primitives on the request path: parsing an amount from JSON, formatting money,
-//! making and parsing ids. The ledger's throughput benchmark joins this directory with the
-//! ledger module.
+//! CPU work on the request path: parsing an amount from JSON, formatting money, making and
+//! parsing ids, and screening a name against a sanctions list the size of OFAC's SDN list.
+//! The ledger's throughput has its own benchmark (`benches/ledger.rs`).
 #![allow(clippy::unwrap_used, reason = "benchmark set-up on constants")]
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use flowlet::kyc::{ListEntry, ScreeningIndex, ScreeningSettings, Subject};
 use flowlet::platform::ids::define_id;
 use flowlet::platform::money::{Amount, Currency, Money};
 
@@ -37,5 +38,56 @@ fn ids(c: &mut Criterion) {
     c.bench_function("id_parse", |b| b.iter(|| BenchId::parse(black_box(&text))));
 }
 
-criterion_group!(benches, money, ids);
+/// A deterministic list of `n` people with one alias each, names built from syllables (about
+/// the size and shape of OFAC's SDN list: ~18k entries, most with aliases).
+fn synthetic_list(n: usize) -> Vec<ListEntry> {
+    const SYLLABLES: [&str; 24] = [
+        "ka", "ro", "mi", "tal", "ven", "sha", "dor", "lin", "ab", "du", "el", "fa", "gor", "hi",
+        "is", "jum", "ko", "lu", "mar", "nes", "or", "pa", "qui", "rus",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut word = move || {
+        let mut w = String::new();
+        for _ in 0..2 + next() % 2 {
+            w.push_str(SYLLABLES[usize::try_from(next() % 24).unwrap()]);
+        }
+        w
+    };
+    (0..n)
+        .map(|i| ListEntry {
+            reference: i.to_string(),
+            name: format!("{}, {} {}", word().to_uppercase(), word(), word()),
+            aliases: vec![format!("{} {}", word(), word())],
+            date_of_birth: None,
+            country: None,
+            program: None,
+            kind: "individual".into(),
+        })
+        .collect()
+}
+
+fn screening(c: &mut Criterion) {
+    let settings = ScreeningSettings::default();
+    let entries = synthetic_list(20_000);
+    c.bench_function("screening_index_build_20k", |b| {
+        b.iter(|| ScreeningIndex::new(black_box(entries.clone())))
+    });
+    let index = ScreeningIndex::new(entries);
+    let subject = Subject {
+        full_name: "Emma Louise Johnson",
+        date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 5, 17),
+        country: Some("DE"),
+    };
+    c.bench_function("screening_one_name_20k", |b| {
+        b.iter(|| index.screen(black_box(&subject), &settings, 5))
+    });
+}
+
+criterion_group!(benches, money, ids, screening);
 criterion_main!(benches);

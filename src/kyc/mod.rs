@@ -33,6 +33,7 @@ pub use model::{
     DocumentType, LimitKind, Movement, OutgoingKind, Status,
 };
 pub use pii::{PiiError, Vault};
+pub use screening::{BirthDate, ListEntry, Match, ScreeningIndex, ScreeningSettings, Subject};
 pub use service::{
     Application, Clock, Customer, KycService, NewCustomer, Rescreening, ReviewDecision,
     SanctionsList, ScreeningHit, Submission, TierView, Transition, system_clock,

@@ -531,18 +531,34 @@ impl KycService {
             return Err(KycError::validation("requested_tier", "must be 1 or 2"));
         }
         let address = input.address.map(Address::validated).transpose()?;
-        let lists = self.loaded_lists().await?;
         let actor = actor_of(principal);
         let scope = principal.partner_id;
+
+        // Screening runs before the transaction, off the async threads: against a full list it
+        // takes milliseconds of CPU, and no row lock should wait for it. The screened facts
+        // (name, date of birth, country) cannot change: customers have no update route.
+        let (full_name, dob, country) = {
+            let mut conn = self.db().conn().await?;
+            let row = store::find_customer(&mut conn, customer.uuid())
+                .await?
+                .filter(|r| scope.is_none_or(|p| r.partner_id == p.uuid()))
+                .ok_or(KycError::NotFound("customer"))?;
+            let (full_name, dob) = self.identity(&row)?;
+            (full_name, dob, row.country)
+        };
+        let lists = self.loaded_lists().await?;
+        let screening = self
+            .screen_off_thread(lists, full_name, Some(dob), country)
+            .await?;
 
         let application = self
             .db()
             .in_tx(|tx| {
-                let (number, document_country, address, lists, actor) = (
+                let (number, document_country, address, screening, actor) = (
                     number.clone(),
                     document_country.clone(),
                     address.clone(),
-                    lists.clone(),
+                    screening.clone(),
                     actor.clone(),
                 );
                 let this = self.clone();
@@ -558,7 +574,7 @@ impl KycService {
                             document_expiry,
                             requested_tier,
                             address,
-                            lists,
+                            screening,
                             actor,
                         },
                     )
@@ -606,23 +622,7 @@ impl KycService {
                 &serde_json::to_string(address).map_err(|e| KycError::Internal(e.into()))?,
             )?);
         }
-        let dob_text = vault.open(
-            &context("date_of_birth", customer_row.id),
-            &customer_row.date_of_birth_enc,
-        )?;
-        let dob = NaiveDate::parse_from_str(&dob_text, "%Y-%m-%d")
-            .map_err(|e| KycError::Internal(e.into()))?;
-        let full_name = format!(
-            "{} {}",
-            vault.open(
-                &context("first_name", customer_row.id),
-                &customer_row.first_name_enc
-            )?,
-            vault.open(
-                &context("last_name", customer_row.id),
-                &customer_row.last_name_enc
-            )?
-        );
+        let (_, dob) = self.identity(&customer_row)?;
         let document_hash = vault.hash(
             "document",
             &format!("{}:{}", args.document_type.as_str(), args.number),
@@ -635,12 +635,7 @@ impl KycService {
         )
         .await?
         .map(CustomerId::from_uuid);
-        let (screening_outcome, hits) = self.screen(
-            &args.lists,
-            &full_name,
-            Some(dob),
-            Some(&customer_row.country),
-        );
+        let (screening_outcome, hits) = args.screening;
         let settings = &self.inner.settings;
         let checks = model::run_checks(&Facts {
             today: now.date_naive(),
@@ -1148,9 +1143,13 @@ impl KycService {
                 kind: r.kind,
             })
             .collect();
+        // Preparing every name of a full list is CPU work: off the async threads.
+        let index = tokio::task::spawn_blocking(move || ScreeningIndex::new(entries))
+            .await
+            .map_err(|e| KycError::Internal(anyhow::anyhow!("building the index failed: {e}")))?;
         let loaded = Arc::new(LoadedLists {
             version,
-            index: ScreeningIndex::new(entries),
+            index,
             list_of,
         });
         *self.inner.lists.write().await = Some(loaded.clone());
@@ -1162,6 +1161,37 @@ impl KycService {
             threshold: self.inner.settings.sanctions_threshold,
             candidate_floor: self.inner.settings.sanctions_candidate_floor,
         }
+    }
+
+    /// The customer's full name and date of birth, decrypted for screening and the checks.
+    fn identity(&self, row: &CustomerRow) -> Result<(String, NaiveDate), KycError> {
+        let vault = self.vault();
+        let open = |field: &str, value: &str| vault.open(&context(field, row.id), value);
+        let dob = open("date_of_birth", &row.date_of_birth_enc)?;
+        let dob = NaiveDate::parse_from_str(&dob, "%Y-%m-%d")
+            .map_err(|e| KycError::Internal(e.into()))?;
+        let name = format!(
+            "{} {}",
+            open("first_name", &row.first_name_enc)?,
+            open("last_name", &row.last_name_enc)?
+        );
+        Ok((name, dob))
+    }
+
+    /// [`Self::screen`] on a blocking thread.
+    async fn screen_off_thread(
+        &self,
+        lists: Option<Arc<LoadedLists>>,
+        full_name: String,
+        date_of_birth: Option<NaiveDate>,
+        country: String,
+    ) -> Result<(ScreeningOutcome, Vec<ScreeningHit>), KycError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.screen(&lists, &full_name, date_of_birth, Some(&country))
+        })
+        .await
+        .map_err(|e| KycError::Internal(anyhow::anyhow!("the screening task failed: {e}")))
     }
 
     /// Screens one person: the outcome for the checks and the candidates for reviewers.
@@ -1249,23 +1279,10 @@ impl KycService {
             let Some(last) = batch.last() else { break };
             after = Some(last.id);
             for customer in batch {
-                let vault = self.vault();
-                let name = format!(
-                    "{} {}",
-                    vault.open(
-                        &context("first_name", customer.id),
-                        &customer.first_name_enc
-                    )?,
-                    vault.open(&context("last_name", customer.id), &customer.last_name_enc)?
-                );
-                let dob = vault
-                    .open(
-                        &context("date_of_birth", customer.id),
-                        &customer.date_of_birth_enc,
-                    )
-                    .ok()
-                    .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
-                let (outcome, hits) = self.screen(&lists, &name, dob, Some(&customer.country));
+                let (name, dob) = self.identity(&customer)?;
+                let (outcome, hits) = self
+                    .screen_off_thread(lists.clone(), name, Some(dob), customer.country.clone())
+                    .await?;
                 result.screened += 1;
                 let ScreeningOutcome::Strong { .. } = outcome else {
                     continue;
@@ -1428,22 +1445,8 @@ impl KycService {
             .filter(|r| r.partner_id == partner.uuid())
             .ok_or(KycError::NotFound("customer"))?;
         let tier = tier_u8(customer.kyc_tier);
-        let today = now.date_naive();
         let currency = movement.amount.currency().code();
-        let stored = store::lock_usage(
-            tx.conn(),
-            customer.id,
-            currency,
-            today,
-            Usage::empty(today).month,
-        )
-        .await?;
-        let usage = Usage {
-            day: stored.day,
-            day_total: stored.day_total,
-            month: stored.month,
-            month_total: stored.month_total,
-        };
+        let usage = locked_usage(tx, customer.id, currency, now).await?;
         let updated = model::evaluate(&self.inner.settings.tiers, tier, movement, usage, now)
             .map_err(KycError::Denied)?;
         if updated != usage {
@@ -1461,22 +1464,8 @@ impl KycService {
         counted_at: DateTime<Utc>,
     ) -> Result<(), KycError> {
         let now = self.now();
-        let today = now.date_naive();
         let currency = amount.currency().code();
-        let stored = store::lock_usage(
-            tx.conn(),
-            customer.uuid(),
-            currency,
-            today,
-            Usage::empty(today).month,
-        )
-        .await?;
-        let usage = Usage {
-            day: stored.day,
-            day_total: stored.day_total,
-            month: stored.month,
-            month_total: stored.month_total,
-        };
+        let usage = locked_usage(tx, customer.uuid(), currency, now).await?;
         let released = model::release(usage, amount, counted_at, now);
         store::save_usage(tx.conn(), &usage_row(customer.uuid(), currency, released)).await?;
         Ok(())
@@ -1486,6 +1475,30 @@ impl KycService {
     pub fn tier_settings(&self) -> &[TierSettings] {
         &self.inner.settings.tiers
     }
+}
+
+/// The customer's counted usage in `currency`, locked for the rest of the transaction.
+async fn locked_usage(
+    tx: &mut Tx<'_>,
+    customer: Uuid,
+    currency: &str,
+    now: DateTime<Utc>,
+) -> Result<Usage, KycError> {
+    let today = now.date_naive();
+    let stored = store::lock_usage(
+        tx.conn(),
+        customer,
+        currency,
+        today,
+        Usage::empty(today).month,
+    )
+    .await?;
+    Ok(Usage {
+        day: stored.day,
+        day_total: stored.day_total,
+        month: stored.month,
+        month_total: stored.month_total,
+    })
 }
 
 fn usage_row(customer: Uuid, currency: &str, usage: Usage) -> UsageRow {
@@ -1542,7 +1555,7 @@ struct SubmitArgs {
     document_expiry: Option<NaiveDate>,
     requested_tier: u8,
     address: Option<Address>,
-    lists: Option<Arc<LoadedLists>>,
+    screening: (ScreeningOutcome, Vec<ScreeningHit>),
     actor: String,
 }
 

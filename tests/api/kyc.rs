@@ -1529,6 +1529,17 @@ async fn authorize(
     }
 }
 
+fn required_tier_of(result: Result<(), KycError>) -> (u8, Option<u8>) {
+    match result {
+        Err(KycError::Denied(Denial::KycRequired {
+            current_tier,
+            required_tier,
+            ..
+        })) => (current_tier, required_tier),
+        other => panic!("expected kyc_required, got {other:?}"),
+    }
+}
+
 fn limit_of(result: Result<(), KycError>) -> (LimitKind, String, String) {
     match result {
         Err(KycError::Denied(Denial::LimitExceeded {
@@ -1571,39 +1582,33 @@ async fn the_compliance_trait_enforces_tier_limits_by_day_and_month_on_a_fake_cl
     let pay = |amount: &str| outgoing(approved, amount, OutgoingKind::Payment);
 
     // Tier 0 moves nothing out; the denial names the tier that would.
-    match authorize(
-        &kyc,
-        &app,
-        partner.id,
-        outgoing(unverified, "1.00", OutgoingKind::Payment),
-        true,
-    )
-    .await
-    {
-        Err(KycError::Denied(Denial::KycRequired {
-            current_tier: 0,
-            required_tier: Some(1),
-            ..
-        })) => {}
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        required_tier_of(
+            authorize(
+                &kyc,
+                &app,
+                partner.id,
+                outgoing(unverified, "1.00", OutgoingKind::Payment),
+                true
+            )
+            .await
+        ),
+        (0, Some(1))
+    );
     // Cards need tier 2; withdrawals tier 1.
-    match authorize(
-        &kyc,
-        &app,
-        partner.id,
-        outgoing(approved, "5.00", OutgoingKind::Card),
-        true,
-    )
-    .await
-    {
-        Err(KycError::Denied(Denial::KycRequired {
-            current_tier: 1,
-            required_tier: Some(2),
-            ..
-        })) => {}
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        required_tier_of(
+            authorize(
+                &kyc,
+                &app,
+                partner.id,
+                outgoing(approved, "5.00", OutgoingKind::Card),
+                true
+            )
+            .await
+        ),
+        (1, Some(2))
+    );
     authorize(
         &kyc,
         &app,
