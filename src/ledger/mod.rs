@@ -58,6 +58,17 @@ pub trait Ledger: Send + Sync {
         accounts: Vec<NewAccount>,
     ) -> impl Future<Output = Result<Vec<Account>, LedgerError>> + Send;
 
+    /// Sets and clears `debits_blocked`, `credits_blocked` and (set only) `closed`, inside the
+    /// caller's transaction.
+    fn set_account_flags_in(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: Scope,
+        id: AccountId,
+        set: i32,
+        clear: i32,
+    ) -> impl Future<Output = Result<Account, LedgerError>> + Send;
+
     /// An account visible in `scope`.
     fn account(
         &self,
@@ -100,6 +111,17 @@ impl Ledger for LedgerService {
         accounts: Vec<NewAccount>,
     ) -> impl Future<Output = Result<Vec<Account>, LedgerError>> + Send {
         LedgerService::create_accounts_in(self, tx, scope, accounts)
+    }
+
+    fn set_account_flags_in(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: Scope,
+        id: AccountId,
+        set: i32,
+        clear: i32,
+    ) -> impl Future<Output = Result<Account, LedgerError>> + Send {
+        LedgerService::set_account_flags_in(self, tx, scope, id, set, clear)
     }
 
     fn account(

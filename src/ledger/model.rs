@@ -54,7 +54,11 @@ impl AccountFlags {
     pub const CREDITS_MUST_NOT_EXCEED_DEBITS: i32 = 2;
     pub const HISTORY: i32 = 4;
     pub const CLOSED: i32 = 8;
-    const NAMES: [(i32, &'static str); 4] = [
+    /// No new debits (a frozen wallet); posting or voiding a pending transfer still works.
+    pub const DEBITS_BLOCKED: i32 = 16;
+    /// No new credits.
+    pub const CREDITS_BLOCKED: i32 = 32;
+    const NAMES: [(i32, &'static str); 6] = [
         (
             Self::DEBITS_MUST_NOT_EXCEED_CREDITS,
             "debits_must_not_exceed_credits",
@@ -65,6 +69,8 @@ impl AccountFlags {
         ),
         (Self::HISTORY, "history"),
         (Self::CLOSED, "closed"),
+        (Self::DEBITS_BLOCKED, "debits_blocked"),
+        (Self::CREDITS_BLOCKED, "credits_blocked"),
     ];
 
     pub fn has(self, bit: i32) -> bool {
@@ -163,6 +169,8 @@ pub enum ResultCode {
     AccountNotFound,
     CurrencyMismatch,
     AccountClosed,
+    DebitsBlocked,
+    CreditsBlocked,
     PendingTransferNotFound,
     PendingTransferNotPending,
     PendingTransferHasDifferentAccounts,
@@ -177,7 +185,7 @@ pub enum ResultCode {
 
 impl ResultCode {
     /// Every code, in the documented order (precedence), `ok` first.
-    pub const ALL: [ResultCode; 25] = [
+    pub const ALL: [ResultCode; 27] = [
         Self::Ok,
         Self::LinkedEventFailed,
         Self::LinkedEventChainOpen,
@@ -193,6 +201,8 @@ impl ResultCode {
         Self::AccountNotFound,
         Self::CurrencyMismatch,
         Self::AccountClosed,
+        Self::DebitsBlocked,
+        Self::CreditsBlocked,
         Self::PendingTransferNotFound,
         Self::PendingTransferNotPending,
         Self::PendingTransferHasDifferentAccounts,
@@ -222,6 +232,8 @@ impl ResultCode {
             Self::AccountNotFound => "account_not_found",
             Self::CurrencyMismatch => "currency_mismatch",
             Self::AccountClosed => "account_closed",
+            Self::DebitsBlocked => "debits_blocked",
+            Self::CreditsBlocked => "credits_blocked",
             Self::PendingTransferNotFound => "pending_transfer_not_found",
             Self::PendingTransferNotPending => "pending_transfer_not_pending",
             Self::PendingTransferHasDifferentAccounts => "pending_transfer_has_different_accounts",
@@ -674,6 +686,12 @@ fn evaluate_movement(
     }
     if debit.flags.has(AccountFlags::CLOSED) || credit.flags.has(AccountFlags::CLOSED) {
         return Err(ResultCode::AccountClosed);
+    }
+    if debit.flags.has(AccountFlags::DEBITS_BLOCKED) {
+        return Err(ResultCode::DebitsBlocked);
+    }
+    if credit.flags.has(AccountFlags::CREDITS_BLOCKED) {
+        return Err(ResultCode::CreditsBlocked);
     }
     let pending = t.flags.has(TransferFlags::PENDING);
     let mut amount = t.amount;

@@ -27,6 +27,10 @@ const FOREIGN: u128 = 7;
 const FOREIGN_TOO: u128 = 8;
 /// Credits posted 5 short of `i64::MAX`.
 const FULL: u128 = 9;
+/// Blocks debits (a frozen wallet), holds 100.
+const FROZEN: u128 = 10;
+/// Blocks credits.
+const NO_CREDITS: u128 = 11;
 /// Not in the snapshot.
 const MISSING: u128 = 99;
 
@@ -87,6 +91,14 @@ fn world() -> Snapshot {
     );
     capped.totals.debits_posted = 100;
     capped.seq = 1;
+    let mut frozen = account(
+        FROZEN,
+        usd(),
+        AccountFlags::DEBITS_BLOCKED | limit,
+        Some(P1),
+    );
+    frozen.totals.credits_posted = 100;
+    frozen.seq = 1;
     let mut full = account(FULL, usd(), 0, Some(P1));
     full.totals.credits_posted = i64::MAX - 5;
     full.seq = 1;
@@ -100,6 +112,8 @@ fn world() -> Snapshot {
         account(FOREIGN, usd(), 0, Some(P2)),
         account(FOREIGN_TOO, usd(), 0, Some(P2)),
         full,
+        frozen,
+        account(NO_CREDITS, usd(), AccountFlags::CREDITS_BLOCKED, Some(P1)),
     ];
     Snapshot {
         accounts: accounts.into_iter().map(|a| (a.id, a)).collect(),
@@ -330,6 +344,16 @@ fn code_rows() -> Vec<Row> {
             vec![R::AccountClosed],
         ),
         row(
+            "debits_blocked: a debit from a frozen account",
+            vec![plain(10, FROZEN, DST, 5)],
+            vec![R::DebitsBlocked],
+        ),
+        row(
+            "credits_blocked: a credit to an account blocking credits",
+            vec![plain(10, SRC, NO_CREDITS, 5)],
+            vec![R::CreditsBlocked],
+        ),
+        row(
             "pending_transfer_not_found: a post of an unknown id",
             vec![post(10, 20, 0)],
             vec![R::PendingTransferNotFound],
@@ -491,6 +515,21 @@ fn a_transfer_breaking_two_rules_gets_the_code_listed_first() {
             "a debit from a closed account without credits: account_closed",
             vec![plain(10, CLOSED, DST, 5)],
             vec![R::AccountClosed],
+        ),
+        row(
+            "a frozen account to a closed one: account_closed",
+            vec![plain(10, FROZEN, CLOSED, 5)],
+            vec![R::AccountClosed],
+        ),
+        row(
+            "a frozen account to one blocking credits: debits_blocked",
+            vec![plain(10, FROZEN, NO_CREDITS, 5)],
+            vec![R::DebitsBlocked],
+        ),
+        row(
+            "too much to an account blocking credits: credits_blocked",
+            vec![plain(10, LIMITED, NO_CREDITS, 1_000)],
+            vec![R::CreditsBlocked],
         ),
         row(
             "a post of an unknown id for too much: pending_transfer_not_found",
@@ -715,6 +754,22 @@ fn posting_twice_or_voiding_after_a_post_answers_already_posted() {
         ResultCode::PendingTransferAlreadyPosted
     );
     assert_eq!(totals(&s, SRC), before);
+}
+
+#[test]
+fn a_pending_transfer_settles_although_its_debit_account_was_frozen_since() {
+    let mut s = world();
+    ok(&mut s, pending(10, SRC, DST, 40));
+    ok(&mut s, pending(12, SRC, DST, 30));
+    if let Some(a) = s.accounts.get_mut(&acct(SRC)) {
+        a.flags.0 |= AccountFlags::DEBITS_BLOCKED;
+    }
+    ok(&mut s, post(11, 10, 0));
+    ok(&mut s, void(13, 12));
+    assert_eq!(
+        single(&mut s, plain(14, SRC, DST, 1)).code,
+        ResultCode::DebitsBlocked
+    );
 }
 
 #[test]
@@ -1451,6 +1506,12 @@ impl Reference {
         }
         if d.flags.has(AccountFlags::CLOSED) || c.flags.has(AccountFlags::CLOSED) {
             return Err(R::AccountClosed);
+        }
+        if d.flags.has(AccountFlags::DEBITS_BLOCKED) {
+            return Err(R::DebitsBlocked);
+        }
+        if c.flags.has(AccountFlags::CREDITS_BLOCKED) {
+            return Err(R::CreditsBlocked);
         }
         let debit_limited = d.flags.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
         let credit_limited = c.flags.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS);

@@ -127,6 +127,37 @@ impl LedgerService {
         rows.into_iter().map(account_view).collect()
     }
 
+    /// Sets and clears the flags an account may change after creation: `debits_blocked`,
+    /// `credits_blocked` (freezing) and `closed` (which cannot be cleared). Inside the caller's
+    /// transaction, so a wallet's state and its account's flags change together.
+    pub async fn set_account_flags_in(
+        &self,
+        tx: &mut Tx<'_>,
+        scope: Scope,
+        id: AccountId,
+        set: i32,
+        clear: i32,
+    ) -> Result<Account, LedgerError> {
+        const CHANGEABLE: i32 =
+            AccountFlags::DEBITS_BLOCKED | AccountFlags::CREDITS_BLOCKED | AccountFlags::CLOSED;
+        if (set | clear) & !CHANGEABLE != 0 || clear & AccountFlags::CLOSED != 0 {
+            return Err(LedgerError::validation(
+                "flags",
+                "only debits_blocked and credits_blocked may change, and closed may only be set",
+            ));
+        }
+        let mut row = store::lock_account(tx.conn(), id.uuid())
+            .await?
+            .filter(|r| scope.sees(r.partner_id.map(PartnerId::from_uuid)))
+            .ok_or(LedgerError::AccountNotFound)?;
+        let flags = (row.flags | set) & !clear;
+        if flags != row.flags {
+            store::set_account_flags(tx.conn(), id.uuid(), flags).await?;
+            row.flags = flags;
+        }
+        account_view(row)
+    }
+
     /// An account visible in `scope`.
     pub async fn account(&self, scope: Scope, id: AccountId) -> Result<Account, LedgerError> {
         let mut conn = self.db.conn().await?;

@@ -542,6 +542,33 @@ pub async fn find_account(
         .optional()
 }
 
+/// The account, locked until the transaction ends (flag changes).
+pub async fn lock_account(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<AccountRow>> {
+    ledger_accounts::table
+        .find(id)
+        .select(AccountRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Replaces an account's flags. The engine writes only accounts whose flags are still what it
+/// read, so a batch racing this change runs again on the new flags.
+pub async fn set_account_flags(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    flags: i32,
+) -> QueryResult<usize> {
+    diesel::update(ledger_accounts::table.find(id))
+        .set(ledger_accounts::flags.eq(flags))
+        .execute(conn)
+        .await
+}
+
 pub async fn find_transfer(
     conn: &mut AsyncPgConnection,
     id: Uuid,
