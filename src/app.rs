@@ -14,6 +14,7 @@ use crate::auth::{self, AuthService};
 use crate::kyc::{self, KycService};
 use crate::ledger::{self, EngineConfig, EngineMetrics, ExpiryConfig, LedgerService};
 use crate::notify::{self, Notifier, NotifyMetrics};
+use crate::payment::{self, PaymentMetrics, PaymentService};
 use crate::platform::config::LedgerSettings;
 use crate::platform::config::Settings;
 use crate::platform::docs;
@@ -25,6 +26,7 @@ use crate::platform::infra::{Infra, Migrate};
 use crate::platform::metrics::Metrics;
 use crate::platform::ops::{self, OpsState};
 use crate::platform::workers::Workers;
+use crate::wallet::{self, WalletService};
 
 /// Extra routes a caller adds beside the product's (the test harness's probe routes).
 pub type ExtraRoutes = fn(&mut web::ServiceConfig);
@@ -47,6 +49,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(ledger::openapi());
     doc.merge(notify::openapi());
     doc.merge(kyc::openapi());
+    doc.merge(wallet::openapi());
+    doc.merge(payment::openapi());
     doc
 }
 
@@ -189,7 +193,22 @@ impl Application {
         let auth = web::Data::new(auth_service(settings, infra)?);
         let ledger = web::Data::new(ledger);
         let notifier = web::Data::new(notifier);
-        let kyc = web::Data::new(kyc_service(settings, infra)?);
+        let kyc_svc = kyc_service(settings, infra)?;
+        let wallets = web::Data::new(WalletService::new(
+            infra.db.clone(),
+            ledger.get_ref().clone(),
+            kyc_svc.clone(),
+        ));
+        let payment_metrics =
+            PaymentMetrics::new(metrics.registry()).context("registering the payment metrics")?;
+        let payments = web::Data::new(PaymentService::new(
+            infra.db.clone(),
+            ledger.get_ref().clone(),
+            wallets.get_ref().clone(),
+            kyc_svc.clone(),
+            Some(payment_metrics),
+        ));
+        let kyc = web::Data::new(kyc_svc);
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {
@@ -217,6 +236,8 @@ impl Application {
                 .app_data(ledger.clone())
                 .app_data(notifier.clone())
                 .app_data(kyc.clone())
+                .app_data(wallets.clone())
+                .app_data(payments.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(query_config())
@@ -228,6 +249,8 @@ impl Application {
                 .configure(|cfg| ledger::configure(cfg, ledger_body_limit))
                 .configure(notify::configure)
                 .configure(kyc::configure)
+                .configure(wallet::configure)
+                .configure(payment::configure)
                 .configure(|cfg| {
                     if let Some(extra) = extra_routes {
                         extra(cfg);

@@ -11,4 +11,6 @@ pub mod cli;
 pub mod kyc;
 pub mod ledger;
 pub mod notify;
+pub mod payment;
 pub mod platform;
+pub mod wallet;

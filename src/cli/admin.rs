@@ -17,6 +17,7 @@ use crate::platform::config::Settings;
 use crate::platform::db::migration_status;
 use crate::platform::infra::{Infra, Migrate};
 use crate::platform::money::Currency;
+use crate::wallet::{Change, FreezeMode, WalletId, WalletService};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -63,6 +64,34 @@ pub enum AdminCommand {
     /// Sanctions screening lists.
     #[command(subcommand)]
     Sanctions(SanctionsCommand),
+    /// Customers' wallets.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Freeze a wallet (any partner's): the ledger refuses its movements from the commit on.
+    Freeze {
+        /// The wallet id (wal_...).
+        id: String,
+        /// Why; kept on the wallet's history with the operator's name.
+        #[arg(long)]
+        reason: String,
+        /// all (default), debits (nothing leaves) or credits (nothing arrives).
+        #[arg(long, default_value = "all")]
+        mode: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unfreeze a wallet.
+    Unfreeze {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +290,7 @@ pub async fn run(command: AdminCommand, settings: Settings) -> anyhow::Result<()
         AdminCommand::Outbox(command) => run_outbox(command, &settings).await,
         AdminCommand::Kyc(command) => run_kyc(command, &settings).await,
         AdminCommand::Sanctions(command) => run_sanctions(command, &settings).await,
+        AdminCommand::Wallet(command) => run_wallet(command, &settings).await,
         other => run_auth(other, &settings).await,
     }
 }
@@ -442,7 +472,8 @@ async fn run_auth(command: AdminCommand, settings: &Settings) -> anyhow::Result<
         | AdminCommand::Webhooks(_)
         | AdminCommand::Outbox(_)
         | AdminCommand::Kyc(_)
-        | AdminCommand::Sanctions(_) => {
+        | AdminCommand::Sanctions(_)
+        | AdminCommand::Wallet(_) => {
             anyhow::bail!("not an auth command")
         }
     }
@@ -679,6 +710,52 @@ fn print_lists(lists: &[SanctionsList]) {
 }
 
 /// Runs the ledger verbs (reads only: no engine is started).
+async fn run_wallet(command: WalletCommand, settings: &Settings) -> anyhow::Result<()> {
+    let (id, change, reason, json) = match command {
+        WalletCommand::Freeze {
+            id,
+            reason,
+            mode,
+            json,
+        } => {
+            let mode = FreezeMode::parse(&mode).context("--mode must be all, debits or credits")?;
+            (id, Change::Freeze(mode), reason, json)
+        }
+        WalletCommand::Unfreeze { id, reason, json } => (id, Change::Unfreeze, reason, json),
+    };
+    let id: WalletId = id.parse().context("not a wallet id (wal_...)")?;
+    let infra = Infra::start(settings, Migrate::Skip).await?;
+    let result = async {
+        let (ledger, _engine) = LedgerService::new(
+            infra.db.clone(),
+            crate::app::engine_config(&settings.ledger),
+            None,
+        );
+        let wallets = WalletService::new(infra.db.clone(), ledger, kyc_service(settings, &infra)?);
+        let actor = format!("operator:{}", operator_name());
+        Ok::<_, anyhow::Error>(
+            wallets
+                .change_status(None, &actor, id, change, &reason)
+                .await?,
+        )
+    }
+    .await;
+    infra.shutdown().await;
+    let wallet = result?;
+    if json {
+        return print_json(&wallet);
+    }
+    let row = vec![
+        wallet.id.to_string(),
+        wallet.status.as_str().to_owned(),
+        wallet
+            .freeze_mode
+            .map_or("-".to_owned(), |m| m.as_str().to_owned()),
+    ];
+    print!("{}", table(&["WALLET", "STATUS", "FROZEN"], &[row]));
+    Ok(())
+}
+
 async fn run_ledger(command: LedgerCommand, settings: &Settings) -> anyhow::Result<()> {
     let infra = Infra::start(settings, Migrate::Skip).await?;
     let (ledger, _engine) = LedgerService::new(

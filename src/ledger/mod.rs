@@ -76,6 +76,13 @@ pub trait Ledger: Send + Sync {
         id: AccountId,
     ) -> impl Future<Output = Result<Account, LedgerError>> + Send;
 
+    /// The transfers among `ids` visible in `scope`.
+    fn transfers(
+        &self,
+        scope: Scope,
+        ids: Vec<TransferId>,
+    ) -> impl Future<Output = Result<Vec<StoredTransfer>, LedgerError>> + Send;
+
     /// An account's entries, newest first.
     fn entries(
         &self,
@@ -130,6 +137,14 @@ impl Ledger for LedgerService {
         id: AccountId,
     ) -> impl Future<Output = Result<Account, LedgerError>> + Send {
         LedgerService::account(self, scope, id)
+    }
+
+    fn transfers(
+        &self,
+        scope: Scope,
+        ids: Vec<TransferId>,
+    ) -> impl Future<Output = Result<Vec<StoredTransfer>, LedgerError>> + Send {
+        LedgerService::transfers(self, scope, ids)
     }
 
     fn entries(

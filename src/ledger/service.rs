@@ -182,6 +182,20 @@ impl LedgerService {
         stored_transfer(row)
     }
 
+    /// The transfers among `ids` visible in `scope` (any order; unknown ids are left out).
+    pub async fn transfers(
+        &self,
+        scope: Scope,
+        ids: Vec<TransferId>,
+    ) -> Result<Vec<StoredTransfer>, LedgerError> {
+        let conn = self.db.conn().await?;
+        let rows = store::load_transfers(&conn, ids.iter().map(|i| i.uuid()).collect()).await?;
+        rows.into_iter()
+            .filter(|r| scope.sees(r.partner_id.map(PartnerId::from_uuid)))
+            .map(stored_transfer)
+            .collect()
+    }
+
     /// An account's entries, newest first; the cursor is the seq of the last entry seen.
     pub async fn entries(
         &self,

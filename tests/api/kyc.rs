@@ -30,16 +30,16 @@ fn kyc_of(app: &TestApp) -> KycService {
 }
 
 /// Loads the repository's simple test list (as `flowlet admin sanctions load` does).
-async fn load_test_list(app: &TestApp) {
+pub(crate) async fn load_test_list(app: &TestApp) {
     let bytes = std::fs::read(fixture("sanctions_simple.csv")).unwrap();
     kyc_of(app).load_list("test", &bytes).await.unwrap();
 }
 
-fn person(first: &str, last: &str, dob: &str, country: &str) -> Value {
+pub(crate) fn person(first: &str, last: &str, dob: &str, country: &str) -> Value {
     json!({"first_name": first, "last_name": last, "date_of_birth": dob, "country": country})
 }
 
-fn passport(number: &str) -> Value {
+pub(crate) fn passport(number: &str) -> Value {
     json!({"document_type": "passport", "document_number": number, "document_country": "DE"})
 }
 
@@ -48,7 +48,7 @@ fn address() -> Value {
 }
 
 /// Creates a customer; returns its id.
-async fn create(app: &TestApp, key: &str, body: &Value) -> String {
+pub(crate) async fn create(app: &TestApp, key: &str, body: &Value) -> String {
     let resp = app.post_as(key, "/v1/customers", body).await;
     assert_eq!(
         resp.status().as_u16(),
@@ -61,7 +61,7 @@ async fn create(app: &TestApp, key: &str, body: &Value) -> String {
 }
 
 /// Submits an application; it must be accepted (201). Returns the application.
-async fn submit(app: &TestApp, key: &str, customer: &str, body: &Value) -> Value {
+pub(crate) async fn submit(app: &TestApp, key: &str, customer: &str, body: &Value) -> Value {
     let resp = app
         .post_as(key, &format!("/v1/customers/{customer}/kyc"), body)
         .await;
@@ -74,7 +74,7 @@ async fn submit(app: &TestApp, key: &str, customer: &str, body: &Value) -> Value
     resp.json().await.unwrap()
 }
 
-async fn get(app: &TestApp, token: &str, path: &str) -> Value {
+pub(crate) async fn get(app: &TestApp, token: &str, path: &str) -> Value {
     let resp = app.get_as(token, path).await;
     assert_eq!(resp.status().as_u16(), 200, "{path}");
     resp.json().await.unwrap()

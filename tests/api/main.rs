@@ -15,6 +15,7 @@ mod errors;
 mod helpers;
 mod kyc;
 mod ledger;
+mod payments;
 mod platform;
 mod rate_limits;
 mod webhooks;

@@ -307,3 +307,56 @@ diesel::table! {
         month_total -> Int8,
     }
 }
+
+diesel::table! {
+    wallet_wallets (id) {
+        id -> Uuid,
+        partner_id -> Uuid,
+        customer_id -> Uuid,
+        account_id -> Uuid,
+        currency -> Text,
+        kind -> Text,
+        status -> Text,
+        freeze_mode -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    wallet_status_changes (id) {
+        id -> Int8,
+        wallet_id -> Uuid,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        freeze_mode -> Nullable<Text>,
+        reason -> Text,
+        actor -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payment_payments (id) {
+        id -> Uuid,
+        partner_id -> Uuid,
+        kind -> Text,
+        status -> Text,
+        from_wallet_id -> Nullable<Uuid>,
+        to_wallet_id -> Nullable<Uuid>,
+        amount -> Int8,
+        currency -> Text,
+        description -> Nullable<Text>,
+        transfer_id -> Uuid,
+        rail -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payment_rail_accounts (currency) {
+        currency -> Text,
+        account_id -> Uuid,
+    }
+}

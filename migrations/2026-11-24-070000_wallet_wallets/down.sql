@@ -1,0 +1,2 @@
+DROP TABLE wallet_status_changes;
+DROP TABLE wallet_wallets;

@@ -1,0 +1,2 @@
+DROP TABLE payment_rail_accounts;
+DROP TABLE payment_payments;

@@ -1,0 +1,151 @@
+//! Routes of API.md "Payments" (P2P payments and deposits so far).
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::error::PaymentError;
+use super::model::{PaymentId, PaymentKind, PaymentStatus};
+use super::service::{NewDeposit, NewPayment, Payment, PaymentService};
+use crate::auth::{Access, Area, AuthError, PartnerId, Principal};
+use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::pagination::PageQuery;
+use crate::wallet::WalletId;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/payments")
+            .route(web::post().to(pay))
+            .route(web::get().to(list)),
+    )
+    .service(web::resource("/v1/payments/{id}").route(web::get().to(get)))
+    .service(web::resource("/v1/deposits").route(web::post().to(deposit)));
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(pay, deposit, get, list),
+    components(schemas(NewPayment, NewDeposit, Payment, PaymentList, PaymentKind, PaymentStatus)),
+    tags((name = "payments", description = "Money between wallets (P2P) and into them \
+        (deposits). Every payment is one ledger transfer committed with the payment, the \
+        customers' tier limits and its event. Refusals: 422 `insufficient_funds`, \
+        `wallet_frozen`, `wallet_closed`, `currency_mismatch`; 403 `kyc_required`, \
+        `limit_exceeded`. Nothing moves on a refusal."))
+)]
+pub struct PaymentDoc;
+
+fn partner(principal: &Principal) -> Result<PartnerId, ApiError> {
+    if !principal.allows(Area::Payments, Access::Write) {
+        return Err(AuthError::forbidden("These credentials may not make payments.").into());
+    }
+    principal
+        .partner_id
+        .ok_or_else(|| AuthError::forbidden("Payments are made by partners.").into())
+}
+
+/// Pay from one wallet to another.
+#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = NewPayment, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Completed.", body = Payment),
+        (status = 400, description = "A missing or malformed field, or a bad amount.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`kyc_required` or `limit_exceeded`.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such wallet.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`insufficient_funds`, `wallet_frozen`, `wallet_closed`, `currency_mismatch`.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn pay(
+    payments: web::Data<PaymentService>,
+    principal: Principal,
+    body: web::Json<NewPayment>,
+) -> Result<HttpResponse, ApiError> {
+    let partner = partner(&principal)?;
+    let payment = payments.pay(partner, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(payment))
+}
+
+/// Fund a wallet from outside (the sandbox rail settles at once).
+#[utoipa::path(post, path = "/v1/deposits", tag = "payments", request_body = NewDeposit, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Completed.", body = Payment),
+        (status = 400, description = "A missing or malformed field, or a bad amount.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`kyc_required` or `limit_exceeded` (the tier's balance cap).", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such wallet.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`wallet_frozen`, `wallet_closed`, `currency_mismatch`.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn deposit(
+    payments: web::Data<PaymentService>,
+    principal: Principal,
+    body: web::Json<NewDeposit>,
+) -> Result<HttpResponse, ApiError> {
+    let partner = partner(&principal)?;
+    let payment = payments.deposit(partner, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(payment))
+}
+
+/// A payment.
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Payment id (pay_...)")),
+    responses(
+        (status = 200, description = "The payment.", body = Payment),
+        (status = 404, description = "No such payment.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn get(
+    payments: web::Data<PaymentService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<web::Json<Payment>, ApiError> {
+    if !principal.allows(Area::Payments, Access::Read) {
+        return Err(AuthError::forbidden("These credentials may not read payments.").into());
+    }
+    let id: PaymentId = path
+        .parse()
+        .map_err(|_| PaymentError::NotFound("payment"))?;
+    Ok(web::Json(payments.payment(&principal, id).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentQuery {
+    wallet_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PaymentList {
+    data: Vec<Payment>,
+    next_cursor: Option<String>,
+}
+
+/// Payments, newest first (`?wallet_id=` for one wallet's, either side).
+#[utoipa::path(get, path = "/v1/payments", tag = "payments", security(("bearer" = [])), params(PaymentQuery),
+    responses((status = 200, description = "A page of payments.", body = PaymentList)))]
+async fn list(
+    payments: web::Data<PaymentService>,
+    principal: Principal,
+    query: web::Query<PaymentQuery>,
+) -> Result<web::Json<PaymentList>, ApiError> {
+    if !principal.allows(Area::Payments, Access::Read) {
+        return Err(AuthError::forbidden("These credentials may not read payments.").into());
+    }
+    let query = query.into_inner();
+    let wallet =
+        match query.wallet_id.as_deref() {
+            Some(raw) => Some(raw.parse::<WalletId>().map_err(|_| {
+                PaymentError::validation("wallet_id", "is not a wallet id (wal_...)")
+            })?),
+            None => None,
+        };
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    let cursor = page.cursor(|c| c.parse::<PaymentId>())?;
+    let result = payments
+        .list(&principal, wallet, page.limit()?, cursor)
+        .await?;
+    Ok(web::Json(PaymentList {
+        data: result.data,
+        next_cursor: result.next_cursor,
+    }))
+}

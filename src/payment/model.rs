@@ -1,0 +1,147 @@
+//! Payment types and the mapping of ledger results to payment refusals. Pure code.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::ledger::ResultCode;
+use crate::platform::ids::define_id;
+
+define_id!(PaymentId, PaymentIdKind, "pay");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    P2p,
+    Deposit,
+    Withdrawal,
+    Refund,
+}
+
+impl PaymentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::P2p => "p2p",
+            Self::Deposit => "deposit",
+            Self::Withdrawal => "withdrawal",
+            Self::Refund => "refund",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<PaymentKind> {
+        [Self::P2p, Self::Deposit, Self::Withdrawal, Self::Refund]
+            .into_iter()
+            .find(|k| k.as_str() == value)
+    }
+
+    /// The ledger transfer code of this kind of payment.
+    pub fn transfer_code(self) -> i32 {
+        match self {
+            Self::P2p => 1,
+            Self::Deposit => 2,
+            Self::Withdrawal => 3,
+            Self::Refund => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Completed,
+    Failed,
+    Reversed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Reversed => "reversed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<PaymentStatus> {
+        [Self::Pending, Self::Completed, Self::Failed, Self::Reversed]
+            .into_iter()
+            .find(|k| k.as_str() == value)
+    }
+}
+
+/// Why the ledger refused a payment's transfer, as partners see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    InsufficientFunds,
+    WalletFrozen,
+    WalletClosed,
+    CurrencyMismatch,
+    /// Anything else the ledger answered (never expected for a well-formed payment).
+    Other(ResultCode),
+}
+
+pub fn refusal(code: ResultCode) -> Refusal {
+    match code {
+        ResultCode::ExceedsCredits => Refusal::InsufficientFunds,
+        ResultCode::DebitsBlocked | ResultCode::CreditsBlocked => Refusal::WalletFrozen,
+        ResultCode::AccountClosed => Refusal::WalletClosed,
+        ResultCode::CurrencyMismatch => Refusal::CurrencyMismatch,
+        other => Refusal::Other(other),
+    }
+}
+
+/// A description as stored: trimmed, 1-500 characters without control characters.
+pub fn description(value: Option<&str>) -> Result<Option<String>, &'static str> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(d) if d.chars().count() > 500 || d.chars().any(char::is_control) => {
+            Err("must be at most 500 characters without control characters")
+        }
+        Some(d) => Ok(Some(d.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_results_read_as_payment_refusals() {
+        assert_eq!(
+            refusal(ResultCode::ExceedsCredits),
+            Refusal::InsufficientFunds
+        );
+        assert_eq!(refusal(ResultCode::DebitsBlocked), Refusal::WalletFrozen);
+        assert_eq!(refusal(ResultCode::CreditsBlocked), Refusal::WalletFrozen);
+        assert_eq!(refusal(ResultCode::AccountClosed), Refusal::WalletClosed);
+        assert_eq!(
+            refusal(ResultCode::CurrencyMismatch),
+            Refusal::CurrencyMismatch
+        );
+        assert_eq!(
+            refusal(ResultCode::Overflow),
+            Refusal::Other(ResultCode::Overflow)
+        );
+    }
+
+    #[test]
+    fn descriptions_are_trimmed_and_bounded() {
+        assert_eq!(description(None), Ok(None));
+        assert_eq!(description(Some("  ")), Ok(None));
+        assert_eq!(description(Some(" rent ")), Ok(Some("rent".into())));
+        assert!(description(Some(&"x".repeat(501))).is_err());
+        assert!(description(Some("a\u{7}b")).is_err());
+    }
+
+    #[test]
+    fn kinds_and_statuses_round_trip() {
+        for k in ["p2p", "deposit", "withdrawal", "refund"] {
+            assert_eq!(PaymentKind::parse(k).map(PaymentKind::as_str), Some(k));
+        }
+        for s in ["pending", "completed", "failed", "reversed"] {
+            assert_eq!(PaymentStatus::parse(s).map(PaymentStatus::as_str), Some(s));
+        }
+        assert_eq!(PaymentKind::parse("wire"), None);
+    }
+}

@@ -1,0 +1,556 @@
+//! The payment service: P2P payments between wallets and deposits into them. Each payment is
+//! one ledger transfer posted through the engine with the payment row, the tier limits and the
+//! event attached, so they commit together or not at all.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::error::PaymentError;
+use super::model::{self, PaymentId, PaymentKind, PaymentStatus, Refusal};
+use super::store::{self, PaymentRow};
+use crate::auth::{PartnerId, Principal};
+use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind};
+use crate::ledger::{
+    AccountFlags, AccountId, LedgerService, NewAccount, NewTransfer, Outcome, ResultCode, Scope,
+    SideWrite, SideWriteError, TransferFlags, TransferId,
+};
+use crate::notify::{NewEvent, record_event};
+use crate::platform::db::{Db, Tx};
+use crate::platform::http::pagination::Page;
+use crate::platform::money::{Amount, Currency, Money};
+use crate::wallet::{FreezeMode, WalletId, WalletRef, WalletService, WalletStatus};
+
+/// Ledger account code of the platform's rail clearing accounts.
+pub const RAIL_ACCOUNT_CODE: i32 = 900;
+
+/// `POST /v1/payments`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPayment {
+    pub from_wallet_id: String,
+    pub to_wallet_id: String,
+    /// A decimal string (or exact JSON number) with at most the currency's minor digits.
+    #[schema(value_type = String, example = "25.00")]
+    pub amount: Amount,
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: Currency,
+    pub description: Option<String>,
+}
+
+/// `POST /v1/deposits`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeposit {
+    pub wallet_id: String,
+    #[schema(value_type = String, example = "100.00")]
+    pub amount: Amount,
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: Currency,
+    /// Where the money comes from (free-form details of the paying account), kept as given.
+    #[schema(value_type = Object)]
+    pub source: Option<serde_json::Value>,
+}
+
+/// A payment.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Payment {
+    #[schema(value_type = String, example = "pay_01h455vb4pex5vsknk084sn02q")]
+    pub id: PaymentId,
+    #[serde(rename = "type")]
+    pub kind: PaymentKind,
+    pub status: PaymentStatus,
+    pub from_wallet_id: Option<String>,
+    pub to_wallet_id: Option<String>,
+    pub amount: String,
+    pub currency: String,
+    pub description: Option<String>,
+    /// The ledger transfer that moved the money.
+    #[schema(value_type = String)]
+    pub transfer_id: TransferId,
+    /// Rail details (a deposit's source).
+    #[schema(value_type = Object)]
+    pub rail: Option<serde_json::Value>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+/// `payments_total{type,status}` and `payment_amount_minor_total{currency,type}`.
+#[derive(Clone)]
+pub struct PaymentMetrics {
+    payments: IntCounterVec,
+    amounts: IntCounterVec,
+}
+
+impl PaymentMetrics {
+    pub fn new(registry: &Registry) -> Result<PaymentMetrics, prometheus::Error> {
+        let payments = IntCounterVec::new(
+            Opts::new("payments_total", "Payments answered, by type and status."),
+            &["type", "status"],
+        )?;
+        let amounts = IntCounterVec::new(
+            Opts::new(
+                "payment_amount_minor_total",
+                "Money moved by completed payments, in minor units.",
+            ),
+            &["currency", "type"],
+        )?;
+        registry.register(Box::new(payments.clone()))?;
+        registry.register(Box::new(amounts.clone()))?;
+        Ok(PaymentMetrics { payments, amounts })
+    }
+
+    fn observe(&self, kind: PaymentKind, status: &str, amount: Option<Money>) {
+        self.payments
+            .with_label_values(&[kind.as_str(), status])
+            .inc();
+        if let Some(m) = amount {
+            self.amounts
+                .with_label_values(&[m.currency().code(), kind.as_str()])
+                .inc_by(u64::try_from(m.minor()).unwrap_or(0));
+        }
+    }
+}
+
+struct Inner {
+    db: Db,
+    ledger: LedgerService,
+    wallets: WalletService,
+    kyc: KycService,
+    metrics: Option<PaymentMetrics>,
+}
+
+/// Payments. Cheap to clone.
+#[derive(Clone)]
+pub struct PaymentService {
+    inner: Arc<Inner>,
+}
+
+fn now() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
+fn wallet_id(field: &'static str, raw: &str) -> Result<WalletId, PaymentError> {
+    raw.trim()
+        .parse()
+        .map_err(|_| PaymentError::validation(field, "is not a wallet id (wal_...)"))
+}
+
+fn money(amount: &Amount, currency: Currency) -> Result<Money, PaymentError> {
+    Money::parse_positive(amount, currency)
+        .map_err(|e| PaymentError::validation("amount", e.to_string()))
+}
+
+fn view(row: &PaymentRow) -> Result<Payment, PaymentError> {
+    let currency = Currency::parse(&row.currency)
+        .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
+    Ok(Payment {
+        id: PaymentId::from_uuid(row.id),
+        kind: PaymentKind::parse(&row.kind)
+            .ok_or_else(|| anyhow::anyhow!("stored payment kind {:?}", row.kind))?,
+        status: PaymentStatus::parse(&row.status)
+            .ok_or_else(|| anyhow::anyhow!("stored payment status {:?}", row.status))?,
+        from_wallet_id: row
+            .from_wallet_id
+            .map(|w| WalletId::from_uuid(w).to_string()),
+        to_wallet_id: row.to_wallet_id.map(|w| WalletId::from_uuid(w).to_string()),
+        amount: Money::from_minor(row.amount, currency).format_amount(),
+        currency: row.currency.clone(),
+        description: row.description.clone(),
+        transfer_id: TransferId::from_uuid(row.transfer_id),
+        rail: row.rail.clone(),
+        created: row.created_at,
+        updated: row.updated_at,
+    })
+}
+
+/// A wallet that may send (`debit`) or receive money, judged from its state before posting;
+/// the ledger's flags decide exactly at commit time.
+fn check_open(wallet: &WalletRef, debit: bool) -> Result<(), PaymentError> {
+    match (wallet.status, wallet.freeze_mode) {
+        (WalletStatus::Closed, _) => Err(PaymentError::WalletClosed),
+        (WalletStatus::Frozen, Some(FreezeMode::All)) => Err(PaymentError::WalletFrozen),
+        (WalletStatus::Frozen, Some(FreezeMode::Debits)) if debit => {
+            Err(PaymentError::WalletFrozen)
+        }
+        (WalletStatus::Frozen, Some(FreezeMode::Credits)) if !debit => {
+            Err(PaymentError::WalletFrozen)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn side_error(e: impl Into<PaymentError>) -> SideWriteError {
+    SideWriteError(Box::new(e.into()))
+}
+
+/// What a payment's attached write needs.
+#[derive(Clone)]
+struct Attached {
+    partner: PartnerId,
+    row: PaymentRow,
+    /// The paying customer's movement, checked against their tier.
+    outgoing: Option<Movement>,
+    /// The receiving wallet's customer and account (balance cap of their tier).
+    incoming: Option<(crate::kyc::CustomerId, AccountId)>,
+    amount: Money,
+    event: &'static str,
+}
+
+impl PaymentService {
+    pub fn new(
+        db: Db,
+        ledger: LedgerService,
+        wallets: WalletService,
+        kyc: KycService,
+        metrics: Option<PaymentMetrics>,
+    ) -> PaymentService {
+        PaymentService {
+            inner: Arc::new(Inner {
+                db,
+                ledger,
+                wallets,
+                kyc,
+                metrics,
+            }),
+        }
+    }
+
+    fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// A P2P payment between two wallets of the partner.
+    pub async fn pay(
+        &self,
+        partner: PartnerId,
+        input: NewPayment,
+    ) -> Result<Payment, PaymentError> {
+        let from_id = wallet_id("from_wallet_id", &input.from_wallet_id)?;
+        let to_id = wallet_id("to_wallet_id", &input.to_wallet_id)?;
+        if from_id == to_id {
+            return Err(PaymentError::validation(
+                "to_wallet_id",
+                "must be another wallet than from_wallet_id",
+            ));
+        }
+        let amount = money(&input.amount, input.currency)?;
+        let description = model::description(input.description.as_deref())
+            .map_err(|m| PaymentError::validation("description", m))?;
+        let wallets = &self.inner.wallets;
+        let (from, to) = futures_util::future::try_join(
+            wallets.wallet_ref(partner, from_id),
+            wallets.wallet_ref(partner, to_id),
+        )
+        .await?;
+        if from.currency != input.currency || to.currency != input.currency {
+            return Err(PaymentError::CurrencyMismatch);
+        }
+        check_open(&from, true)?;
+        check_open(&to, false)?;
+        let id = PaymentId::new();
+        let at = now();
+        let row = PaymentRow {
+            id: id.uuid(),
+            partner_id: partner.uuid(),
+            kind: PaymentKind::P2p.as_str().into(),
+            status: PaymentStatus::Completed.as_str().into(),
+            from_wallet_id: Some(from.id.uuid()),
+            to_wallet_id: Some(to.id.uuid()),
+            amount: amount.minor(),
+            currency: input.currency.code().into(),
+            description: description.clone(),
+            transfer_id: id.uuid(),
+            rail: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let transfer = NewTransfer {
+            id: TransferId::from_uuid(id.uuid()),
+            debit_account_id: Some(from.account_id),
+            credit_account_id: Some(to.account_id),
+            amount: amount.minor(),
+            currency: Some(input.currency),
+            code: PaymentKind::P2p.transfer_code(),
+            flags: TransferFlags(0),
+            pending_id: None,
+            timeout_secs: None,
+            metadata: Some(json!({
+                "payment_id": id,
+                "type": "p2p",
+                "description": description,
+            })),
+        };
+        self.post(
+            Scope::Partner(partner),
+            transfer,
+            Attached {
+                partner,
+                row,
+                outgoing: Some(Movement {
+                    customer_id: from.customer_id,
+                    amount,
+                    direction: Direction::Outgoing(OutgoingKind::Payment),
+                    balance_after: None,
+                }),
+                incoming: Some((to.customer_id, to.account_id)),
+                amount,
+                event: "payment.completed",
+            },
+        )
+        .await
+    }
+
+    /// A deposit from outside (the sandbox rail settles it at once).
+    pub async fn deposit(
+        &self,
+        partner: PartnerId,
+        input: NewDeposit,
+    ) -> Result<Payment, PaymentError> {
+        let to_id = wallet_id("wallet_id", &input.wallet_id)?;
+        let amount = money(&input.amount, input.currency)?;
+        if let Some(source) = &input.source
+            && (!source.is_object() || source.to_string().len() > 2048)
+        {
+            return Err(PaymentError::validation(
+                "source",
+                "must be a JSON object of at most 2 KiB",
+            ));
+        }
+        let to = self.inner.wallets.wallet_ref(partner, to_id).await?;
+        if to.currency != input.currency {
+            return Err(PaymentError::CurrencyMismatch);
+        }
+        check_open(&to, false)?;
+        let rail = self.rail_account(input.currency).await?;
+        let id = PaymentId::new();
+        let at = now();
+        let row = PaymentRow {
+            id: id.uuid(),
+            partner_id: partner.uuid(),
+            kind: PaymentKind::Deposit.as_str().into(),
+            status: PaymentStatus::Completed.as_str().into(),
+            from_wallet_id: None,
+            to_wallet_id: Some(to.id.uuid()),
+            amount: amount.minor(),
+            currency: input.currency.code().into(),
+            description: None,
+            transfer_id: id.uuid(),
+            rail: input
+                .source
+                .map(|s| json!({ "rail": "sandbox", "source": s })),
+            created_at: at,
+            updated_at: at,
+        };
+        let transfer = NewTransfer {
+            id: TransferId::from_uuid(id.uuid()),
+            debit_account_id: Some(rail),
+            credit_account_id: Some(to.account_id),
+            amount: amount.minor(),
+            currency: Some(input.currency),
+            code: PaymentKind::Deposit.transfer_code(),
+            flags: TransferFlags(0),
+            pending_id: None,
+            timeout_secs: None,
+            metadata: Some(json!({ "payment_id": id, "type": "deposit" })),
+        };
+        self.post(
+            Scope::System,
+            transfer,
+            Attached {
+                partner,
+                row,
+                outgoing: None,
+                incoming: Some((to.customer_id, to.account_id)),
+                amount,
+                event: "payment.completed",
+            },
+        )
+        .await
+    }
+
+    /// Posts a payment's transfer with its row, limits and event attached.
+    async fn post(
+        &self,
+        scope: Scope,
+        transfer: NewTransfer,
+        attached: Attached,
+    ) -> Result<Payment, PaymentError> {
+        let kind = PaymentKind::parse(&attached.row.kind).unwrap_or(PaymentKind::P2p);
+        let kyc = self.inner.kyc.clone();
+        let side_data = attached.clone();
+        let side: SideWrite = Box::new(move |tx, outcomes| {
+            let (kyc, a) = (kyc.clone(), side_data.clone());
+            Box::pin(async move { attach(tx, &kyc, &a, outcomes).await })
+        });
+        let result = self
+            .inner
+            .ledger
+            .post(scope, vec![transfer], Some(side))
+            .await
+            .map_err(PaymentError::from)
+            .and_then(|outcomes| {
+                let code = outcomes
+                    .first()
+                    .map_or(ResultCode::Ok, |o: &Outcome| o.code);
+                match code {
+                    ResultCode::Ok => view(&attached.row),
+                    other => Err(match model::refusal(other) {
+                        Refusal::InsufficientFunds => PaymentError::InsufficientFunds,
+                        Refusal::WalletFrozen => PaymentError::WalletFrozen,
+                        Refusal::WalletClosed => PaymentError::WalletClosed,
+                        Refusal::CurrencyMismatch => PaymentError::CurrencyMismatch,
+                        Refusal::Other(code) => PaymentError::Refused(code),
+                    }),
+                }
+            });
+        if let Some(m) = &self.inner.metrics {
+            match &result {
+                Ok(p) => m.observe(kind, p.status.as_str(), Some(attached.amount)),
+                Err(e) => m.observe(kind, refused_label(e), None),
+            }
+        }
+        result
+    }
+
+    /// The platform's clearing account on the rail for `currency`, made on first use.
+    async fn rail_account(&self, currency: Currency) -> Result<AccountId, PaymentError> {
+        let code = currency.code();
+        {
+            let mut conn = self.db().conn().await?;
+            if let Some(id) = store::rail_account(&mut conn, code).await? {
+                return Ok(AccountId::from_uuid(id));
+            }
+        }
+        let ledger = self.inner.ledger.clone();
+        self.db()
+            .in_tx(|tx| {
+                let ledger = ledger.clone();
+                Box::pin(async move {
+                    // One creator per currency at a time, across replicas.
+                    let lock =
+                        format!("SELECT pg_advisory_xact_lock(hashtext('payment_rail_{code}'))");
+                    diesel_async::SimpleAsyncConnection::batch_execute(tx.conn(), &lock).await?;
+                    if let Some(id) = store::rail_account(tx.conn(), code).await? {
+                        return Ok(AccountId::from_uuid(id));
+                    }
+                    let id = AccountId::new();
+                    ledger
+                        .create_accounts_in(
+                            tx,
+                            Scope::System,
+                            vec![NewAccount {
+                                id: Some(id),
+                                currency,
+                                code: RAIL_ACCOUNT_CODE,
+                                flags: AccountFlags(AccountFlags::HISTORY),
+                                metadata: Some(json!({ "rail": "sandbox" })),
+                            }],
+                        )
+                        .await?;
+                    store::insert_rail_account(tx.conn(), code, id.uuid()).await?;
+                    Ok::<_, PaymentError>(id)
+                })
+            })
+            .await
+    }
+
+    /// A payment the principal may see.
+    pub async fn payment(
+        &self,
+        principal: &Principal,
+        id: PaymentId,
+    ) -> Result<Payment, PaymentError> {
+        let mut conn = self.db().conn().await?;
+        let row = store::find_payment(&mut conn, id.uuid())
+            .await?
+            .filter(|r| principal.can_see_partner(PartnerId::from_uuid(r.partner_id)))
+            .ok_or(PaymentError::NotFound("payment"))?;
+        view(&row)
+    }
+
+    /// Payments, newest first, optionally of one wallet.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        wallet: Option<WalletId>,
+        limit: u32,
+        cursor: Option<PaymentId>,
+    ) -> Result<Page<Payment>, PaymentError> {
+        let mut conn = self.db().conn().await?;
+        let rows = store::list_payments(
+            &mut conn,
+            principal.partner_id.map(|p| p.uuid()),
+            wallet.map(|w| w.uuid()),
+            cursor.map(|c| c.uuid()),
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let data = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(data, limit, |p: &Payment| p.id.to_string()))
+    }
+}
+
+fn refused_label(e: &PaymentError) -> &'static str {
+    use crate::platform::error::Problem;
+    e.code()
+}
+
+/// The attached write: runs in the engine's transaction once the transfer is decided. A
+/// refused transfer writes nothing; an applied one is checked against both customers' tiers
+/// (a refusal there takes the transfer back out of the batch) and recorded with its event.
+async fn attach(
+    tx: &mut Tx<'_>,
+    kyc: &KycService,
+    a: &Attached,
+    outcomes: &[Outcome],
+) -> Result<(), SideWriteError> {
+    let Some(applied) = outcomes
+        .first()
+        .filter(|o| o.code == ResultCode::Ok)
+        .and_then(|o| o.applied.as_ref())
+    else {
+        return Ok(());
+    };
+    if let Some(movement) = &a.outgoing {
+        kyc.authorize(tx, a.partner, movement)
+            .await
+            .map_err(side_error)?;
+    }
+    if let Some((customer, account)) = a.incoming {
+        let after = applied
+            .entries
+            .iter()
+            .find(|e| e.account_id == account)
+            .and_then(|e| e.totals.posted_balance())
+            .unwrap_or(0);
+        let movement = Movement {
+            customer_id: customer,
+            amount: a.amount,
+            direction: Direction::Incoming,
+            balance_after: Some(Money::from_minor(after, a.amount.currency())),
+        };
+        kyc.authorize(tx, a.partner, &movement)
+            .await
+            .map_err(side_error)?;
+    }
+    store::insert_payment(tx.conn(), &a.row)
+        .await
+        .map_err(side_error)?;
+    let payment = view(&a.row).map_err(side_error)?;
+    record_event(
+        tx,
+        NewEvent {
+            partner_id: Some(a.partner),
+            event_type: a.event.into(),
+            data: serde_json::to_value(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?,
+        },
+    )
+    .await
+    .map_err(side_error)?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Statements on the payment module's own tables (`payment_*`).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::platform::db::schema::{payment_payments, payment_rail_accounts};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = payment_payments, check_for_backend(diesel::pg::Pg))]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub partner_id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub from_wallet_id: Option<Uuid>,
+    pub to_wallet_id: Option<Uuid>,
+    pub amount: i64,
+    pub currency: String,
+    pub description: Option<String>,
+    pub transfer_id: Uuid,
+    pub rail: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn insert_payment(conn: &mut AsyncPgConnection, row: &PaymentRow) -> QueryResult<()> {
+    diesel::insert_into(payment_payments::table)
+        .values(row)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub async fn find_payment(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<PaymentRow>> {
+    payment_payments::table
+        .find(id)
+        .select(PaymentRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Payments, newest first, of a partner (none: all), optionally touching one wallet.
+pub async fn list_payments(
+    conn: &mut AsyncPgConnection,
+    partner: Option<Uuid>,
+    wallet: Option<Uuid>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<PaymentRow>> {
+    let mut query = payment_payments::table
+        .select(PaymentRow::as_select())
+        .order(payment_payments::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(p) = partner {
+        query = query.filter(payment_payments::partner_id.eq(p));
+    }
+    if let Some(w) = wallet {
+        query = query.filter(
+            payment_payments::from_wallet_id
+                .eq(w)
+                .or(payment_payments::to_wallet_id.eq(w)),
+        );
+    }
+    if let Some(b) = before {
+        query = query.filter(payment_payments::id.lt(b));
+    }
+    query.load(conn).await
+}
+
+pub async fn rail_account(
+    conn: &mut AsyncPgConnection,
+    currency: &str,
+) -> QueryResult<Option<Uuid>> {
+    payment_rail_accounts::table
+        .find(currency)
+        .select(payment_rail_accounts::account_id)
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn insert_rail_account(
+    conn: &mut AsyncPgConnection,
+    currency: &str,
+    account: Uuid,
+) -> QueryResult<()> {
+    diesel::insert_into(payment_rail_accounts::table)
+        .values((
+            payment_rail_accounts::currency.eq(currency),
+            payment_rail_accounts::account_id.eq(account),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}

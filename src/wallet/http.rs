@@ -1,0 +1,298 @@
+//! Routes of API.md "Wallets". Another partner's wallet is 404.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::error::WalletError;
+use super::model::{Change, EntryKind, FreezeMode, WalletId, WalletKind, WalletStatus};
+use super::service::{
+    Balance, NewWallet, StatusChange, Transaction, Wallet, WalletDetail, WalletService, actor_of,
+};
+use crate::auth::{Access, Area, AuthError, Principal};
+use crate::kyc::CustomerId;
+use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::pagination::PageQuery;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/wallets")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(web::resource("/v1/wallets/{id}").route(web::get().to(get)))
+    .service(web::resource("/v1/wallets/{id}/balance").route(web::get().to(balance)))
+    .service(web::resource("/v1/wallets/{id}/transactions").route(web::get().to(transactions)))
+    .service(web::resource("/v1/wallets/{id}/freeze").route(web::post().to(freeze)))
+    .service(web::resource("/v1/wallets/{id}/unfreeze").route(web::post().to(unfreeze)))
+    .service(web::resource("/v1/wallets/{id}/close").route(web::post().to(close)));
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(create, list, get, balance, transactions, freeze, unfreeze, close),
+    components(schemas(NewWallet, Wallet, WalletDetail, WalletList, StatusChange, Balance,
+                       Transaction, TransactionList, FreezeBody, ReasonBody, WalletKind,
+                       WalletStatus, FreezeMode, EntryKind)),
+    tags((name = "wallets", description = "A wallet is a customer's ledger account \
+        (`debits_must_not_exceed_credits`). Balances and statements come straight from the \
+        ledger. Freezing blocks debits, credits or both at the ledger, from the moment it \
+        commits; closing needs a zero balance and is final."))
+)]
+pub struct WalletDoc;
+
+fn allowed(principal: &Principal, access: Access) -> Result<(), ApiError> {
+    if principal.allows(Area::Wallets, access) {
+        Ok(())
+    } else {
+        Err(AuthError::forbidden("These credentials may not use wallets.").into())
+    }
+}
+
+fn wallet_id(raw: &str) -> Result<WalletId, ApiError> {
+    raw.parse()
+        .map_err(|_| WalletError::NotFound("wallet").into())
+}
+
+/// Open a wallet for a customer.
+#[utoipa::path(post, path = "/v1/wallets", tag = "wallets", request_body = NewWallet, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created, active, zero balance.", body = Wallet),
+        (status = 400, description = "A missing or malformed field.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such customer.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn create(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    body: web::Json<NewWallet>,
+) -> Result<HttpResponse, ApiError> {
+    allowed(&principal, Access::Write)?;
+    let partner = principal
+        .partner_id
+        .ok_or_else(|| AuthError::forbidden("Wallets belong to partners' customers."))?;
+    let wallet = wallets.create(partner, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(wallet))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WalletQuery {
+    customer_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WalletList {
+    data: Vec<Wallet>,
+    next_cursor: Option<String>,
+}
+
+/// Wallets, newest first (`?customer_id=` for one customer's).
+#[utoipa::path(get, path = "/v1/wallets", tag = "wallets", security(("bearer" = [])), params(WalletQuery),
+    responses((status = 200, description = "A page of wallets.", body = WalletList)))]
+async fn list(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    query: web::Query<WalletQuery>,
+) -> Result<web::Json<WalletList>, ApiError> {
+    allowed(&principal, Access::Read)?;
+    let query = query.into_inner();
+    let customer = match query.customer_id.as_deref() {
+        Some(raw) => Some(raw.parse::<CustomerId>().map_err(|_| {
+            WalletError::validation("customer_id", "is not a customer id (cus_...)")
+        })?),
+        None => None,
+    };
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    let cursor = page.cursor(|c| c.parse::<WalletId>())?;
+    let result = wallets
+        .list(&principal, customer, page.limit()?, cursor)
+        .await?;
+    Ok(web::Json(WalletList {
+        data: result.data,
+        next_cursor: result.next_cursor,
+    }))
+}
+
+/// A wallet, with its status history.
+#[utoipa::path(get, path = "/v1/wallets/{id}", tag = "wallets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Wallet id (wal_...)")),
+    responses(
+        (status = 200, description = "The wallet.", body = WalletDetail),
+        (status = 404, description = "No such wallet.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn get(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<web::Json<WalletDetail>, ApiError> {
+    allowed(&principal, Access::Read)?;
+    Ok(web::Json(
+        wallets.wallet(&principal, wallet_id(&path)?).await?,
+    ))
+}
+
+/// The wallet's balance.
+#[utoipa::path(get, path = "/v1/wallets/{id}/balance", tag = "wallets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Wallet id (wal_...)")),
+    responses(
+        (status = 200, description = "Available, pending and posted, as decimal strings.", body = Balance),
+        (status = 404, description = "No such wallet.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn balance(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<web::Json<Balance>, ApiError> {
+    allowed(&principal, Access::Read)?;
+    Ok(web::Json(
+        wallets.balance(&principal, wallet_id(&path)?).await?,
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransactionList {
+    data: Vec<Transaction>,
+    next_cursor: Option<String>,
+}
+
+/// The wallet's statement, newest first.
+#[utoipa::path(get, path = "/v1/wallets/{id}/transactions", tag = "wallets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Wallet id (wal_...)"), TransactionQuery),
+    responses(
+        (status = 200, description = "Entries with amount, direction, balance after, counterparty and reference.", body = TransactionList),
+        (status = 404, description = "No such wallet.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn transactions(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    path: web::Path<String>,
+    query: web::Query<TransactionQuery>,
+) -> Result<web::Json<TransactionList>, ApiError> {
+    allowed(&principal, Access::Read)?;
+    let query = query.into_inner();
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    let cursor = page.cursor(|c| c.parse::<i64>())?;
+    let result = wallets
+        .transactions(&principal, wallet_id(&path)?, page.limit()?, cursor)
+        .await?;
+    Ok(web::Json(TransactionList {
+        data: result.data,
+        next_cursor: result.next_cursor,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeBody {
+    /// Why; kept on the wallet's history.
+    reason: String,
+    /// `all` (default), `debits` (nothing leaves) or `credits` (nothing arrives).
+    mode: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    /// Why; kept on the wallet's history.
+    reason: String,
+}
+
+async fn change(
+    wallets: &WalletService,
+    principal: &Principal,
+    raw_id: &str,
+    change: Change,
+    reason: &str,
+) -> Result<web::Json<Wallet>, ApiError> {
+    allowed(principal, Access::Write)?;
+    let id = wallet_id(raw_id)?;
+    let scope = if principal.is_platform_admin() {
+        None
+    } else {
+        principal.partner_id
+    };
+    Ok(web::Json(
+        wallets
+            .change_status(scope, &actor_of(principal), id, change, reason)
+            .await?,
+    ))
+}
+
+/// Freeze a wallet.
+#[utoipa::path(post, path = "/v1/wallets/{id}/freeze", tag = "wallets", request_body = FreezeBody, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Wallet id (wal_...)")),
+    responses(
+        (status = 200, description = "Frozen.", body = Wallet),
+        (status = 409, description = "`wallet_already_frozen`.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`wallet_closed`.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn freeze(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<FreezeBody>,
+) -> Result<web::Json<Wallet>, ApiError> {
+    let mode = match body.mode.as_deref() {
+        None => FreezeMode::All,
+        Some(m) => FreezeMode::parse(m)
+            .ok_or_else(|| WalletError::validation("mode", "must be all, debits or credits"))?,
+    };
+    change(
+        &wallets,
+        &principal,
+        &path,
+        Change::Freeze(mode),
+        &body.reason,
+    )
+    .await
+}
+
+/// Unfreeze a wallet.
+#[utoipa::path(post, path = "/v1/wallets/{id}/unfreeze", tag = "wallets", request_body = ReasonBody, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Wallet id (wal_...)")),
+    responses(
+        (status = 200, description = "Active again.", body = Wallet),
+        (status = 409, description = "`wallet_not_frozen`.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn unfreeze(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<ReasonBody>,
+) -> Result<web::Json<Wallet>, ApiError> {
+    change(&wallets, &principal, &path, Change::Unfreeze, &body.reason).await
+}
+
+/// Close a wallet (only at a zero balance with nothing pending; final).
+#[utoipa::path(post, path = "/v1/wallets/{id}/close", tag = "wallets", request_body = ReasonBody, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Wallet id (wal_...)")),
+    responses(
+        (status = 200, description = "Closed.", body = Wallet),
+        (status = 409, description = "`wallet_not_empty`.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`wallet_closed`.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn close(
+    wallets: web::Data<WalletService>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<ReasonBody>,
+) -> Result<web::Json<Wallet>, ApiError> {
+    change(&wallets, &principal, &path, Change::Close, &body.reason).await
+}

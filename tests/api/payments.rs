@@ -1,0 +1,718 @@
+//! Wallets and payments over HTTP: opening wallets, deposits and P2P payments, statements,
+//! every refusal (with nothing moved), freezing and closing, and the operator's CLI. The
+//! ledger's invariants are checked after every test that moves money.
+
+use serde_json::{Value, json};
+
+use crate::cli::flowlet_json;
+use crate::helpers::{TestApp, TestPartner, assert_problem, spawn_app, unique};
+use crate::kyc::{create, get, load_test_list, passport, person, submit};
+
+/// A customer of `partner` approved at tier 1 (USD: balance 2000, single 1000, daily 1000).
+async fn verified_customer(app: &TestApp, partner: &TestPartner) -> String {
+    let id = create(
+        app,
+        &partner.key,
+        &person("Emma", "Johnson", "1990-05-17", "DE"),
+    )
+    .await;
+    let doc = passport(&format!("C{:08}", unique() % 100_000_000));
+    assert_eq!(
+        submit(app, &partner.key, &id, &doc).await["status"],
+        "approved"
+    );
+    id
+}
+
+async fn open_wallet(app: &TestApp, key: &str, customer: &str, currency: &str) -> String {
+    let resp = app
+        .post_as(
+            key,
+            "/v1/wallets",
+            &json!({"customer_id": customer, "currency": currency, "type": "personal"}),
+        )
+        .await;
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    let wallet: Value = resp.json().await.unwrap();
+    wallet["id"].as_str().unwrap().to_owned()
+}
+
+async fn deposit(app: &TestApp, key: &str, wallet: &str, amount: &str) -> Value {
+    let resp = app
+        .post_as(
+            key,
+            "/v1/deposits",
+            &json!({"wallet_id": wallet, "amount": amount, "currency": "USD",
+                    "source": {"iban": "DE89370400440532013000"}}),
+        )
+        .await;
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    resp.json().await.unwrap()
+}
+
+async fn pay(app: &TestApp, key: &str, from: &str, to: &str, amount: Value) -> reqwest::Response {
+    app.post_as(
+        key,
+        "/v1/payments",
+        &json!({"from_wallet_id": from, "to_wallet_id": to, "amount": amount,
+                "currency": "USD", "description": "rent"}),
+    )
+    .await
+}
+
+async fn available(app: &TestApp, key: &str, wallet: &str) -> String {
+    get(app, key, &format!("/v1/wallets/{wallet}/balance")).await["available"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Rows that record money: neither may change on a refusal.
+async fn money_rows(app: &TestApp) -> (i64, i64, i64) {
+    (
+        app.count("ledger_transfers").await,
+        app.count("ledger_entries").await,
+        app.count("payment_payments").await,
+    )
+}
+
+/// Two verified customers' USD wallets, A funded with 100.00.
+async fn funded_pair(app: &TestApp, partner: &TestPartner) -> (String, String) {
+    let alice = verified_customer(app, partner).await;
+    let bob = verified_customer(app, partner).await;
+    let a = open_wallet(app, &partner.key, &alice, "USD").await;
+    let b = open_wallet(app, &partner.key, &bob, "USD").await;
+    deposit(app, &partner.key, &a, "100.00").await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_wallet_opens_for_a_customer_and_reads_back_empty() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let (partner, other) = (app.new_partner().await, app.new_partner().await);
+    let customer = verified_customer(&app, &partner).await;
+    let resp = app
+        .post_as(
+            &partner.key,
+            "/v1/wallets",
+            &json!({"customer_id": customer, "currency": "USD", "type": "business"}),
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let wallet: Value = resp.json().await.unwrap();
+    let id = wallet["id"].as_str().unwrap();
+    assert!(id.starts_with("wal_"));
+    assert_eq!(
+        (
+            &wallet["status"],
+            &wallet["type"],
+            &wallet["currency"],
+            &wallet["customer_id"]
+        ),
+        (
+            &json!("active"),
+            &json!("business"),
+            &json!("USD"),
+            &json!(customer)
+        )
+    );
+    let read = get(&app, &partner.key, &format!("/v1/wallets/{id}")).await;
+    assert_eq!(read["id"], id);
+    assert_eq!(read["status_history"], json!([]));
+    let listed = get(
+        &app,
+        &partner.key,
+        &format!("/v1/wallets?customer_id={customer}"),
+    )
+    .await;
+    assert_eq!(listed["data"][0]["id"], id);
+    let balance = get(&app, &partner.key, &format!("/v1/wallets/{id}/balance")).await;
+    assert_eq!(
+        balance,
+        json!({"wallet_id": id, "currency": "USD", "available": "0.00", "pending": "0.00",
+               "posted": "0.00", "held": "0.00", "incoming": "0.00"})
+    );
+    let statement = get(
+        &app,
+        &partner.key,
+        &format!("/v1/wallets/{id}/transactions"),
+    )
+    .await;
+    assert_eq!(statement["data"], json!([]));
+    assert_eq!(
+        app.sql_count(&format!(
+            "SELECT count(*) AS n FROM notify_events WHERE type = 'wallet.created' \
+             AND data->>'wallet_id' = '{id}'"
+        ))
+        .await,
+        1
+    );
+    // The wallet's ledger account refuses to go negative.
+    assert_eq!(
+        app.sql_count(
+            "SELECT count(*) AS n FROM ledger_accounts a JOIN wallet_wallets w \
+             ON w.account_id = a.id WHERE a.flags & 1 = 1 AND a.currency = 'USD'"
+        )
+        .await,
+        1
+    );
+
+    // Another partner sees nothing of it.
+    for path in [
+        format!("/v1/wallets/{id}"),
+        format!("/v1/wallets/{id}/balance"),
+        format!("/v1/wallets/{id}/transactions"),
+        "/v1/wallets/wal_nope".to_owned(),
+    ] {
+        assert_problem(app.get_as(&other.key, &path).await, 404, "not_found").await;
+    }
+    assert_eq!(
+        get(&app, &other.key, "/v1/wallets").await["data"],
+        json!([])
+    );
+    let resp = app
+        .post_as(
+            &other.key,
+            &format!("/v1/wallets/{id}/freeze"),
+            &json!({"reason": "x"}),
+        )
+        .await;
+    assert_problem(resp, 404, "not_found").await;
+
+    // Bad bodies: a 4xx naming the problem, and no wallet or ledger account made.
+    let before = (
+        app.count("wallet_wallets").await,
+        app.count("ledger_accounts").await,
+    );
+    let other_customer = verified_customer(&app, &other).await;
+    let cases = [
+        (
+            json!({"currency": "USD", "type": "personal"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"customer_id": customer, "currency": "XXX", "type": "personal"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"customer_id": customer, "currency": "usd", "type": "personal"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"customer_id": customer, "currency": "USD", "type": "savings"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"customer_id": "cus_nope", "currency": "USD", "type": "personal"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"customer_id": customer, "currency": "USD", "type": "personal", "limit": 5}),
+            400,
+            "unknown_field",
+        ),
+        (
+            json!({"customer_id": other_customer, "currency": "USD", "type": "personal"}),
+            404,
+            "not_found",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let resp = app.post_as(&partner.key, "/v1/wallets", &body).await;
+        assert_problem(resp, status, code).await;
+    }
+    let after = (
+        app.count("wallet_wallets").await,
+        app.count("ledger_accounts").await,
+    );
+    assert_eq!(after.0, before.0, "no wallet for a bad body");
+    assert_eq!(after.1, before.1, "no ledger account for a bad body");
+}
+
+#[tokio::test]
+async fn deposits_and_payments_move_money_and_the_statement_shows_each_step() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = funded_pair(&app, &partner).await;
+    assert_eq!(available(&app, &partner.key, &a).await, "100.00");
+
+    let resp = pay(&app, &partner.key, &a, &b, json!("30.00")).await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let payment: Value = resp.json().await.unwrap();
+    let pay_id = payment["id"].as_str().unwrap();
+    assert!(pay_id.starts_with("pay_"));
+    assert_eq!(
+        (
+            &payment["status"],
+            &payment["type"],
+            &payment["amount"],
+            &payment["description"]
+        ),
+        (
+            &json!("completed"),
+            &json!("p2p"),
+            &json!("30.00"),
+            &json!("rent")
+        )
+    );
+    // A JSON number is parsed exactly too.
+    let resp = pay(&app, &partner.key, &a, &b, json!(0.1)).await;
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(available(&app, &partner.key, &a).await, "69.90");
+    assert_eq!(available(&app, &partner.key, &b).await, "30.10");
+
+    let statement = get(&app, &partner.key, &format!("/v1/wallets/{a}/transactions")).await;
+    let lines = statement["data"].as_array().unwrap();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        (
+            &lines[1]["direction"],
+            &lines[1]["amount"],
+            &lines[1]["balance_after"]
+        ),
+        (&json!("debit"), &json!("30.00"), &json!("70.00"))
+    );
+    assert_eq!(lines[1]["counterparty_wallet_id"], b.as_str());
+    assert_eq!(lines[1]["payment_id"], pay_id);
+    assert_eq!(lines[1]["kind"], "posted");
+    assert_eq!(
+        (
+            &lines[2]["direction"],
+            &lines[2]["amount"],
+            &lines[2]["counterparty_wallet_id"]
+        ),
+        (&json!("credit"), &json!("100.00"), &Value::Null)
+    );
+    let page = get(
+        &app,
+        &partner.key,
+        &format!("/v1/wallets/{a}/transactions?limit=2"),
+    )
+    .await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = get(
+        &app,
+        &partner.key,
+        &format!("/v1/wallets/{a}/transactions?cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+
+    let read = get(&app, &partner.key, &format!("/v1/payments/{pay_id}")).await;
+    assert_eq!(read, payment);
+    let listed = get(&app, &partner.key, &format!("/v1/payments?wallet_id={b}")).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+    let all = get(&app, &partner.key, "/v1/payments").await;
+    assert_eq!(
+        all["data"].as_array().unwrap().len(),
+        3,
+        "two payments and the deposit"
+    );
+    assert_eq!(
+        app.sql_count("SELECT count(*) AS n FROM notify_events WHERE type = 'payment.completed'")
+            .await,
+        3
+    );
+    let other = app.new_partner().await;
+    let resp = app
+        .get_as(&other.key, &format!("/v1/payments/{pay_id}"))
+        .await;
+    assert_problem(resp, 404, "not_found").await;
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("payments_total{status=\"completed\",type=\"p2p\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payment_amount_minor_total{currency=\"USD\",type=\"deposit\"} 10000")
+    );
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn every_refused_payment_is_a_problem_and_moves_nothing() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let (partner, other) = (app.new_partner().await, app.new_partner().await);
+    let (a, b) = funded_pair(&app, &partner).await;
+    let alice = get(&app, &partner.key, &format!("/v1/wallets/{a}")).await["customer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let euro = open_wallet(&app, &partner.key, &alice, "EUR").await;
+    let unverified = create(
+        &app,
+        &partner.key,
+        &person("Tom", "Newman", "1990-05-17", "DE"),
+    )
+    .await;
+    let tier0 = open_wallet(&app, &partner.key, &unverified, "USD").await;
+    let foreign = {
+        let c = verified_customer(&app, &other).await;
+        open_wallet(&app, &other.key, &c, "USD").await
+    };
+    let before = money_rows(&app).await;
+
+    let body = |from: &str, to: &str, amount: Value, currency: &str| json!({"from_wallet_id": from, "to_wallet_id": to, "amount": amount, "currency": currency});
+    let cases = vec![
+        (
+            "insufficient funds",
+            body(&a, &b, json!("100.01"), "USD"),
+            422,
+            "insufficient_funds",
+        ),
+        (
+            "zero",
+            body(&a, &b, json!("0"), "USD"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "negative",
+            body(&a, &b, json!("-5.00"), "USD"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "too many decimals",
+            body(&a, &b, json!("1.001"), "USD"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "non-numeric",
+            body(&a, &b, json!("ten"), "USD"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "huge",
+            body(&a, &b, json!("99999999999999999999.00"), "USD"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "unknown currency",
+            body(&a, &b, json!("1.00"), "ABC"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "a EUR wallet",
+            body(&a, &euro, json!("1.00"), "USD"),
+            422,
+            "currency_mismatch",
+        ),
+        (
+            "wallets in USD, payment in EUR",
+            body(&a, &b, json!("1.00"), "EUR"),
+            422,
+            "currency_mismatch",
+        ),
+        (
+            "the same wallet",
+            body(&a, &a, json!("1.00"), "USD"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "an unknown wallet",
+            body(&a, "wal_01h455vb4pex5vsknk084sn02q", json!("1.00"), "USD"),
+            404,
+            "not_found",
+        ),
+        (
+            "a malformed wallet id",
+            body(&a, "nope", json!("1.00"), "USD"),
+            400,
+            "validation_failed",
+        ),
+        (
+            "another partner's wallet",
+            body(&a, &foreign, json!("1.00"), "USD"),
+            404,
+            "not_found",
+        ),
+        (
+            "an unverified payee",
+            body(&a, &tier0, json!("1.00"), "USD"),
+            403,
+            "kyc_required",
+        ),
+        (
+            "over the balance and the single cap: the balance first",
+            body(&a, &b, json!("1000.01"), "USD"),
+            422,
+            "insufficient_funds",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let resp = app.post_as(&partner.key, "/v1/payments", &body).await;
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        assert_problem(resp, status, code).await;
+        assert_eq!(money_rows(&app).await, before, "{what}: nothing moved");
+    }
+    // Tier limits: the cap on incoming money (tier 1 USD balance 2000).
+    let resp = app
+        .post_as(
+            &partner.key,
+            "/v1/deposits",
+            &json!({"wallet_id": b, "amount": "2000.01", "currency": "USD"}),
+        )
+        .await;
+    let problem = assert_problem(resp, 403, "limit_exceeded").await;
+    assert_eq!(
+        (&problem["limit"], &problem["remaining"]),
+        (&json!("max_balance"), &json!("2000.00"))
+    );
+    // Nobody tier 0 receives money either.
+    let resp = app
+        .post_as(
+            &partner.key,
+            "/v1/deposits",
+            &json!({"wallet_id": tier0, "amount": "1", "currency": "USD"}),
+        )
+        .await;
+    assert_problem(resp, 403, "kyc_required").await;
+    // A bad deposit body.
+    let resp = app
+        .post_as(
+            &partner.key,
+            "/v1/deposits",
+            &json!({"wallet_id": b, "amount": "1", "currency": "USD", "source": "cash"}),
+        )
+        .await;
+    assert_problem(resp, 400, "validation_failed").await;
+    assert_eq!(money_rows(&app).await, before, "nothing moved");
+    // The daily limit counts what moved: 100 in, 60 out now, then 50 more would pass the
+    // balance but a 1000.00 single payment cannot be covered.
+    deposit(&app, &partner.key, &a, "1000.00").await;
+    assert_eq!(
+        pay(&app, &partner.key, &a, &b, json!("600.00"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let resp = pay(&app, &partner.key, &a, &b, json!("400.01")).await;
+    let problem = assert_problem(resp, 403, "limit_exceeded").await;
+    assert_eq!(
+        (&problem["limit"], &problem["remaining"]),
+        (&json!("daily_outgoing"), &json!("400.00"))
+    );
+    assert_eq!(available(&app, &partner.key, &a).await, "500.00");
+    // A developer (read-only) cannot pay.
+    let developer = app
+        .new_user(Some(partner.id), flowlet::auth::Role::PartnerDeveloper)
+        .await;
+    let token = app.login(&developer).await;
+    assert_problem(
+        pay(&app, &token, &a, &b, json!("1.00")).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn frozen_and_closed_wallets_refuse_as_their_state_says() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = funded_pair(&app, &partner).await;
+    let post = |path: String, body: Value| {
+        let (app, key) = (&app, partner.key.clone());
+        async move { app.post_as(&key, &path, &body).await }
+    };
+
+    let frozen = post(
+        format!("/v1/wallets/{a}/freeze"),
+        json!({"reason": "suspicious login"}),
+    )
+    .await;
+    assert_eq!(frozen.status().as_u16(), 200);
+    let frozen: Value = frozen.json().await.unwrap();
+    assert_eq!(
+        (&frozen["status"], &frozen["freeze_mode"]),
+        (&json!("frozen"), &json!("all"))
+    );
+    let before = money_rows(&app).await;
+    assert_problem(
+        pay(&app, &partner.key, &a, &b, json!("1.00")).await,
+        422,
+        "wallet_frozen",
+    )
+    .await;
+    assert_problem(
+        pay(&app, &partner.key, &b, &a, json!("1.00")).await,
+        422,
+        "wallet_frozen",
+    )
+    .await;
+    let resp = post(
+        "/v1/deposits".into(),
+        json!({"wallet_id": a, "amount": "1", "currency": "USD"}),
+    )
+    .await;
+    assert_problem(resp, 422, "wallet_frozen").await;
+    assert_eq!(money_rows(&app).await, before);
+    let again = post(
+        format!("/v1/wallets/{a}/freeze"),
+        json!({"reason": "again"}),
+    )
+    .await;
+    assert_problem(again, 409, "wallet_already_frozen").await;
+
+    // Blocking debits only (the operator's CLI): money still arrives.
+    let cli = flowlet_json(
+        &app,
+        &[
+            "admin",
+            "wallet",
+            "freeze",
+            &a,
+            "--mode",
+            "debits",
+            "--reason",
+            "chargeback review",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (&cli["status"], &cli["freeze_mode"]),
+        (&json!("frozen"), &json!("debits"))
+    );
+    deposit(&app, &partner.key, &a, "5.00").await;
+    assert_problem(
+        pay(&app, &partner.key, &a, &b, json!("1.00")).await,
+        422,
+        "wallet_frozen",
+    )
+    .await;
+    let cli = flowlet_json(
+        &app,
+        &[
+            "admin", "wallet", "unfreeze", &a, "--reason", "cleared", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(cli["status"], "active");
+    assert_eq!(
+        pay(&app, &partner.key, &a, &b, json!("1.00"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let resp = post(format!("/v1/wallets/{a}/unfreeze"), json!({"reason": "x"})).await;
+    assert_problem(resp, 409, "wallet_not_frozen").await;
+    for (body, code) in [
+        (json!({}), "validation_failed"),
+        (json!({"reason": " "}), "validation_failed"),
+        (json!({"reason": "x", "mode": "half"}), "validation_failed"),
+    ] {
+        assert_problem(
+            post(format!("/v1/wallets/{a}/freeze"), body).await,
+            400,
+            code,
+        )
+        .await;
+    }
+
+    // Closing needs zero.
+    let resp = post(
+        format!("/v1/wallets/{a}/close"),
+        json!({"reason": "customer left"}),
+    )
+    .await;
+    assert_problem(resp, 409, "wallet_not_empty").await;
+    let rest = available(&app, &partner.key, &a).await;
+    assert_eq!(
+        pay(&app, &partner.key, &a, &b, json!(rest))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let closed = post(
+        format!("/v1/wallets/{a}/close"),
+        json!({"reason": "customer left"}),
+    )
+    .await;
+    assert_eq!(closed.status().as_u16(), 200);
+    let before = money_rows(&app).await;
+    assert_problem(
+        pay(&app, &partner.key, &b, &a, json!("1.00")).await,
+        422,
+        "wallet_closed",
+    )
+    .await;
+    let resp = post(format!("/v1/wallets/{a}/freeze"), json!({"reason": "x"})).await;
+    assert_problem(resp, 422, "wallet_closed").await;
+    let resp = post(format!("/v1/wallets/{a}/close"), json!({"reason": "x"})).await;
+    assert_problem(resp, 422, "wallet_closed").await;
+    assert_eq!(money_rows(&app).await, before);
+
+    let history =
+        get(&app, &partner.key, &format!("/v1/wallets/{a}")).await["status_history"].clone();
+    let steps: Vec<(String, String)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["to"].as_str().unwrap().to_owned(),
+                h["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("frozen".into(), "suspicious login".into()),
+            ("frozen".into(), "chargeback review".into()),
+            ("active".into(), "cleared".into()),
+            ("closed".into(), "customer left".into()),
+        ]
+    );
+    assert_eq!(history[0]["actor"], partner.key_id);
+    assert!(
+        history[1]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator:")
+    );
+    for (event, n) in [
+        ("wallet.frozen", 2),
+        ("wallet.unfrozen", 1),
+        ("wallet.closed", 1),
+    ] {
+        let count = app
+            .sql_count(&format!(
+                "SELECT count(*) AS n FROM notify_events WHERE type = '{event}' AND data->>'wallet_id' = '{a}'"
+            ))
+            .await;
+        assert_eq!(count, n, "{event}");
+    }
+    app.assert_ledger_invariants().await;
+}
