@@ -126,7 +126,7 @@ impl Claim {
         status: StatusCode,
         body: &[u8],
     ) -> Result<(), DbError> {
-        let stored = store_response(tx.conn(), self, status, body, JSON, false).await?;
+        let stored = store_response(tx.conn(), self, status, body, Some(JSON), false).await?;
         if stored == 0 {
             return Err(DbError::Query(diesel::result::Error::QueryBuilderError(
                 Box::new(ClaimLost),
@@ -209,12 +209,12 @@ pub async fn idempotency(
         }
     };
     let status = res.status();
-    if claim.is_completed() && status.is_success() {
+    let completed = claim.is_completed();
+    if completed && status.is_success() {
         guard.disarm();
         return Ok(res.map_into_boxed_body());
     }
-    if !claim.is_completed() && (status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY)
-    {
+    if !completed && (status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY) {
         let (http_req, res) = res.into_parts();
         let (res, body) = res.into_parts();
         let bytes = match to_bytes(body).await {
@@ -229,21 +229,12 @@ pub async fn idempotency(
         let content_type = res
             .headers()
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(JSON)
-            .to_owned();
+            .and_then(|v| v.to_str().ok());
         // Not atomic with the handler's writes (see the module docs). On failure the key stays
         // claimed until the lock timeout rather than being released at once: a retry then
         // gets 409 for a while instead of running the request again straight away.
-        match ctx.db.conn().await {
-            Ok(mut conn) => {
-                if let Err(e) =
-                    store_response(&mut conn, &claim, status, &bytes, &content_type, true).await
-                {
-                    tracing::error!(error.cause = %e, "storing an idempotent response failed");
-                }
-            }
-            Err(e) => tracing::error!(error.cause = %e, "storing an idempotent response failed"),
+        if let Err(e) = store_after(&ctx.db, &claim, status, &bytes, content_type).await {
+            tracing::error!(error.cause = %e, "storing an idempotent response failed");
         }
         guard.disarm();
         return Ok(ServiceResponse::new(http_req, res.set_body(bytes)).map_into_boxed_body());
@@ -491,6 +482,19 @@ impl Claim {
     }
 }
 
+/// The fallback: stores a response after its handler returned, on a connection of its own.
+async fn store_after(
+    db: &Db,
+    claim: &Claim,
+    status: StatusCode,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    store_response(&mut conn, claim, status, body, content_type, true).await?;
+    Ok(())
+}
+
 /// Stores a response under a claim still held by this request; `only_running` leaves a row
 /// alone that already has a response. Returns the rows changed (0: the claim is gone).
 async fn store_response(
@@ -498,7 +502,7 @@ async fn store_response(
     claim: &Claim,
     status: StatusCode,
     body: &[u8],
-    content_type: &str,
+    content_type: Option<&str>,
     only_running: bool,
 ) -> Result<usize, DbError> {
     let sql = if only_running {
@@ -518,7 +522,7 @@ async fn store_response(
         .bind::<Timestamptz, _>(claim.0.token)
         .bind::<SmallInt, _>(status)
         .bind::<Bytea, _>(body)
-        .bind::<Text, _>(content_type)
+        .bind::<Nullable<Text>, _>(content_type)
         .execute(conn)
         .await?)
 }
