@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::{Extensions, Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
@@ -22,6 +22,7 @@ use crate::platform::error::ApiError;
 use crate::platform::http::{
     RequestContext, json_config, path_config, query_config, request_context,
 };
+use crate::platform::idempotency::{self, IdempotencyContext};
 use crate::platform::infra::{Infra, Migrate};
 use crate::platform::metrics::Metrics;
 use crate::platform::ops::{self, OpsState};
@@ -176,6 +177,10 @@ impl Application {
         let notifier = notifier(settings, infra, Some(&metrics))?;
         let outbox = notifier.clone();
         workers.spawn("outbox", move |shutdown| outbox.run(shutdown));
+        let keys = infra.db.clone();
+        workers.spawn("idempotency-purge", move |shutdown| {
+            idempotency::run_purge(keys, shutdown)
+        });
         Self::serve_on(settings, infra, metrics, ledger, notifier, extra_routes)
     }
 
@@ -228,10 +233,16 @@ impl Application {
                 settings.ledger.max_request_bytes,
             )],
         });
+        let idempotency_ctx = web::Data::new(IdempotencyContext::new(
+            infra.db.clone(),
+            &settings.idempotency,
+            idempotency_scope,
+        ));
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(ops_state.clone())
                 .app_data(request_ctx.clone())
+                .app_data(idempotency_ctx.clone())
                 .app_data(auth.clone())
                 .app_data(ledger.clone())
                 .app_data(notifier.clone())
@@ -242,6 +253,9 @@ impl Application {
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(query_config())
                 .app_data(path_config())
+                // The last `wrap` runs first: request context, then authentication, then
+                // idempotency (which needs the authenticated principal), then the handler.
+                .wrap(from_fn(idempotency::idempotency))
                 .wrap(from_fn(auth::authenticate))
                 .wrap(from_fn(request_context))
                 .configure(ops::configure)
@@ -290,6 +304,17 @@ impl Application {
         tracing::info!("shutdown complete");
         served
     }
+}
+
+/// Idempotency keys are scoped to the caller's partner; platform admins act for no partner,
+/// so theirs are scoped to the acting user or API key.
+fn idempotency_scope(extensions: &Extensions) -> Option<uuid::Uuid> {
+    let principal = extensions.get::<auth::Principal>()?;
+    Some(match (principal.partner_id, principal.actor) {
+        (Some(partner), _) => partner.uuid(),
+        (None, auth::Actor::User(user)) => user.uuid(),
+        (None, auth::Actor::ApiKey(key)) => key.uuid(),
+    })
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

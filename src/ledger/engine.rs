@@ -587,31 +587,21 @@ impl Core {
             }
         }
 
-        // 5. One statement writes it all; COMMIT follows it in the same round trip, and a
-        // failed write turns that COMMIT into a rollback on the server.
+        // 5. One statement writes it all, then COMMIT. The COMMIT must not be pipelined with
+        // the write: on a connection's first batch the write's statement is still being
+        // prepared (a round trip of its own), so a COMMIT sent alongside overtook it and
+        // committed the attached writes while the transfers landed in a transaction of their
+        // own. When another replica moved one of the accounts since it was read, the write
+        // fails (as a serialization failure, 40001) and the batch rolls back and runs again.
         let write = write_set(batch, &results, &snapshot, &known_failures, &versions);
         let expected = i64::try_from(write.accounts.id.len()).unwrap_or(i64::MAX);
-        let shared: &AsyncPgConnection = conn;
-        let (written, committed) = futures_util::future::join(
-            async move {
-                if write.is_empty() {
-                    return Ok(expected);
-                }
-                let mut c = shared;
-                store::write_batch(&mut c, write, expected, now).await
-            },
-            async move {
-                let mut c = shared;
-                diesel_async::SimpleAsyncConnection::batch_execute(&mut c, "COMMIT").await
-            },
-        )
-        .await;
-        // The transaction is over either way. When another replica moved one of the accounts
-        // since it was read, the write itself fails (as a serialization failure, 40001), so
-        // the COMMIT behind it rolls back and the batch runs again on fresh state.
+        if !write.is_empty() {
+            let shared: &AsyncPgConnection = conn;
+            let mut c = shared;
+            store::write_batch(&mut c, write, expected, now).await?;
+        }
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "COMMIT").await?;
         note_depth(conn, TransactionDepthChange::DecreaseDepth)?;
-        written?;
-        committed?;
         Ok(results)
     }
 }

@@ -7,14 +7,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::LedgerError;
+use super::engine::SideWrite;
+use super::error::{LedgerError, SideWriteError};
 use super::model::{
-    AccountFlags, AccountId, NewTransfer, Scope, StoredTransfer, Totals, TransferFlags, TransferId,
+    AccountFlags, AccountId, NewTransfer, Outcome, Scope, StoredTransfer, Totals, TransferFlags,
+    TransferId,
 };
 use super::service::{Account, HistoryEntry, LedgerService, NewAccount, check_metadata};
 use crate::auth::{Access, Area, AuthError, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::idempotency::{Claim, Idempotency};
 use crate::platform::money::{Amount, Currency, Money};
 
 /// Most transfers one request may carry (TigerBeetle's batch limit).
@@ -487,6 +490,7 @@ fn parse_transfer(index: usize, t: TransferInput) -> Result<NewTransfer, ApiErro
 /// Post 1 to 8190 transfers, in order. The answer is 200 with one result per transfer, in
 /// order, even when some fail: each failure has its own code, and a failure moves nothing.
 /// Resubmitting a transfer id with identical fields answers `exists` and moves nothing.
+/// Under an `Idempotency-Key` the answer is stored in the transaction of the transfers.
 #[utoipa::path(post, path = "/v1/ledger/transfers", tag = "ledger", request_body = CreateTransfers, security(("bearer" = [])),
     responses(
         (status = 200, description = "One result per transfer, in order.", body = TransferResults),
@@ -496,8 +500,9 @@ fn parse_transfer(index: usize, t: TransferInput) -> Result<NewTransfer, ApiErro
 async fn create_transfers(
     ledger: web::Data<LedgerService>,
     principal: Principal,
+    Idempotency(claim): Idempotency,
     body: web::Json<CreateTransfers>,
-) -> Result<web::Json<TransferResults>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let scope = scope_of(&principal, Access::Write)?;
     let inputs = body.into_inner().transfers;
     if inputs.is_empty() || inputs.len() > MAX_TRANSFERS_PER_REQUEST {
@@ -511,16 +516,43 @@ async fn create_transfers(
         .enumerate()
         .map(|(i, t)| parse_transfer(i, t))
         .collect::<Result<Vec<_>, _>>()?;
-    let outcomes = ledger.post(scope, transfers, None).await?;
-    Ok(web::Json(TransferResults {
+    let outcomes = ledger
+        .post(scope, transfers, claim.map(complete_claim))
+        .await?;
+    let body = results_body(&outcomes).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+/// The body of a posting's answer: exactly the bytes returned, and under an idempotency key
+/// the bytes stored for replays.
+fn results_body(outcomes: &[Outcome]) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&TransferResults {
         results: outcomes
-            .into_iter()
+            .iter()
             .map(|o| TransferResult {
                 id: o.id,
                 result: o.code.as_str(),
             })
             .collect(),
-    }))
+    })
+}
+
+/// Stores the answer under the request's idempotency key inside the posting's transaction, so
+/// the transfers and the stored answer commit together (it may run again on a retried batch).
+fn complete_claim(claim: Claim) -> SideWrite {
+    Box::new(move |tx, outcomes| {
+        let claim = claim.clone();
+        let body = results_body(outcomes);
+        Box::pin(async move {
+            let body = body.map_err(|e| SideWriteError(Box::new(e)))?;
+            claim
+                .complete_in(tx, StatusCode::OK, &body)
+                .await
+                .map_err(|e| SideWriteError(Box::new(e)))
+        })
+    })
 }
 
 #[derive(Serialize, ToSchema)]

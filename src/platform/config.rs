@@ -95,6 +95,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub ledger: LedgerSettings,
+    pub idempotency: IdempotencySettings,
     pub webhooks: WebhookSettings,
     pub kyc: KycSettings,
     pub smtp: SmtpSettings,
@@ -173,6 +174,16 @@ pub struct LedgerSettings {
     pub pipeline_depth: usize,
     pub expiry_interval: Duration,
     pub expiry_batch: i64,
+}
+
+/// Idempotency keys of POST requests (API.md "Idempotency").
+#[derive(Debug, Clone)]
+pub struct IdempotencySettings {
+    /// How long a key and its stored response are kept; API.md promises at least 24 h.
+    pub ttl: Duration,
+    /// How long a claimed key may stay "running" before another request with the same key
+    /// takes it over (the first one is presumed dead: crashed replica, lost connection).
+    pub lock_timeout: Duration,
 }
 
 /// Webhook delivery (and the outbox worker, which also sends the emails).
@@ -513,6 +524,7 @@ struct RawSettings {
     auth: RawAuth,
     rate_limit: RawRateLimit,
     ledger: RawLedger,
+    idempotency: RawIdempotency,
     webhooks: RawWebhooks,
     kyc: RawKyc,
     smtp: RawSmtp,
@@ -590,6 +602,13 @@ struct RawLedger {
     pipeline_depth: usize,
     expiry_interval_ms: u64,
     expiry_batch: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdempotency {
+    ttl_hours: u64,
+    lock_timeout_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -774,6 +793,7 @@ impl RawSettings {
                 partner_per_hour: self.rate_limit.partner_per_hour,
             },
             ledger: self.ledger.validate()?,
+            idempotency: self.idempotency.validate()?,
             webhooks: self.webhooks.validate()?,
             kyc: self.kyc.validate()?,
             smtp: SmtpSettings {
@@ -955,6 +975,39 @@ impl RawLedger {
             pipeline_depth: self.pipeline_depth.max(1),
             expiry_interval: Duration::from_millis(self.expiry_interval_ms),
             expiry_batch: self.expiry_batch,
+        })
+    }
+}
+
+/// API.md promises partners that a key is kept at least 24 hours.
+const IDEMPOTENCY_MIN_TTL_HOURS: u64 = 24;
+/// Rows are purged only after expiry; a year bounds the table and keeps timestamps sane.
+const IDEMPOTENCY_MAX_TTL_HOURS: u64 = 24 * 366;
+/// A lock timeout beyond an hour would leave a crashed request's key blocked for that long.
+const IDEMPOTENCY_MAX_LOCK_TIMEOUT_SECS: u64 = 3600;
+
+impl RawIdempotency {
+    fn validate(self) -> Result<IdempotencySettings, ConfigError> {
+        if !(IDEMPOTENCY_MIN_TTL_HOURS..=IDEMPOTENCY_MAX_TTL_HOURS).contains(&self.ttl_hours) {
+            return Err(ConfigError::invalid(
+                "idempotency.ttl_hours",
+                "FLOWLET__IDEMPOTENCY__TTL_HOURS",
+                format!(
+                    "must be between {IDEMPOTENCY_MIN_TTL_HOURS} (API.md keeps keys at least 24 h) \
+                     and {IDEMPOTENCY_MAX_TTL_HOURS} (a year)"
+                ),
+            ));
+        }
+        if !(1..=IDEMPOTENCY_MAX_LOCK_TIMEOUT_SECS).contains(&self.lock_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "idempotency.lock_timeout_secs",
+                "FLOWLET__IDEMPOTENCY__LOCK_TIMEOUT_SECS",
+                format!("must be between 1 and {IDEMPOTENCY_MAX_LOCK_TIMEOUT_SECS}"),
+            ));
+        }
+        Ok(IdempotencySettings {
+            ttl: Duration::from_secs(self.ttl_hours.saturating_mul(3600)),
+            lock_timeout: Duration::from_secs(self.lock_timeout_secs),
         })
     }
 }
@@ -1471,6 +1524,53 @@ mod tests {
         assert_eq!(usd.daily_outgoing.minor(), 25050);
         assert!(s.kyc.tiers[2].cards && !s.kyc.tiers[1].cards);
         assert_eq!(s.kyc.high_risk_countries, ["KP", "IR", "MM"]);
+    }
+
+    #[test]
+    fn idempotency_keys_are_kept_a_day_and_locked_a_minute_by_default() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.idempotency.ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(s.idempotency.lock_timeout, Duration::from_secs(60));
+        let s = load(&[
+            ("FLOWLET__IDEMPOTENCY__TTL_HOURS", "48"),
+            ("FLOWLET__IDEMPOTENCY__LOCK_TIMEOUT_SECS", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(s.idempotency.ttl, Duration::from_secs(48 * 3600));
+        assert_eq!(s.idempotency.lock_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn idempotency_settings_out_of_range_are_refused_naming_the_key() {
+        for (var, value, key) in [
+            (
+                "FLOWLET__IDEMPOTENCY__TTL_HOURS",
+                "23",
+                "idempotency.ttl_hours",
+            ),
+            (
+                "FLOWLET__IDEMPOTENCY__TTL_HOURS",
+                "8785",
+                "idempotency.ttl_hours",
+            ),
+            (
+                "FLOWLET__IDEMPOTENCY__LOCK_TIMEOUT_SECS",
+                "0",
+                "idempotency.lock_timeout_secs",
+            ),
+            (
+                "FLOWLET__IDEMPOTENCY__LOCK_TIMEOUT_SECS",
+                "3601",
+                "idempotency.lock_timeout_secs",
+            ),
+        ] {
+            let msg = match load(&[(var, value)]) {
+                Ok(_) => panic!("{var}={value} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(msg.contains(key), "{var}={value}: {msg}");
+            assert!(msg.contains(var), "{var}={value}: {msg}");
+        }
     }
 
     #[test]

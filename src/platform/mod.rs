@@ -6,6 +6,7 @@ pub mod db;
 pub mod docs;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod ids;
 pub mod infra;
 pub mod metrics;

@@ -13,6 +13,7 @@ mod db;
 mod email;
 mod errors;
 mod helpers;
+mod idempotency;
 mod kyc;
 mod ledger;
 mod payments;

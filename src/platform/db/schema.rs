@@ -360,3 +360,17 @@ diesel::table! {
         account_id -> Uuid,
     }
 }
+
+diesel::table! {
+    platform_idempotency_keys (scope, key) {
+        scope -> Uuid,
+        key -> Text,
+        fingerprint -> Bytea,
+        status -> Nullable<Int2>,
+        response_body -> Nullable<Bytea>,
+        content_type -> Nullable<Text>,
+        locked_at -> Timestamptz,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
