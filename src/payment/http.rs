@@ -10,6 +10,7 @@ use super::service::{NewDeposit, NewPayment, Payment, PaymentService};
 use crate::auth::{Access, Area, AuthError, PartnerId, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::idempotency::Idempotency;
 use crate::wallet::WalletId;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -55,10 +56,11 @@ fn partner(principal: &Principal) -> Result<PartnerId, ApiError> {
 async fn pay(
     payments: web::Data<PaymentService>,
     principal: Principal,
+    Idempotency(claim): Idempotency,
     body: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner(&principal)?;
-    let payment = payments.pay(partner, body.into_inner()).await?;
+    let payment = payments.pay(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
 
@@ -74,10 +76,11 @@ async fn pay(
 async fn deposit(
     payments: web::Data<PaymentService>,
     principal: Principal,
+    Idempotency(claim): Idempotency,
     body: web::Json<NewDeposit>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner(&principal)?;
-    let payment = payments.deposit(partner, body.into_inner()).await?;
+    let payment = payments.deposit(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
 

@@ -22,6 +22,7 @@ use crate::ledger::{
 use crate::notify::{NewEvent, record_event};
 use crate::platform::db::{Db, Tx};
 use crate::platform::http::pagination::Page;
+use crate::platform::idempotency::Claim;
 use crate::platform::money::{Amount, Currency, Money};
 use crate::wallet::{FreezeMode, WalletId, WalletRef, WalletService, WalletStatus};
 
@@ -199,6 +200,8 @@ struct Attached {
     incoming: Option<(crate::kyc::CustomerId, AccountId)>,
     amount: Money,
     event: &'static str,
+    /// The request's idempotency claim: the answer is stored in the posting's transaction.
+    claim: Option<Claim>,
 }
 
 impl PaymentService {
@@ -229,6 +232,7 @@ impl PaymentService {
         &self,
         partner: PartnerId,
         input: NewPayment,
+        claim: Option<Claim>,
     ) -> Result<Payment, PaymentError> {
         let from_id = wallet_id("from_wallet_id", &input.from_wallet_id)?;
         let to_id = wallet_id("to_wallet_id", &input.to_wallet_id)?;
@@ -300,6 +304,7 @@ impl PaymentService {
                 incoming: Some((to.customer_id, to.account_id)),
                 amount,
                 event: "payment.completed",
+                claim,
             },
         )
         .await
@@ -310,6 +315,7 @@ impl PaymentService {
         &self,
         partner: PartnerId,
         input: NewDeposit,
+        claim: Option<Claim>,
     ) -> Result<Payment, PaymentError> {
         let to_id = wallet_id("wallet_id", &input.wallet_id)?;
         let amount = money(&input.amount, input.currency)?;
@@ -368,6 +374,7 @@ impl PaymentService {
                 incoming: Some((to.customer_id, to.account_id)),
                 amount,
                 event: "payment.completed",
+                claim,
             },
         )
         .await
@@ -552,5 +559,12 @@ async fn attach(
     )
     .await
     .map_err(side_error)?;
+    if let Some(claim) = &a.claim {
+        let body = serde_json::to_vec(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?;
+        claim
+            .complete_in(tx, actix_web::http::StatusCode::CREATED, &body)
+            .await
+            .map_err(side_error)?;
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::auth::{Access, Area, AuthError, Principal};
 use crate::kyc::CustomerId;
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::idempotency::Idempotency;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -64,13 +65,14 @@ fn wallet_id(raw: &str) -> Result<WalletId, ApiError> {
 async fn create(
     wallets: web::Data<WalletService>,
     principal: Principal,
+    Idempotency(claim): Idempotency,
     body: web::Json<NewWallet>,
 ) -> Result<HttpResponse, ApiError> {
     allowed(&principal, Access::Write)?;
     let partner = principal
         .partner_id
         .ok_or_else(|| AuthError::forbidden("Wallets belong to partners' customers."))?;
-    let wallet = wallets.create(partner, body.into_inner()).await?;
+    let wallet = wallets.create(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(wallet))
 }
 

@@ -21,6 +21,7 @@ use crate::ledger::{AccountFlags, AccountId, LedgerService, NewAccount, Scope, T
 use crate::notify::{NewEvent, record_event};
 use crate::platform::db::{Db, Tx};
 use crate::platform::http::pagination::Page;
+use crate::platform::idempotency::Claim;
 use crate::platform::money::{Currency, Money};
 
 /// The ledger account code of customer wallets (chart of accounts: 1xx customer liabilities).
@@ -196,10 +197,12 @@ impl WalletService {
 
     /// Opens a wallet for a customer of `partner`: its ledger account
     /// (`debits_must_not_exceed_credits`), the wallet and `wallet.created`, in one transaction.
+    /// Under an idempotency claim, the answer is stored in the same transaction.
     pub async fn create(
         &self,
         partner: PartnerId,
         input: NewWallet,
+        claim: Option<Claim>,
     ) -> Result<Wallet, WalletError> {
         let customer: CustomerId = input.customer_id.trim().parse().map_err(|_| {
             WalletError::validation("customer_id", "is not a customer id (cus_...)")
@@ -211,7 +214,7 @@ impl WalletService {
             .ok_or_else(|| WalletError::validation("type", "must be personal or business"))?;
         self.db()
             .in_tx(|tx| {
-                let this = self.clone();
+                let (this, claim) = (self.clone(), claim.clone());
                 Box::pin(async move {
                     this.inner.kyc.customer_tier(tx, partner, customer).await?;
                     let at = now();
@@ -261,7 +264,15 @@ impl WalletService {
                         },
                     )
                     .await?;
-                    view(&row)
+                    let wallet = view(&row)?;
+                    if let Some(claim) = claim {
+                        let body = serde_json::to_vec(&wallet)
+                            .map_err(|e| WalletError::Internal(e.into()))?;
+                        claim
+                            .complete_in(tx, actix_web::http::StatusCode::CREATED, &body)
+                            .await?;
+                    }
+                    Ok(wallet)
                 })
             })
             .await

@@ -716,3 +716,55 @@ async fn frozen_and_closed_wallets_refuse_as_their_state_says() {
     }
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn fifty_concurrent_payments_with_one_key_move_money_once() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = funded_pair(&app, &partner).await;
+    let before = money_rows(&app).await;
+    let body =
+        json!({"from_wallet_id": a, "to_wallet_id": b, "amount": "10.00", "currency": "USD"});
+    let send = |body: Value| {
+        let request = app
+            .request(reqwest::Method::POST, "/v1/payments", &partner.key)
+            .header("Idempotency-Key", "order-4711")
+            .json(&body);
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let replayed = resp.headers().contains_key("idempotent-replayed");
+            (status, replayed, resp.bytes().await.unwrap())
+        }
+    };
+    let answers = futures_util::future::join_all((0..50).map(|_| send(body.clone()))).await;
+    let created: Vec<_> = answers.iter().filter(|(s, ..)| *s == 201).collect();
+    assert!(!created.is_empty());
+    let first = &created[0].2;
+    for (status, replayed, bytes) in &answers {
+        match status {
+            201 => assert_eq!(
+                bytes, first,
+                "every 201 is the one payment (replayed: {replayed})"
+            ),
+            409 => assert!(String::from_utf8_lossy(bytes).contains("idempotency_key_in_use")),
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(bytes)),
+        }
+    }
+    let after = money_rows(&app).await;
+    assert_eq!(after.0, before.0 + 1, "one ledger transfer");
+    assert_eq!(after.2, before.2 + 1, "one payment");
+    assert_eq!(available(&app, &partner.key, &a).await, "90.00");
+
+    // Later: the identical answer, marked replayed; another body under the key is refused.
+    let (status, replayed, bytes) = send(body.clone()).await;
+    assert_eq!((status, replayed, &bytes), (201, true, first));
+    let mut other = body.clone();
+    other["amount"] = json!("11.00");
+    let (status, _, bytes) = send(other).await;
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&bytes).contains("idempotency_key_reused"));
+    assert_eq!(money_rows(&app).await, after);
+    app.assert_ledger_invariants().await;
+}
