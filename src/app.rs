@@ -14,7 +14,7 @@ use crate::auth::{self, AuthService};
 use crate::kyc::{self, KycService};
 use crate::ledger::{self, EngineConfig, EngineMetrics, ExpiryConfig, LedgerService};
 use crate::notify::{self, Notifier, NotifyMetrics};
-use crate::payment::{self, PaymentMetrics, PaymentService};
+use crate::payment::{self, PaymentMetrics, PaymentService, SandboxRail};
 use crate::platform::config::LedgerSettings;
 use crate::platform::config::Settings;
 use crate::platform::docs;
@@ -181,12 +181,21 @@ impl Application {
         workers.spawn("idempotency-purge", move |shutdown| {
             idempotency::run_purge(keys, shutdown)
         });
-        Self::serve_on(settings, infra, metrics, ledger, notifier, extra_routes)
+        Self::serve_on(
+            settings,
+            infra,
+            workers,
+            metrics,
+            ledger,
+            notifier,
+            extra_routes,
+        )
     }
 
     fn serve_on(
         settings: &Settings,
         infra: &Infra,
+        workers: &mut Workers,
         metrics: Metrics,
         ledger: LedgerService,
         notifier: Notifier,
@@ -212,7 +221,16 @@ impl Application {
             wallets.get_ref().clone(),
             kyc_svc.clone(),
             Some(payment_metrics),
+            std::sync::Arc::new(SandboxRail {
+                delay: settings.payments.sandbox_settle_delay,
+            }),
+            settings.payments.settlement_batch,
         ));
+        let settling = payments.get_ref().clone();
+        let settlement_interval = settings.payments.settlement_interval;
+        workers.spawn("payment-settlement", move |shutdown| {
+            settling.run_settlement(settlement_interval, shutdown)
+        });
         let kyc = web::Data::new(kyc_svc);
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;

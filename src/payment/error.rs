@@ -30,6 +30,10 @@ pub enum PaymentError {
     WalletClosed,
     #[error("The ledger refused the transfer: {0}.")]
     Refused(ResultCode),
+    #[error("The payment cannot be refunded: {0}.")]
+    NotRefundable(&'static str),
+    #[error("That is more than is left to refund ({remaining}).")]
+    RefundExceedsPayment { remaining: String },
     #[error(transparent)]
     Kyc(KycError),
     #[error(transparent)]
@@ -101,7 +105,9 @@ impl Problem for PaymentError {
             | Self::InsufficientFunds
             | Self::WalletFrozen
             | Self::WalletClosed
-            | Self::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::Refused(_)
+            | Self::NotRefundable(_)
+            | Self::RefundExceedsPayment { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Kyc(e) => e.status(),
             Self::Wallet(e) => e.status(),
             Self::Ledger(e) => e.status(),
@@ -120,6 +126,8 @@ impl Problem for PaymentError {
             Self::WalletFrozen => "wallet_frozen",
             Self::WalletClosed => "wallet_closed",
             Self::Refused(_) => "payment_refused",
+            Self::NotRefundable(_) => "payment_not_refundable",
+            Self::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             Self::Kyc(e) => e.code(),
             Self::Wallet(e) => e.code(),
             Self::Ledger(e) => e.code(),
@@ -134,6 +142,9 @@ impl Problem for PaymentError {
             Self::Refused(code) => json!({ "ledger_result": code.as_str() })
                 .as_object()
                 .cloned(),
+            Self::RefundExceedsPayment { remaining } => {
+                json!({ "remaining": remaining }).as_object().cloned()
+            }
             Self::Kyc(e) => e.extensions(),
             Self::Wallet(e) => e.extensions(),
             Self::Ledger(e) => e.extensions(),

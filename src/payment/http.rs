@@ -6,7 +6,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::PaymentError;
 use super::model::{PaymentId, PaymentKind, PaymentStatus};
-use super::service::{NewDeposit, NewPayment, Payment, PaymentService};
+use super::service::{NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentService};
 use crate::auth::{Access, Area, AuthError, PartnerId, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::pagination::PageQuery;
@@ -20,13 +20,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list)),
     )
     .service(web::resource("/v1/payments/{id}").route(web::get().to(get)))
-    .service(web::resource("/v1/deposits").route(web::post().to(deposit)));
+    .service(web::resource("/v1/payments/{id}/refunds").route(web::post().to(refund)))
+    .service(web::resource("/v1/deposits").route(web::post().to(deposit)))
+    .service(web::resource("/v1/withdrawals").route(web::post().to(withdraw)));
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(pay, deposit, get, list),
-    components(schemas(NewPayment, NewDeposit, Payment, PaymentList, PaymentKind, PaymentStatus)),
+    paths(pay, deposit, withdraw, refund, get, list),
+    components(schemas(NewPayment, NewDeposit, NewWithdrawal, NewRefund, Payment, PaymentList,
+                       PaymentKind, PaymentStatus)),
     tags((name = "payments", description = "Money between wallets (P2P) and into them \
         (deposits). Every payment is one ledger transfer committed with the payment, the \
         customers' tier limits and its event. Refusals: 422 `insufficient_funds`, \
@@ -81,6 +84,53 @@ async fn deposit(
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner(&principal)?;
     let payment = payments.deposit(partner, body.into_inner(), claim).await?;
+    Ok(HttpResponse::Created().json(payment))
+}
+
+/// Pay out of a wallet: the money is held at once (`pending`) and the payment completes or
+/// fails when the rail settles (`payment.completed` / `payment.failed`). The sandbox rail fails
+/// amounts ending in `.13`.
+#[utoipa::path(post, path = "/v1/withdrawals", tag = "payments", request_body = NewWithdrawal, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Pending: the money is held.", body = Payment),
+        (status = 400, description = "A missing or malformed field, or a bad amount.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`kyc_required` or `limit_exceeded`.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`insufficient_funds`, `wallet_frozen`, `wallet_closed`, `currency_mismatch`.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn withdraw(
+    payments: web::Data<PaymentService>,
+    principal: Principal,
+    Idempotency(claim): Idempotency,
+    body: web::Json<NewWithdrawal>,
+) -> Result<HttpResponse, ApiError> {
+    let partner = partner(&principal)?;
+    let payment = payments.withdraw(partner, body.into_inner(), claim).await?;
+    Ok(HttpResponse::Created().json(payment))
+}
+
+/// Refund (part of) a completed payment between wallets: money goes back from the payee;
+/// never more in total than was paid. Fully refunded, the payment becomes `reversed`.
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "payments", request_body = NewRefund, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Payment id (pay_...)")),
+    responses(
+        (status = 201, description = "The refund, itself a payment of type `refund`.", body = Payment),
+        (status = 404, description = "No such payment.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`refund_exceeds_payment` (with `remaining`), `payment_not_refundable`, `insufficient_funds`, `wallet_frozen`, `wallet_closed`.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn refund(
+    payments: web::Data<PaymentService>,
+    principal: Principal,
+    Idempotency(claim): Idempotency,
+    path: web::Path<String>,
+    body: web::Json<NewRefund>,
+) -> Result<HttpResponse, ApiError> {
+    let partner = partner(&principal)?;
+    let id: PaymentId = path
+        .parse()
+        .map_err(|_| PaymentError::NotFound("payment"))?;
+    let payment = payments
+        .refund(partner, id, body.into_inner(), claim)
+        .await?;
     Ok(HttpResponse::Created().json(payment))
 }
 

@@ -1,21 +1,26 @@
-//! Payments: money between a partner's wallets (P2P) and into them (deposits through the
-//! sandbox rail). Each payment is one ledger transfer whose id is the payment's; the payment
+//! Payments: money between a partner's wallets (P2P), into them (deposits) and out of them
+//! (withdrawals), and refunds. Each payment is one ledger transfer whose id is the payment's; the payment
 //! row, both customers' tier limits (`kyc::Compliance`) and the `payment.completed` event are
 //! attached to the posting, so they commit in the engine's transaction or not at all.
 //!
-//! Still to come (issue 7): withdrawals through a `Rail` with settlement, refunds.
+//! Withdrawals hold the money (a pending transfer) and settle through a [`Rail`] (the
+//! sandbox in non-production) by the settlement worker: posted, or voided with the tier usage
+//! given back. Refunds are new transfers back from the payee, never beyond what was paid.
 
 mod error;
 mod http;
 mod model;
+mod rail;
 mod service;
 mod store;
 
 pub use error::PaymentError;
 pub use http::{PaymentDoc, configure};
 pub use model::{PaymentId, PaymentKind, PaymentStatus};
+pub use rail::{Rail, SandboxRail, Settlement};
 pub use service::{
-    NewDeposit, NewPayment, Payment, PaymentMetrics, PaymentService, RAIL_ACCOUNT_CODE,
+    NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentMetrics, PaymentService,
+    RAIL_ACCOUNT_CODE,
 };
 
 /// The payment module's part of the OpenAPI document.

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::error::PaymentError;
 use super::model::{self, PaymentId, PaymentKind, PaymentStatus, Refusal};
+use super::rail::{Rail, Settlement};
 use super::store::{self, PaymentRow};
 use crate::auth::{PartnerId, Principal};
 use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind};
@@ -24,6 +25,7 @@ use crate::platform::db::{Db, Tx};
 use crate::platform::http::pagination::Page;
 use crate::platform::idempotency::Claim;
 use crate::platform::money::{Amount, Currency, Money};
+use crate::platform::workers::Shutdown;
 use crate::wallet::{FreezeMode, WalletId, WalletRef, WalletService, WalletStatus};
 
 /// Ledger account code of the platform's rail clearing accounts.
@@ -73,9 +75,11 @@ pub struct Payment {
     /// The ledger transfer that moved the money.
     #[schema(value_type = String)]
     pub transfer_id: TransferId,
-    /// Rail details (a deposit's source).
+    /// Rail details (a deposit's source, a withdrawal's destination).
     #[schema(value_type = Object)]
     pub rail: Option<serde_json::Value>,
+    /// For a refund: the payment it returns money of.
+    pub refund_of: Option<String>,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
@@ -123,6 +127,8 @@ struct Inner {
     wallets: WalletService,
     kyc: KycService,
     metrics: Option<PaymentMetrics>,
+    rail: Arc<dyn Rail>,
+    settlement_batch: i64,
 }
 
 /// Payments. Cheap to clone.
@@ -164,6 +170,7 @@ fn view(row: &PaymentRow) -> Result<Payment, PaymentError> {
         description: row.description.clone(),
         transfer_id: TransferId::from_uuid(row.transfer_id),
         rail: row.rail.clone(),
+        refund_of: row.refund_of.map(|p| PaymentId::from_uuid(p).to_string()),
         created: row.created_at,
         updated: row.updated_at,
     })
@@ -200,8 +207,33 @@ struct Attached {
     incoming: Option<(crate::kyc::CustomerId, AccountId)>,
     amount: Money,
     event: &'static str,
+    /// For a refund: the original payment and its amount (never refunded beyond it).
+    refund_of: Option<(uuid::Uuid, i64)>,
     /// The request's idempotency claim: the answer is stored in the posting's transaction.
     claim: Option<Claim>,
+}
+
+/// `POST /v1/withdrawals`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWithdrawal {
+    pub wallet_id: String,
+    #[schema(value_type = String, example = "40.00")]
+    pub amount: Amount,
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: Currency,
+    /// Where the money goes (the receiving account's details), kept as given.
+    #[schema(value_type = Object)]
+    pub destination: serde_json::Value,
+}
+
+/// `POST /v1/payments/{id}/refunds`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRefund {
+    /// Default: everything not refunded yet.
+    #[schema(value_type = Option<String>, example = "5.00")]
+    pub amount: Option<Amount>,
 }
 
 impl PaymentService {
@@ -211,6 +243,8 @@ impl PaymentService {
         wallets: WalletService,
         kyc: KycService,
         metrics: Option<PaymentMetrics>,
+        rail: Arc<dyn Rail>,
+        settlement_batch: i64,
     ) -> PaymentService {
         PaymentService {
             inner: Arc::new(Inner {
@@ -219,6 +253,8 @@ impl PaymentService {
                 wallets,
                 kyc,
                 metrics,
+                rail,
+                settlement_batch,
             }),
         }
     }
@@ -272,6 +308,9 @@ impl PaymentService {
             rail: None,
             created_at: at,
             updated_at: at,
+            settlement_transfer_id: None,
+            settle_after: None,
+            refund_of: None,
         };
         let transfer = NewTransfer {
             id: TransferId::from_uuid(id.uuid()),
@@ -304,6 +343,7 @@ impl PaymentService {
                 incoming: Some((to.customer_id, to.account_id)),
                 amount,
                 event: "payment.completed",
+                refund_of: None,
                 claim,
             },
         )
@@ -351,6 +391,9 @@ impl PaymentService {
                 .map(|s| json!({ "rail": "sandbox", "source": s })),
             created_at: at,
             updated_at: at,
+            settlement_transfer_id: None,
+            settle_after: None,
+            refund_of: None,
         };
         let transfer = NewTransfer {
             id: TransferId::from_uuid(id.uuid()),
@@ -374,6 +417,7 @@ impl PaymentService {
                 incoming: Some((to.customer_id, to.account_id)),
                 amount,
                 event: "payment.completed",
+                refund_of: None,
                 claim,
             },
         )
@@ -466,6 +510,286 @@ impl PaymentService {
             .await
     }
 
+    /// A withdrawal to the outside rail: the money is held at once (a pending ledger transfer,
+    /// status `pending`) and posted or released when the rail settles.
+    pub async fn withdraw(
+        &self,
+        partner: PartnerId,
+        input: NewWithdrawal,
+        claim: Option<Claim>,
+    ) -> Result<Payment, PaymentError> {
+        let from_id = wallet_id("wallet_id", &input.wallet_id)?;
+        let amount = money(&input.amount, input.currency)?;
+        if !input.destination.is_object() || input.destination.to_string().len() > 2048 {
+            return Err(PaymentError::validation(
+                "destination",
+                "must be a JSON object of at most 2 KiB",
+            ));
+        }
+        let from = self.inner.wallets.wallet_ref(partner, from_id).await?;
+        if from.currency != input.currency {
+            return Err(PaymentError::CurrencyMismatch);
+        }
+        check_open(&from, true)?;
+        let rail_account = self.rail_account(input.currency).await?;
+        let rail = &self.inner.rail;
+        let id = PaymentId::new();
+        let at = now();
+        let row = PaymentRow {
+            id: id.uuid(),
+            partner_id: partner.uuid(),
+            kind: PaymentKind::Withdrawal.as_str().into(),
+            status: PaymentStatus::Pending.as_str().into(),
+            from_wallet_id: Some(from.id.uuid()),
+            to_wallet_id: None,
+            amount: amount.minor(),
+            currency: input.currency.code().into(),
+            description: None,
+            transfer_id: id.uuid(),
+            rail: Some(json!({ "rail": rail.name(), "destination": input.destination })),
+            created_at: at,
+            updated_at: at,
+            settlement_transfer_id: Some(TransferId::new().uuid()),
+            settle_after: Some(rail.settle_after(at)),
+            refund_of: None,
+        };
+        let transfer = NewTransfer {
+            id: TransferId::from_uuid(id.uuid()),
+            debit_account_id: Some(from.account_id),
+            credit_account_id: Some(rail_account),
+            amount: amount.minor(),
+            currency: Some(input.currency),
+            code: PaymentKind::Withdrawal.transfer_code(),
+            flags: TransferFlags(TransferFlags::PENDING),
+            pending_id: None,
+            timeout_secs: None,
+            metadata: Some(json!({ "payment_id": id, "type": "withdrawal" })),
+        };
+        self.post(
+            Scope::System,
+            transfer,
+            Attached {
+                partner,
+                row,
+                outgoing: Some(Movement {
+                    customer_id: from.customer_id,
+                    amount,
+                    direction: Direction::Outgoing(OutgoingKind::Withdrawal),
+                    balance_after: None,
+                }),
+                incoming: None,
+                amount,
+                event: "payment.created",
+                refund_of: None,
+                claim,
+            },
+        )
+        .await
+    }
+
+    /// Refunds (part of) a completed P2P payment: a new transfer back from the payee, never
+    /// more in total than was paid; the original becomes `reversed` once fully refunded.
+    pub async fn refund(
+        &self,
+        partner: PartnerId,
+        original: PaymentId,
+        input: NewRefund,
+        claim: Option<Claim>,
+    ) -> Result<Payment, PaymentError> {
+        let row = {
+            let mut conn = self.db().conn().await?;
+            store::find_payment(&mut conn, original.uuid())
+                .await?
+                .filter(|r| r.partner_id == partner.uuid())
+                .ok_or(PaymentError::NotFound("payment"))?
+        };
+        let (Some(payer), Some(payee)) = (row.from_wallet_id, row.to_wallet_id) else {
+            return Err(PaymentError::NotRefundable(
+                "only payments between wallets are refunded",
+            ));
+        };
+        if row.kind != PaymentKind::P2p.as_str() {
+            return Err(PaymentError::NotRefundable(
+                "only payments between wallets are refunded",
+            ));
+        }
+        let currency = Currency::parse(&row.currency)
+            .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
+        let nothing_left = || PaymentError::RefundExceedsPayment {
+            remaining: Money::zero(currency).format_amount(),
+        };
+        if row.status == PaymentStatus::Reversed.as_str() {
+            return Err(nothing_left());
+        }
+        if row.status != PaymentStatus::Completed.as_str() {
+            return Err(PaymentError::NotRefundable(
+                "only completed payments are refunded",
+            ));
+        }
+        let amount = match &input.amount {
+            Some(a) => money(a, currency)?,
+            None => {
+                let mut conn = self.db().conn().await?;
+                let done = store::refunded(&mut conn, row.id).await?;
+                let rest = row.amount.saturating_sub(done);
+                if rest <= 0 {
+                    return Err(nothing_left());
+                }
+                Money::from_minor(rest, currency)
+            }
+        };
+        let wallets = &self.inner.wallets;
+        let (from, to) = futures_util::future::try_join(
+            wallets.wallet_ref(partner, WalletId::from_uuid(payee)),
+            wallets.wallet_ref(partner, WalletId::from_uuid(payer)),
+        )
+        .await?;
+        check_open(&from, true)?;
+        check_open(&to, false)?;
+        let id = PaymentId::new();
+        let at = now();
+        let refund = PaymentRow {
+            id: id.uuid(),
+            partner_id: partner.uuid(),
+            kind: PaymentKind::Refund.as_str().into(),
+            status: PaymentStatus::Completed.as_str().into(),
+            from_wallet_id: Some(payee),
+            to_wallet_id: Some(payer),
+            amount: amount.minor(),
+            currency: row.currency.clone(),
+            description: None,
+            transfer_id: id.uuid(),
+            rail: None,
+            created_at: at,
+            updated_at: at,
+            settlement_transfer_id: None,
+            settle_after: None,
+            refund_of: Some(row.id),
+        };
+        let transfer = NewTransfer {
+            id: TransferId::from_uuid(id.uuid()),
+            debit_account_id: Some(from.account_id),
+            credit_account_id: Some(to.account_id),
+            amount: amount.minor(),
+            currency: Some(currency),
+            code: PaymentKind::Refund.transfer_code(),
+            flags: TransferFlags(0),
+            pending_id: None,
+            timeout_secs: None,
+            metadata: Some(json!({ "payment_id": id, "type": "refund", "refund_of": original })),
+        };
+        self.post(
+            Scope::Partner(partner),
+            transfer,
+            Attached {
+                partner,
+                row: refund,
+                outgoing: None,
+                incoming: None,
+                amount,
+                event: "payment.refunded",
+                refund_of: Some((row.id, row.amount)),
+                claim,
+            },
+        )
+        .await
+    }
+
+    /// Asks the rail about every pending withdrawal that is due and posts (settled) or voids
+    /// (failed) its held money, with the payment's new status, the tier usage given back on a
+    /// failure, and the event, in one transaction. Settling twice (another replica, a restart)
+    /// is harmless: the settlement transfer id was chosen when the withdrawal was made.
+    pub async fn settle_due(&self) -> Result<usize, PaymentError> {
+        let at = now();
+        let due = {
+            let mut conn = self.db().conn().await?;
+            store::due_withdrawals(&mut conn, at, self.settlement_batch()).await?
+        };
+        let mut settled = 0;
+        for row in due {
+            let Some(settlement_id) = row.settlement_transfer_id else {
+                continue;
+            };
+            let currency = Currency::parse(&row.currency)
+                .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
+            let amount = Money::from_minor(row.amount, currency);
+            let verdict =
+                self.inner
+                    .rail
+                    .settlement(amount, row.settle_after.unwrap_or(row.created_at), at);
+            let (flag, status) = match verdict {
+                Settlement::Pending => continue,
+                Settlement::Succeeded => (TransferFlags::POST_PENDING, PaymentStatus::Completed),
+                Settlement::Failed(_) => (TransferFlags::VOID_PENDING, PaymentStatus::Failed),
+            };
+            let customer = match row.from_wallet_id {
+                Some(w) => Some(
+                    self.inner
+                        .wallets
+                        .wallet_ref(PartnerId::from_uuid(row.partner_id), WalletId::from_uuid(w))
+                        .await?
+                        .customer_id,
+                ),
+                None => None,
+            };
+            let transfer = NewTransfer {
+                id: TransferId::from_uuid(settlement_id),
+                debit_account_id: None,
+                credit_account_id: None,
+                amount: 0,
+                currency: None,
+                code: PaymentKind::Withdrawal.transfer_code(),
+                flags: TransferFlags(flag),
+                pending_id: Some(TransferId::from_uuid(row.transfer_id)),
+                timeout_secs: None,
+                metadata: Some(
+                    json!({ "payment_id": PaymentId::from_uuid(row.id), "type": "withdrawal" }),
+                ),
+            };
+            let kyc = self.inner.kyc.clone();
+            let side_row = row.clone();
+            let side: SideWrite = Box::new(move |tx, outcomes| {
+                let (kyc, row) = (kyc.clone(), side_row.clone());
+                Box::pin(async move {
+                    finish_withdrawal(tx, &kyc, &row, customer, amount, status, outcomes).await
+                })
+            });
+            let outcomes = self
+                .inner
+                .ledger
+                .post(Scope::System, vec![transfer], Some(side))
+                .await?;
+            if outcomes.first().is_some_and(|o| o.code == ResultCode::Ok) {
+                settled += 1;
+                if let Some(m) = &self.inner.metrics {
+                    m.observe(
+                        PaymentKind::Withdrawal,
+                        status.as_str(),
+                        (status == PaymentStatus::Completed).then_some(amount),
+                    );
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    fn settlement_batch(&self) -> i64 {
+        self.inner.settlement_batch
+    }
+
+    /// The settlement worker: [`Self::settle_due`] every `interval` until shutdown.
+    pub async fn run_settlement(self, interval: std::time::Duration, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                () = shutdown.requested() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(e) = self.settle_due().await {
+                tracing::error!(error.cause = %e, "settling withdrawals failed");
+            }
+        }
+    }
+
     /// A payment the principal may see.
     pub async fn payment(
         &self,
@@ -545,6 +869,32 @@ async fn attach(
             .await
             .map_err(side_error)?;
     }
+    if let Some((original, paid)) = a.refund_of {
+        // Under the original's row lock, so concurrent refunds never return more than paid.
+        store::lock_payment(tx.conn(), original)
+            .await
+            .map_err(side_error)?;
+        let before = store::refunded(tx.conn(), original)
+            .await
+            .map_err(side_error)?;
+        let after = before.saturating_add(a.row.amount);
+        if after > paid {
+            return Err(side_error(PaymentError::RefundExceedsPayment {
+                remaining: Money::from_minor(paid.saturating_sub(before), a.amount.currency())
+                    .format_amount(),
+            }));
+        }
+        if after == paid {
+            store::set_status(
+                tx.conn(),
+                original,
+                PaymentStatus::Reversed.as_str(),
+                a.row.created_at,
+            )
+            .await
+            .map_err(side_error)?;
+        }
+    }
     store::insert_payment(tx.conn(), &a.row)
         .await
         .map_err(side_error)?;
@@ -566,5 +916,66 @@ async fn attach(
             .await
             .map_err(side_error)?;
     }
+    Ok(())
+}
+
+/// The settlement's attached write: the payment leaves `pending` exactly once (whoever posts
+/// the settlement transfer first), with its event; a failed withdrawal gives its amount back to
+/// the customer's daily and monthly totals.
+async fn finish_withdrawal(
+    tx: &mut Tx<'_>,
+    kyc: &KycService,
+    row: &PaymentRow,
+    customer: Option<crate::kyc::CustomerId>,
+    amount: Money,
+    status: PaymentStatus,
+    outcomes: &[Outcome],
+) -> Result<(), SideWriteError> {
+    let settled = outcomes.first().is_some_and(|o| {
+        matches!(
+            o.code,
+            ResultCode::Ok
+                | ResultCode::Exists
+                | ResultCode::PendingTransferAlreadyPosted
+                | ResultCode::PendingTransferAlreadyVoided
+        )
+    });
+    if !settled {
+        return Ok(());
+    }
+    let at = now();
+    if !store::finish_pending(tx.conn(), row.id, status.as_str(), at)
+        .await
+        .map_err(side_error)?
+    {
+        return Ok(());
+    }
+    if status == PaymentStatus::Failed
+        && let Some(customer) = customer
+    {
+        kyc.release(tx, customer, amount, row.created_at)
+            .await
+            .map_err(side_error)?;
+    }
+    let payment = view(&PaymentRow {
+        status: status.as_str().into(),
+        updated_at: at,
+        ..row.clone()
+    })
+    .map_err(side_error)?;
+    record_event(
+        tx,
+        NewEvent {
+            partner_id: Some(PartnerId::from_uuid(row.partner_id)),
+            event_type: match status {
+                PaymentStatus::Completed => "payment.completed",
+                _ => "payment.failed",
+            }
+            .into(),
+            data: serde_json::to_value(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?,
+        },
+    )
+    .await
+    .map_err(side_error)?;
     Ok(())
 }

@@ -23,6 +23,9 @@ pub struct PaymentRow {
     pub rail: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub settlement_transfer_id: Option<Uuid>,
+    pub settle_after: Option<DateTime<Utc>>,
+    pub refund_of: Option<Uuid>,
 }
 
 pub async fn insert_payment(conn: &mut AsyncPgConnection, row: &PaymentRow) -> QueryResult<()> {
@@ -95,6 +98,86 @@ pub async fn insert_rail_account(
         .values((
             payment_rail_accounts::currency.eq(currency),
             payment_rail_accounts::account_id.eq(account),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// The payment, locked until the transaction ends (refunds, settlement).
+pub async fn lock_payment(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<PaymentRow>> {
+    payment_payments::table
+        .find(id)
+        .select(PaymentRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Pending withdrawals whose rail may have settled by `now`, oldest first.
+pub async fn due_withdrawals(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<PaymentRow>> {
+    payment_payments::table
+        .filter(payment_payments::kind.eq("withdrawal"))
+        .filter(payment_payments::status.eq("pending"))
+        .filter(payment_payments::settle_after.le(now))
+        .order(payment_payments::settle_after.asc())
+        .limit(limit)
+        .select(PaymentRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Moves a pending payment to its final status; false if it was no longer pending (another
+/// worker settled it first).
+pub async fn finish_pending(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    status: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    diesel::update(
+        payment_payments::table
+            .find(id)
+            .filter(payment_payments::status.eq("pending")),
+    )
+    .set((
+        payment_payments::status.eq(status),
+        payment_payments::updated_at.eq(now),
+    ))
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+/// What completed refunds of a payment returned so far (few rows per payment).
+pub async fn refunded(conn: &mut AsyncPgConnection, payment: Uuid) -> QueryResult<i64> {
+    let amounts: Vec<i64> = payment_payments::table
+        .filter(payment_payments::refund_of.eq(payment))
+        .filter(payment_payments::status.eq("completed"))
+        .select(payment_payments::amount)
+        .load(conn)
+        .await?;
+    Ok(amounts.into_iter().fold(0i64, i64::saturating_add))
+}
+
+pub async fn set_status(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    status: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(payment_payments::table.find(id))
+        .set((
+            payment_payments::status.eq(status),
+            payment_payments::updated_at.eq(now),
         ))
         .execute(conn)
         .await

@@ -96,6 +96,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub ledger: LedgerSettings,
     pub idempotency: IdempotencySettings,
+    pub payments: PaymentSettings,
     pub webhooks: WebhookSettings,
     pub kyc: KycSettings,
     pub smtp: SmtpSettings,
@@ -184,6 +185,17 @@ pub struct IdempotencySettings {
     /// How long a claimed key may stay "running" before another request with the same key
     /// takes it over (the first one is presumed dead: crashed replica, lost connection).
     pub lock_timeout: Duration,
+}
+
+/// Payments: the sandbox rail and the settlement worker.
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// How long the sandbox rail takes to settle a withdrawal.
+    pub sandbox_settle_delay: Duration,
+    /// How often the settlement worker looks for withdrawals due.
+    pub settlement_interval: Duration,
+    /// Most withdrawals one pass settles.
+    pub settlement_batch: i64,
 }
 
 /// Webhook delivery (and the outbox worker, which also sends the emails).
@@ -525,6 +537,7 @@ struct RawSettings {
     rate_limit: RawRateLimit,
     ledger: RawLedger,
     idempotency: RawIdempotency,
+    payments: RawPayments,
     webhooks: RawWebhooks,
     kyc: RawKyc,
     smtp: RawSmtp,
@@ -609,6 +622,45 @@ struct RawLedger {
 struct RawIdempotency {
     ttl_hours: u64,
     lock_timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayments {
+    sandbox_settle_delay_ms: u64,
+    settlement_interval_ms: u64,
+    settlement_batch: i64,
+}
+
+impl RawPayments {
+    fn validate(self) -> Result<PaymentSettings, ConfigError> {
+        if self.sandbox_settle_delay_ms > 86_400_000 {
+            return Err(ConfigError::invalid(
+                "payments.sandbox_settle_delay_ms",
+                "FLOWLET__PAYMENTS__SANDBOX_SETTLE_DELAY_MS",
+                "must be at most 86400000 (a day)",
+            ));
+        }
+        if !(10..=60_000).contains(&self.settlement_interval_ms) {
+            return Err(ConfigError::invalid(
+                "payments.settlement_interval_ms",
+                "FLOWLET__PAYMENTS__SETTLEMENT_INTERVAL_MS",
+                "must be between 10 and 60000",
+            ));
+        }
+        if !(1..=10_000).contains(&self.settlement_batch) {
+            return Err(ConfigError::invalid(
+                "payments.settlement_batch",
+                "FLOWLET__PAYMENTS__SETTLEMENT_BATCH",
+                "must be between 1 and 10000",
+            ));
+        }
+        Ok(PaymentSettings {
+            sandbox_settle_delay: Duration::from_millis(self.sandbox_settle_delay_ms),
+            settlement_interval: Duration::from_millis(self.settlement_interval_ms),
+            settlement_batch: self.settlement_batch,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -794,6 +846,7 @@ impl RawSettings {
             },
             ledger: self.ledger.validate()?,
             idempotency: self.idempotency.validate()?,
+            payments: self.payments.validate()?,
             webhooks: self.webhooks.validate()?,
             kyc: self.kyc.validate()?,
             smtp: SmtpSettings {
@@ -1538,6 +1591,17 @@ mod tests {
         .unwrap();
         assert_eq!(s.idempotency.ttl, Duration::from_secs(48 * 3600));
         assert_eq!(s.idempotency.lock_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn payment_settings_have_defaults_and_refuse_nonsense_naming_the_key() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.payments.sandbox_settle_delay, Duration::from_millis(2000));
+        assert_eq!(s.payments.settlement_interval, Duration::from_millis(250));
+        let err = load(&[("FLOWLET__PAYMENTS__SETTLEMENT_INTERVAL_MS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("payments.settlement_interval_ms"), "{err}");
     }
 
     #[test]

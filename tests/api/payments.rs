@@ -768,3 +768,290 @@ async fn fifty_concurrent_payments_with_one_key_move_money_once() {
     assert_eq!(money_rows(&app).await, after);
     app.assert_ledger_invariants().await;
 }
+
+/// An app whose sandbox rail settles withdrawals after `delay_ms`.
+async fn app_settling_after(delay_ms: u64) -> TestApp {
+    crate::helpers::spawn_app_with(
+        crate::helpers::TestOptions::default()
+            .var(
+                "FLOWLET__PAYMENTS__SANDBOX_SETTLE_DELAY_MS",
+                delay_ms.to_string(),
+            )
+            .var("FLOWLET__PAYMENTS__SETTLEMENT_INTERVAL_MS", "50"),
+    )
+    .await
+}
+
+async fn withdraw(app: &TestApp, key: &str, wallet: &str, amount: &str) -> Value {
+    let resp = app
+        .post_as(
+            key,
+            "/v1/withdrawals",
+            &json!({"wallet_id": wallet, "amount": amount, "currency": "USD",
+                    "destination": {"iban": "DE02120300000000202051"}}),
+        )
+        .await;
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    resp.json().await.unwrap()
+}
+
+/// Waits until the payment leaves `pending` (or 10 s pass) and returns it.
+async fn settled(app: &TestApp, key: &str, id: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let payment = get(app, key, &format!("/v1/payments/{id}")).await;
+        if payment["status"] != "pending" || started.elapsed() > std::time::Duration::from_secs(10)
+        {
+            return payment;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn count_events(app: &TestApp, event: &str, payment: &str) -> i64 {
+    app.sql_count(&format!(
+        "SELECT count(*) AS n FROM notify_events WHERE type = '{event}' AND data->>'id' = '{payment}'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_withdrawal_holds_the_money_then_settles_or_fails_and_gives_it_back() {
+    let app = app_settling_after(300).await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, _) = funded_pair(&app, &partner).await;
+
+    let ok = withdraw(&app, &partner.key, &a, "40.00").await;
+    assert_eq!(
+        (&ok["status"], &ok["type"]),
+        (&json!("pending"), &json!("withdrawal"))
+    );
+    assert_eq!(ok["rail"]["destination"]["iban"], "DE02120300000000202051");
+    let balance = get(&app, &partner.key, &format!("/v1/wallets/{a}/balance")).await;
+    assert_eq!(
+        (&balance["available"], &balance["posted"], &balance["held"]),
+        (&json!("60.00"), &json!("100.00"), &json!("40.00"))
+    );
+    let fails = withdraw(&app, &partner.key, &a, "10.13").await;
+    assert_eq!(available(&app, &partner.key, &a).await, "49.87");
+
+    let ok = settled(&app, &partner.key, ok["id"].as_str().unwrap()).await;
+    assert_eq!(ok["status"], "completed");
+    let fails = settled(&app, &partner.key, fails["id"].as_str().unwrap()).await;
+    assert_eq!(fails["status"], "failed");
+    let balance = get(&app, &partner.key, &format!("/v1/wallets/{a}/balance")).await;
+    assert_eq!(
+        (&balance["available"], &balance["posted"], &balance["held"]),
+        (&json!("60.00"), &json!("60.00"), &json!("0.00")),
+        "the failed withdrawal's money is released"
+    );
+    let ok_id = ok["id"].as_str().unwrap();
+    let fails_id = fails["id"].as_str().unwrap();
+    assert_eq!(count_events(&app, "payment.created", ok_id).await, 1);
+    assert_eq!(count_events(&app, "payment.completed", ok_id).await, 1);
+    assert_eq!(count_events(&app, "payment.failed", fails_id).await, 1);
+    // The statement shows the hold and its settlement.
+    let lines =
+        get(&app, &partner.key, &format!("/v1/wallets/{a}/transactions")).await["data"].clone();
+    let kinds: Vec<&str> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "held").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "released").count(), 1);
+    // The failed one no longer counts against the daily limit: 1000 - 40 = 960 remain.
+    deposit(&app, &partner.key, &a, "1000.00").await;
+    let too_much = app
+        .post_as(&partner.key, "/v1/withdrawals",
+                 &json!({"wallet_id": a, "amount": "960.01", "currency": "USD", "destination": {"iban": "x"}}))
+        .await;
+    let problem = assert_problem(too_much, 403, "limit_exceeded").await;
+    assert_eq!(problem["remaining"], "960.00");
+
+    // Bad withdrawals move nothing.
+    let before = money_rows(&app).await;
+    for (body, status, code) in [
+        (
+            json!({"wallet_id": a, "amount": "1", "currency": "USD"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"wallet_id": a, "amount": "1", "currency": "USD", "destination": "cash"}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"wallet_id": a, "amount": "0", "currency": "USD", "destination": {}}),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"wallet_id": a, "amount": "5000", "currency": "USD", "destination": {}}),
+            422,
+            "insufficient_funds",
+        ),
+        (
+            json!({"wallet_id": a, "amount": "1", "currency": "EUR", "destination": {}}),
+            422,
+            "currency_mismatch",
+        ),
+    ] {
+        let resp = app.post_as(&partner.key, "/v1/withdrawals", &body).await;
+        assert_problem(resp, status, code).await;
+    }
+    assert_eq!(money_rows(&app).await, before);
+    app.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn a_withdrawal_settles_exactly_once_across_a_restart_and_two_replicas() {
+    let first = app_settling_after(1500).await;
+    load_test_list(&first).await;
+    let partner = first.new_partner().await;
+    let (a, _) = funded_pair(&first, &partner).await;
+    let pending = withdraw(&first, &partner.key, &a, "25.00").await;
+    let id = pending["id"].as_str().unwrap().to_owned();
+    first.stop().await;
+
+    // Two replicas come up on the same database; both run the settlement worker.
+    let options = || {
+        crate::helpers::TestOptions::default()
+            .sharing(&first)
+            .var("FLOWLET__PAYMENTS__SETTLEMENT_INTERVAL_MS", "20")
+    };
+    let second = crate::helpers::spawn_app_with(options()).await;
+    let third = crate::helpers::spawn_app_with(options()).await;
+    let done = settled(&second, &partner.key, &id).await;
+    assert_eq!(done["status"], "completed");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        second
+            .sql_count(
+                "SELECT count(*) AS n FROM ledger_transfers t JOIN payment_payments p \
+                 ON t.pending_id = p.transfer_id WHERE p.kind = 'withdrawal'"
+            )
+            .await,
+        1,
+        "one settlement transfer"
+    );
+    assert_eq!(count_events(&second, "payment.completed", &id).await, 1);
+    assert_eq!(available(&third, &partner.key, &a).await, "75.00");
+    second.assert_ledger_invariants().await;
+}
+
+#[tokio::test]
+async fn refunds_return_money_up_to_what_was_paid_and_reverse_the_payment() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = funded_pair(&app, &partner).await;
+    let payment: Value = pay(&app, &partner.key, &a, &b, json!("30.00"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = payment["id"].as_str().unwrap();
+    let refunds = format!("/v1/payments/{id}/refunds");
+    // The payee holds more than the payment, so only the refund rule can stop a refund.
+    deposit(&app, &partner.key, &b, "50.00").await;
+
+    let partial = app
+        .post_as(&partner.key, &refunds, &json!({"amount": "10.00"}))
+        .await;
+    assert_eq!(partial.status().as_u16(), 201);
+    let partial: Value = partial.json().await.unwrap();
+    assert_eq!(
+        (
+            &partial["type"],
+            &partial["amount"],
+            &partial["refund_of"],
+            &partial["from_wallet_id"]
+        ),
+        (&json!("refund"), &json!("10.00"), &json!(id), &json!(b))
+    );
+    assert_eq!(available(&app, &partner.key, &a).await, "80.00");
+    let before = money_rows(&app).await;
+    let over = app
+        .post_as(&partner.key, &refunds, &json!({"amount": "20.01"}))
+        .await;
+    let problem = assert_problem(over, 422, "refund_exceeds_payment").await;
+    assert_eq!(problem["remaining"], "20.00");
+    for (body, code) in [
+        (json!({"amount": "0"}), "validation_failed"),
+        (json!({"amount": "1.001"}), "validation_failed"),
+        (json!({"amount": "1", "reason": "x"}), "unknown_field"),
+    ] {
+        assert_problem(app.post_as(&partner.key, &refunds, &body).await, 400, code).await;
+    }
+    assert_eq!(money_rows(&app).await, before, "nothing moved");
+
+    // Concurrent refunds of the rest: exactly 20.00 more goes back, never more.
+    let attempts = futures_util::future::join_all((0..5).map(|_| {
+        app.request(reqwest::Method::POST, &refunds, &partner.key)
+            .json(&json!({"amount": "7.00"}))
+            .send()
+    }))
+    .await;
+    let ok = attempts
+        .iter()
+        .filter(|r| r.as_ref().unwrap().status().as_u16() == 201)
+        .count();
+    assert_eq!(ok, 2, "two of 7.00 fit in the 20.00 left");
+    let rest = app.post_as(&partner.key, &refunds, &json!({})).await;
+    assert_eq!(rest.status().as_u16(), 201);
+    let rest: Value = rest.json().await.unwrap();
+    assert_eq!(rest["amount"], "6.00", "the default is what is left");
+    assert_eq!(
+        get(&app, &partner.key, &format!("/v1/payments/{id}")).await["status"],
+        "reversed"
+    );
+    assert_eq!(available(&app, &partner.key, &a).await, "100.00");
+    assert_eq!(available(&app, &partner.key, &b).await, "50.00");
+    let again = app.post_as(&partner.key, &refunds, &json!({})).await;
+    let problem = assert_problem(again, 422, "refund_exceeds_payment").await;
+    assert_eq!(problem["remaining"], "0.00");
+    assert_eq!(
+        app.sql_count(&format!(
+            "SELECT count(*) AS n FROM notify_events WHERE type = 'payment.refunded' \
+             AND data->>'refund_of' = '{id}'"
+        ))
+        .await,
+        4
+    );
+    // Deposits are not refunded; unknown payments are 404.
+    let deposit_id = get(&app, &partner.key, &format!("/v1/payments?wallet_id={a}")).await["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "deposit")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = app
+        .post_as(
+            &partner.key,
+            &format!("/v1/payments/{deposit_id}/refunds"),
+            &json!({}),
+        )
+        .await;
+    assert_problem(resp, 422, "payment_not_refundable").await;
+    let resp = app
+        .post_as(
+            &partner.key,
+            "/v1/payments/pay_01h455vb4pex5vsknk084sn02q/refunds",
+            &json!({}),
+        )
+        .await;
+    assert_problem(resp, 404, "not_found").await;
+    app.assert_ledger_invariants().await;
+}

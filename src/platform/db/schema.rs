@@ -351,6 +351,9 @@ diesel::table! {
         rail -> Nullable<Jsonb>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        settlement_transfer_id -> Nullable<Uuid>,
+        settle_after -> Nullable<Timestamptz>,
+        refund_of -> Nullable<Uuid>,
     }
 }
 
