@@ -8,6 +8,7 @@
 )]
 
 mod auth;
+mod bank;
 mod cli;
 mod db;
 mod email;

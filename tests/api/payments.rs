@@ -9,7 +9,7 @@ use crate::helpers::{TestApp, TestPartner, assert_problem, spawn_app, unique};
 use crate::kyc::{create, get, load_test_list, passport, person, submit};
 
 /// A customer of `partner` approved at tier 1 (USD: balance 2000, single 1000, daily 1000).
-async fn verified_customer(app: &TestApp, partner: &TestPartner) -> String {
+pub(crate) async fn verified_customer(app: &TestApp, partner: &TestPartner) -> String {
     let id = create(
         app,
         &partner.key,
@@ -24,7 +24,12 @@ async fn verified_customer(app: &TestApp, partner: &TestPartner) -> String {
     id
 }
 
-async fn open_wallet(app: &TestApp, key: &str, customer: &str, currency: &str) -> String {
+pub(crate) async fn open_wallet(
+    app: &TestApp,
+    key: &str,
+    customer: &str,
+    currency: &str,
+) -> String {
     let resp = app
         .post_as(
             key,
@@ -42,7 +47,7 @@ async fn open_wallet(app: &TestApp, key: &str, customer: &str, currency: &str) -
     wallet["id"].as_str().unwrap().to_owned()
 }
 
-async fn deposit(app: &TestApp, key: &str, wallet: &str, amount: &str) -> Value {
+pub(crate) async fn deposit(app: &TestApp, key: &str, wallet: &str, amount: &str) -> Value {
     let resp = app
         .post_as(
             key,
