@@ -74,6 +74,8 @@ pub struct EngineConfig {
 struct Submission {
     scope: Scope,
     transfers: Vec<NewTransfer>,
+    /// Advisory lock keys the attached write needs (see [`EngineHandle::submit`]).
+    locks: Vec<i64>,
     side: Option<SideWrite>,
     reply: oneshot::Sender<Result<Vec<Outcome>, LedgerError>>,
 }
@@ -86,11 +88,16 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Submits one request and waits for its outcomes (one per transfer, in order).
+    /// Submits one request and waits for its outcomes (one per transfer, in order). `locks`:
+    /// transaction-scoped advisory lock keys the attached write needs before it locks rows of
+    /// its own (e.g. a customer's limit counters). The engine takes every key of a batch in
+    /// ascending order before any attached write runs, so attached writes of batches running
+    /// at once (pipelined, or on other replicas) never wait on each other in a cycle.
     pub async fn submit(
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
+        locks: Vec<i64>,
         side: Option<SideWrite>,
     ) -> Result<Vec<Outcome>, LedgerError> {
         if transfers.is_empty() {
@@ -100,6 +107,7 @@ impl EngineHandle {
         let submission = Submission {
             scope,
             transfers,
+            locks,
             side,
             reply,
         };
@@ -396,7 +404,10 @@ impl Core {
             if batch.is_empty() {
                 return;
             }
-            match self.attempt(&mut batch).await {
+            // After a conflict with another batch (another replica), the retry locks what it
+            // touches up front: optimistic first, pessimistic after, so hot accounts cannot
+            // starve a batch through endless conflicts.
+            match self.attempt(&mut batch, attempt > 0).await {
                 Ok(results) => {
                     self.observe(&results, started);
                     for (submission, outcomes) in batch.into_iter().zip(results) {
@@ -446,7 +457,11 @@ impl Core {
     }
 
     /// One transaction for the whole batch.
-    async fn attempt(&self, batch: &mut [Submission]) -> Result<Vec<Vec<Outcome>>, BatchError> {
+    async fn attempt(
+        &self,
+        batch: &mut [Submission],
+        pessimistic: bool,
+    ) -> Result<Vec<Vec<Outcome>>, BatchError> {
         // Microseconds: what PostgreSQL stores, so expiry decisions agree with stored values.
         let now = Utc::now().trunc_subsecs(6);
         let mut conn = self
@@ -454,7 +469,9 @@ impl Core {
             .conn()
             .await
             .map_err(|e| BatchError::Fatal(LedgerError::Db(e)))?;
-        let result = self.in_transaction(&mut conn, batch, now).await;
+        let result = self
+            .in_transaction(&mut conn, batch, now, pessimistic)
+            .await;
         if result.is_err()
             && in_transaction(&mut conn)
             && let Err(rollback) = AnsiTransactionManager::rollback_transaction(&mut *conn).await
@@ -472,7 +489,15 @@ impl Core {
         conn: &mut AsyncPgConnection,
         batch: &mut [Submission],
         now: DateTime<Utc>,
+        pessimistic: bool,
     ) -> Result<Vec<Vec<Outcome>>, BatchError> {
+        let mut lock_keys: Vec<i64> = batch
+            .iter()
+            .filter(|s| s.side.is_some())
+            .flat_map(|s| s.locks.iter().copied())
+            .collect();
+        lock_keys.sort_unstable();
+        lock_keys.dedup();
         let mut transfer_ids: Vec<Uuid> = Vec::new();
         let mut pending_ids: BTreeSet<Uuid> = BTreeSet::new();
         let mut account_ids: BTreeSet<Uuid> = BTreeSet::new();
@@ -510,6 +535,18 @@ impl Core {
                 account_ids.insert(row.debit_account_id);
                 account_ids.insert(row.credit_account_id);
             }
+        }
+        if pessimistic {
+            // The global lock order: advisory keys (ascending), then accounts (by id).
+            if !begun {
+                diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, BEGIN).await?;
+                note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
+                begun = true;
+            }
+            if !lock_keys.is_empty() {
+                store::advisory_locks(conn, lock_keys.clone()).await?;
+            }
+            store::lock_accounts(conn, account_ids.iter().copied().collect()).await?;
         }
         // Accounts, ids and resolutions: one pipelined round trip, no locks.
         let shared: &AsyncPgConnection = conn;
@@ -577,7 +614,11 @@ impl Core {
             .map(|s| apply_request(&mut snapshot, s.scope, &s.transfers, now))
             .collect();
 
-        // 4. The callers' own writes, in the same transaction.
+        // 4. The callers' own writes, in the same transaction, after the advisory locks they
+        // asked for, all taken in one statement in ascending order.
+        if !pessimistic && !lock_keys.is_empty() {
+            store::advisory_locks(conn, lock_keys).await?;
+        }
         for (index, submission) in batch.iter_mut().enumerate() {
             if let Some(side) = submission.side.as_mut() {
                 let mut tx = Tx::within_open_transaction(conn);

@@ -50,6 +50,16 @@ pub trait Ledger: Send + Sync {
         side: Option<SideWrite>,
     ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
 
+    /// [`Ledger::post`] with advisory lock keys the attached write needs, taken by the engine
+    /// in ascending order for the whole batch before any attached write runs.
+    fn post_locked(
+        &self,
+        scope: Scope,
+        transfers: Vec<NewTransfer>,
+        locks: Vec<i64>,
+        side: SideWrite,
+    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
+
     /// Creates accounts inside the caller's transaction.
     fn create_accounts_in(
         &self,
@@ -109,6 +119,16 @@ impl Ledger for LedgerService {
         side: Option<SideWrite>,
     ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send {
         LedgerService::post(self, scope, transfers, side)
+    }
+
+    fn post_locked(
+        &self,
+        scope: Scope,
+        transfers: Vec<NewTransfer>,
+        locks: Vec<i64>,
+        side: SideWrite,
+    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send {
+        LedgerService::post_locked(self, scope, transfers, locks, side)
     }
 
     fn create_accounts_in(

@@ -96,7 +96,21 @@ impl LedgerService {
         transfers: Vec<NewTransfer>,
         side: Option<SideWrite>,
     ) -> Result<Vec<Outcome>, LedgerError> {
-        self.engine.submit(scope, transfers, side).await
+        self.engine.submit(scope, transfers, Vec::new(), side).await
+    }
+
+    /// [`Self::post`] with advisory lock keys the attached write needs (see
+    /// `EngineHandle::submit`): e.g. the customers whose limit counters it updates.
+    pub async fn post_locked(
+        &self,
+        scope: Scope,
+        transfers: Vec<NewTransfer>,
+        locks: Vec<i64>,
+        side: SideWrite,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        self.engine
+            .submit(scope, transfers, locks, Some(side))
+            .await
     }
 
     /// Creates accounts in their own transaction.

@@ -542,6 +542,23 @@ pub async fn find_account(
         .optional()
 }
 
+/// Takes transaction-scoped advisory locks, in the order given (callers sort them).
+pub async fn advisory_locks(conn: &mut AsyncPgConnection, keys: Vec<i64>) -> QueryResult<usize> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+        .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(keys)
+        .execute(conn)
+        .await
+}
+
+/// Locks the accounts in id order (a batch retried after a conflict).
+pub async fn lock_accounts(conn: &mut AsyncPgConnection, mut ids: Vec<Uuid>) -> QueryResult<usize> {
+    ids.sort_unstable();
+    diesel::sql_query("SELECT id FROM ledger_accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind::<Array<SqlUuid>, _>(ids)
+        .execute(conn)
+        .await
+}
+
 /// The account, locked until the transaction ends (flag changes).
 pub async fn lock_account(
     conn: &mut AsyncPgConnection,

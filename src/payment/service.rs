@@ -15,7 +15,7 @@ use super::model::{self, PaymentId, PaymentKind, PaymentStatus, Refusal};
 use super::rail::{Rail, Settlement};
 use super::store::{self, PaymentRow};
 use crate::auth::{PartnerId, Principal};
-use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind};
+use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind, limit_lock_key};
 use crate::ledger::{
     AccountFlags, AccountId, LedgerService, NewAccount, NewTransfer, Outcome, ResultCode, Scope,
     SideWrite, SideWriteError, TransferFlags, TransferId,
@@ -190,6 +190,15 @@ fn check_open(wallet: &WalletRef, debit: bool) -> Result<(), PaymentError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The advisory lock key guarding a payment's row against concurrent refunds (taken by the
+/// engine before attached writes, in order with the customers' keys).
+fn payment_lock_key(payment: uuid::Uuid) -> i64 {
+    let bytes = payment.into_bytes();
+    let mut tail = [0u8; 8];
+    tail.copy_from_slice(&bytes[8..]);
+    i64::from_le_bytes(tail) ^ 0x7061_795f_7265_666e
 }
 
 fn side_error(e: impl Into<PaymentError>) -> SideWriteError {
@@ -438,10 +447,19 @@ impl PaymentService {
             let (kyc, a) = (kyc.clone(), side_data.clone());
             Box::pin(async move { attach(tx, &kyc, &a, outcomes).await })
         });
+        let mut locks: Vec<i64> = attached
+            .outgoing
+            .iter()
+            .map(|m| limit_lock_key(m.customer_id))
+            .chain(attached.incoming.iter().map(|(c, _)| limit_lock_key(*c)))
+            .collect();
+        if let Some((original, _)) = attached.refund_of {
+            locks.push(payment_lock_key(original));
+        }
         let result = self
             .inner
             .ledger
-            .post(scope, vec![transfer], Some(side))
+            .post_locked(scope, vec![transfer], locks, side)
             .await
             .map_err(PaymentError::from)
             .and_then(|outcomes| {
@@ -754,10 +772,11 @@ impl PaymentService {
                     finish_withdrawal(tx, &kyc, &row, customer, amount, status, outcomes).await
                 })
             });
+            let locks = customer.map(limit_lock_key).into_iter().collect();
             let outcomes = self
                 .inner
                 .ledger
-                .post(Scope::System, vec![transfer], Some(side))
+                .post_locked(Scope::System, vec![transfer], locks, side)
                 .await?;
             if outcomes.first().is_some_and(|o| o.code == ResultCode::Ok) {
                 settled += 1;
