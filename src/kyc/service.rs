@@ -20,7 +20,7 @@ use super::model::{
 use super::pii::Vault;
 use super::screening::{self, BirthDate, ListEntry, ScreeningIndex, ScreeningSettings, Subject};
 use super::store::{self, ApplicationRow, CustomerRow, EntryRow, UsageRow};
-use crate::auth::{Actor, PartnerId, Principal};
+use crate::auth::{PartnerId, Principal};
 use crate::notify::{NewEvent, Template, enqueue_email, record_event};
 use crate::platform::config::{KycSettings, TierSettings};
 use crate::platform::db::{Db, Tx};
@@ -226,14 +226,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct KycService {
     inner: Arc<Inner>,
-}
-
-/// Who acted, as recorded on applications and transitions.
-fn actor_of(principal: &Principal) -> String {
-    match principal.actor {
-        Actor::User(id) => id.to_string(),
-        Actor::ApiKey(id) => id.to_string(),
-    }
 }
 
 fn context(field: &str, id: Uuid) -> String {
@@ -531,7 +523,7 @@ impl KycService {
             return Err(KycError::validation("requested_tier", "must be 1 or 2"));
         }
         let address = input.address.map(Address::validated).transpose()?;
-        let actor = actor_of(principal);
+        let actor = principal.actor.id();
         let scope = principal.partner_id;
 
         // Screening runs before the transaction, off the async threads: against a full list it
@@ -854,7 +846,7 @@ impl KycService {
         if reason.is_empty() || reason.chars().count() > 1000 {
             return Err(KycError::validation("reason", "must be 1-1000 characters"));
         }
-        let actor = actor_of(reviewer);
+        let actor = reviewer.actor.id();
         let row = self
             .db()
             .in_tx(|tx| {

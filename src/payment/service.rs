@@ -147,9 +147,50 @@ fn wallet_id(field: &'static str, raw: &str) -> Result<WalletId, PaymentError> {
         .map_err(|_| PaymentError::validation(field, "is not a wallet id (wal_...)"))
 }
 
+/// Account details for the rail, kept as given: a JSON object of at most 2 KiB.
+fn rail_details(field: &'static str, value: &serde_json::Value) -> Result<(), PaymentError> {
+    if value.is_object() && value.to_string().len() <= 2048 {
+        Ok(())
+    } else {
+        Err(PaymentError::validation(
+            field,
+            "must be a JSON object of at most 2 KiB",
+        ))
+    }
+}
+
 fn money(amount: &Amount, currency: Currency) -> Result<Money, PaymentError> {
     Money::parse_positive(amount, currency)
         .map_err(|e| PaymentError::validation("amount", e.to_string()))
+}
+
+/// A payment row with what every payment has; the caller fills in the rest.
+fn new_row(
+    id: PaymentId,
+    partner: PartnerId,
+    kind: PaymentKind,
+    status: PaymentStatus,
+    amount: Money,
+    at: DateTime<Utc>,
+) -> PaymentRow {
+    PaymentRow {
+        id: id.uuid(),
+        partner_id: partner.uuid(),
+        kind: kind.as_str().into(),
+        status: status.as_str().into(),
+        from_wallet_id: None,
+        to_wallet_id: None,
+        amount: amount.minor(),
+        currency: amount.currency().code().into(),
+        description: None,
+        transfer_id: id.uuid(),
+        rail: None,
+        created_at: at,
+        updated_at: at,
+        settlement_transfer_id: None,
+        settle_after: None,
+        refund_of: None,
+    }
 }
 
 fn view(row: &PaymentRow) -> Result<Payment, PaymentError> {
@@ -304,22 +345,17 @@ impl PaymentService {
         let id = PaymentId::new();
         let at = now();
         let row = PaymentRow {
-            id: id.uuid(),
-            partner_id: partner.uuid(),
-            kind: PaymentKind::P2p.as_str().into(),
-            status: PaymentStatus::Completed.as_str().into(),
             from_wallet_id: Some(from.id.uuid()),
             to_wallet_id: Some(to.id.uuid()),
-            amount: amount.minor(),
-            currency: input.currency.code().into(),
             description: description.clone(),
-            transfer_id: id.uuid(),
-            rail: None,
-            created_at: at,
-            updated_at: at,
-            settlement_transfer_id: None,
-            settle_after: None,
-            refund_of: None,
+            ..new_row(
+                id,
+                partner,
+                PaymentKind::P2p,
+                PaymentStatus::Completed,
+                amount,
+                at,
+            )
         };
         let transfer = NewTransfer {
             id: TransferId::from_uuid(id.uuid()),
@@ -368,13 +404,8 @@ impl PaymentService {
     ) -> Result<Payment, PaymentError> {
         let to_id = wallet_id("wallet_id", &input.wallet_id)?;
         let amount = money(&input.amount, input.currency)?;
-        if let Some(source) = &input.source
-            && (!source.is_object() || source.to_string().len() > 2048)
-        {
-            return Err(PaymentError::validation(
-                "source",
-                "must be a JSON object of at most 2 KiB",
-            ));
+        if let Some(source) = &input.source {
+            rail_details("source", source)?;
         }
         let to = self.inner.wallets.wallet_ref(partner, to_id).await?;
         if to.currency != input.currency {
@@ -385,24 +416,18 @@ impl PaymentService {
         let id = PaymentId::new();
         let at = now();
         let row = PaymentRow {
-            id: id.uuid(),
-            partner_id: partner.uuid(),
-            kind: PaymentKind::Deposit.as_str().into(),
-            status: PaymentStatus::Completed.as_str().into(),
-            from_wallet_id: None,
             to_wallet_id: Some(to.id.uuid()),
-            amount: amount.minor(),
-            currency: input.currency.code().into(),
-            description: None,
-            transfer_id: id.uuid(),
             rail: input
                 .source
                 .map(|s| json!({ "rail": "sandbox", "source": s })),
-            created_at: at,
-            updated_at: at,
-            settlement_transfer_id: None,
-            settle_after: None,
-            refund_of: None,
+            ..new_row(
+                id,
+                partner,
+                PaymentKind::Deposit,
+                PaymentStatus::Completed,
+                amount,
+                at,
+            )
         };
         let transfer = NewTransfer {
             id: TransferId::from_uuid(id.uuid()),
@@ -538,12 +563,7 @@ impl PaymentService {
     ) -> Result<Payment, PaymentError> {
         let from_id = wallet_id("wallet_id", &input.wallet_id)?;
         let amount = money(&input.amount, input.currency)?;
-        if !input.destination.is_object() || input.destination.to_string().len() > 2048 {
-            return Err(PaymentError::validation(
-                "destination",
-                "must be a JSON object of at most 2 KiB",
-            ));
-        }
+        rail_details("destination", &input.destination)?;
         let from = self.inner.wallets.wallet_ref(partner, from_id).await?;
         if from.currency != input.currency {
             return Err(PaymentError::CurrencyMismatch);
@@ -554,22 +574,18 @@ impl PaymentService {
         let id = PaymentId::new();
         let at = now();
         let row = PaymentRow {
-            id: id.uuid(),
-            partner_id: partner.uuid(),
-            kind: PaymentKind::Withdrawal.as_str().into(),
-            status: PaymentStatus::Pending.as_str().into(),
             from_wallet_id: Some(from.id.uuid()),
-            to_wallet_id: None,
-            amount: amount.minor(),
-            currency: input.currency.code().into(),
-            description: None,
-            transfer_id: id.uuid(),
             rail: Some(json!({ "rail": rail.name(), "destination": input.destination })),
-            created_at: at,
-            updated_at: at,
             settlement_transfer_id: Some(TransferId::new().uuid()),
             settle_after: Some(rail.settle_after(at)),
-            refund_of: None,
+            ..new_row(
+                id,
+                partner,
+                PaymentKind::Withdrawal,
+                PaymentStatus::Pending,
+                amount,
+                at,
+            )
         };
         let transfer = NewTransfer {
             id: TransferId::from_uuid(id.uuid()),
@@ -667,22 +683,17 @@ impl PaymentService {
         let id = PaymentId::new();
         let at = now();
         let refund = PaymentRow {
-            id: id.uuid(),
-            partner_id: partner.uuid(),
-            kind: PaymentKind::Refund.as_str().into(),
-            status: PaymentStatus::Completed.as_str().into(),
             from_wallet_id: Some(payee),
             to_wallet_id: Some(payer),
-            amount: amount.minor(),
-            currency: row.currency.clone(),
-            description: None,
-            transfer_id: id.uuid(),
-            rail: None,
-            created_at: at,
-            updated_at: at,
-            settlement_transfer_id: None,
-            settle_after: None,
             refund_of: Some(row.id),
+            ..new_row(
+                id,
+                partner,
+                PaymentKind::Refund,
+                PaymentStatus::Completed,
+                amount,
+                at,
+            )
         };
         let transfer = NewTransfer {
             id: TransferId::from_uuid(id.uuid()),

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::WalletError;
 use super::model::{Change, EntryKind, FreezeMode, WalletId, WalletKind, WalletStatus};
 use super::service::{
-    Balance, NewWallet, StatusChange, Transaction, Wallet, WalletDetail, WalletService, actor_of,
+    Balance, NewWallet, StatusChange, Transaction, Wallet, WalletDetail, WalletService,
 };
 use crate::auth::{Access, Area, AuthError, Principal};
 use crate::kyc::CustomerId;
@@ -232,7 +232,7 @@ async fn change(
     };
     Ok(web::Json(
         wallets
-            .change_status(scope, &actor_of(principal), id, change, reason)
+            .change_status(scope, &principal.actor.id(), id, change, reason)
             .await?,
     ))
 }

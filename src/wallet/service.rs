@@ -15,7 +15,7 @@ use super::model::{
     WalletStatus,
 };
 use super::store::{self, StatusChangeRow, WalletRow};
-use crate::auth::{Actor, PartnerId, Principal};
+use crate::auth::{PartnerId, Principal};
 use crate::kyc::{Compliance, CustomerId, KycService};
 use crate::ledger::{AccountFlags, AccountId, LedgerService, NewAccount, Scope, TransferId};
 use crate::notify::{NewEvent, record_event};
@@ -145,14 +145,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct WalletService {
     inner: Arc<Inner>,
-}
-
-/// Who acted, as recorded on status changes.
-pub fn actor_of(principal: &Principal) -> String {
-    match principal.actor {
-        Actor::User(id) => id.to_string(),
-        Actor::ApiKey(id) => id.to_string(),
-    }
 }
 
 fn now() -> DateTime<Utc> {
