@@ -1437,6 +1437,19 @@ impl KycService {
             .filter(|r| r.partner_id == partner.uuid())
             .ok_or(KycError::NotFound("customer"))?;
         let tier = tier_u8(customer.kyc_tier);
+        if let model::Direction::Incoming = movement.direction {
+            // Only the balance cap applies to incoming money: no counters to read or lock.
+            let today = now.date_naive();
+            model::evaluate(
+                &self.inner.settings.tiers,
+                tier,
+                movement,
+                Usage::empty(today),
+                now,
+            )
+            .map_err(KycError::Denied)?;
+            return Ok(());
+        }
         let currency = movement.amount.currency().code();
         let usage = locked_usage(tx, customer.id, currency, now).await?;
         let updated = model::evaluate(&self.inner.settings.tiers, tier, movement, usage, now)

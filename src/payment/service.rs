@@ -472,11 +472,11 @@ impl PaymentService {
             let (kyc, a) = (kyc.clone(), side_data.clone());
             Box::pin(async move { attach(tx, &kyc, &a, outcomes).await })
         });
+        // Only outgoing money updates a customer's limit counters (incoming checks the cap).
         let mut locks: Vec<i64> = attached
             .outgoing
             .iter()
             .map(|m| limit_lock_key(m.customer_id))
-            .chain(attached.incoming.iter().map(|(c, _)| limit_lock_key(*c)))
             .collect();
         if let Some((original, _)) = attached.refund_of {
             locks.push(payment_lock_key(original));
