@@ -5,7 +5,7 @@
 //! with exactly one ledger transfer of the same id, amount and accounts, and nothing else moved.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Uuid as SqlUuid};
@@ -101,15 +101,23 @@ enum Answer {
     Unexpected(u16, String),
 }
 
-async fn send(app: &TestApp, key: &str, wallets: &[String], p: &Sent) -> Answer {
-    let resp = app
-        .post_as(
-            key,
-            "/v1/payments",
+async fn send(
+    client: &reqwest::Client,
+    app: &TestApp,
+    key: &str,
+    wallets: &[String],
+    p: &Sent,
+) -> Answer {
+    let resp = client
+        .post(app.url("/v1/payments"))
+        .bearer_auth(key)
+        .json(
             &json!({"from_wallet_id": wallets[p.from], "to_wallet_id": wallets[p.to],
-                    "amount": decimal(p.amount), "currency": "USD", "description": "busy hour"}),
+                      "amount": decimal(p.amount), "currency": "USD", "description": "busy hour"}),
         )
-        .await;
+        .send()
+        .await
+        .expect("request sent");
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap();
     let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -198,11 +206,17 @@ async fn busy_hour(replicas: usize) {
             }
         })
         .collect();
+    // Idle connections are dropped well before the server's keep-alive (5 s) would close
+    // them, so a POST never races the server's close (reqwest does not retry a POST).
+    let client = &reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let answers: Vec<(usize, Answer)> = futures_util::stream::iter(sent.iter().enumerate())
         .map(|(i, p)| {
             let wallets = &wallets;
-            async move { (i, send(apps[i % apps.len()], key, wallets, p).await) }
+            async move { (i, send(client, apps[i % apps.len()], key, wallets, p).await) }
         })
         .buffer_unordered(IN_FLIGHT)
         .collect()
