@@ -501,6 +501,8 @@ pub async fn all_entries(conn: &mut AsyncPgConnection) -> QueryResult<Vec<EntryR
 
 /// The customer's usage row in `currency`, created if missing, locked until the transaction
 /// ends (so two movements of one customer cannot both spend the same remaining limit).
+/// The customer's counters in `currency`, created if missing, locked until the transaction
+/// ends: one statement (an upsert whose no-op update takes the row lock and returns the row).
 pub async fn lock_usage(
     conn: &mut AsyncPgConnection,
     customer: Uuid,
@@ -517,14 +519,11 @@ pub async fn lock_usage(
             month,
             month_total: 0,
         })
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    kyc_usage::table
-        .find((customer, currency))
-        .select(UsageRow::as_select())
-        .for_update()
-        .first(conn)
+        .on_conflict((kyc_usage::customer_id, kyc_usage::currency))
+        .do_update()
+        .set(kyc_usage::customer_id.eq(excluded(kyc_usage::customer_id)))
+        .returning(UsageRow::as_returning())
+        .get_result(conn)
         .await
 }
 
