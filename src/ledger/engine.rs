@@ -43,7 +43,7 @@ use super::model::{
 };
 use super::service::{account_state, stored_transfer};
 use super::store::{self, WriteSet};
-use crate::platform::db::{Db, DbError, Tx, TxFuture, is_retryable};
+use crate::platform::db::{Db, DbError, Retryable, Tx, TxFuture, is_retryable};
 use crate::platform::workers::Shutdown;
 
 /// A write a caller attaches to its request: it runs inside the batch's transaction after the
@@ -623,7 +623,13 @@ impl Core {
             if let Some(side) = submission.side.as_mut() {
                 let mut tx = Tx::within_open_transaction(conn);
                 if let Err(e) = side(&mut tx, &results[index]).await {
-                    return Err(BatchError::SideWrite(index, e));
+                    // A conflict inside an attached write (deadlock, serialization failure) is
+                    // the batch's, not the request's: run the batch again.
+                    return Err(match e.0.downcast::<DbError>() {
+                        Ok(db) if db.is_retryable() => BatchError::Retry(LedgerError::Db(*db)),
+                        Ok(db) => BatchError::SideWrite(index, SideWriteError(db)),
+                        Err(other) => BatchError::SideWrite(index, SideWriteError(other)),
+                    });
                 }
             }
         }

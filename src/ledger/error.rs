@@ -8,7 +8,8 @@ use crate::platform::db::{DbError, Retryable};
 use crate::platform::error::Problem;
 
 /// Why a write attached to a posting refused; the caller's own error, boxed, so it can be
-/// downcast back on the other side of the engine.
+/// downcast back on the other side of the engine. A boxed retryable [`DbError`] (a deadlock,
+/// a serialization failure) is not a refusal: the engine runs the batch again.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct SideWriteError(pub Box<dyn std::error::Error + Send + Sync>);

@@ -87,7 +87,10 @@ impl From<LedgerError> for PaymentError {
         match err {
             LedgerError::SideWrite(side) => match side.0.downcast::<PaymentError>() {
                 Ok(payment) => *payment,
-                Err(other) => Self::Internal(anyhow::anyhow!("{other}")),
+                Err(other) => match other.downcast::<DbError>() {
+                    Ok(db) => Self::Db(*db),
+                    Err(other) => Self::Internal(anyhow::anyhow!("{other}")),
+                },
             },
             LedgerError::Db(e) => Self::Db(e),
             other => Self::Ledger(other),

@@ -242,8 +242,13 @@ fn payment_lock_key(payment: uuid::Uuid) -> i64 {
     i64::from_le_bytes(tail) ^ 0x7061_795f_7265_666e
 }
 
+/// An attached write's error: database errors travel as themselves, so the engine can tell a
+/// conflict (which it retries) from a refusal.
 fn side_error(e: impl Into<PaymentError>) -> SideWriteError {
-    SideWriteError(Box::new(e.into()))
+    match e.into() {
+        PaymentError::Db(db) => SideWriteError(Box::new(db)),
+        other => SideWriteError(Box::new(other)),
+    }
 }
 
 /// What a payment's attached write needs.

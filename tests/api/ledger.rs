@@ -988,3 +988,63 @@ async fn attached_writes_commit_with_their_transfers_and_a_refusing_one_moves_no
     workers.stop(std::time::Duration::from_secs(5)).await;
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn a_conflict_inside_an_attached_write_runs_the_batch_again_instead_of_refusing() {
+    let app = spawn_app().await;
+    let (engine, workers) = app.spawn_engine(2);
+    let scope = direct::Scope::System;
+    let accounts = engine
+        .create_accounts(
+            scope,
+            (0..2)
+                .map(|_| direct::NewAccount {
+                    id: None,
+                    currency: usd(),
+                    code: 0,
+                    flags: direct::AccountFlags::default(),
+                    metadata: None,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let (a, b) = (accounts[0].state.id, accounts[1].state.id);
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    let outcomes = engine
+        .post(
+            scope,
+            vec![transfer(direct::TransferId::new(), a, b, 100)],
+            Some(Box::new(move |tx, _| {
+                let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                Box::pin(async move {
+                    if first {
+                        // What a deadlock or serialization failure looks like from inside.
+                        diesel_async::SimpleAsyncConnection::batch_execute(
+                            tx.conn(),
+                            "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
+                        )
+                        .await
+                        .map_err(|e| {
+                            flowlet::ledger::SideWriteError(Box::new(
+                                flowlet::platform::db::DbError::Query(e),
+                            ))
+                        })?;
+                    }
+                    Ok(())
+                })
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].code, direct::ResultCode::Ok);
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "ran again"
+    );
+    assert_eq!(app.count("ledger_transfers").await, 1);
+    workers.stop(std::time::Duration::from_secs(5)).await;
+    app.assert_ledger_invariants().await;
+}
