@@ -844,7 +844,15 @@ impl RawSettings {
                 key_per_hour: self.rate_limit.key_per_hour,
                 partner_per_hour: self.rate_limit.partner_per_hour,
             },
-            ledger: self.ledger.validate()?,
+            ledger: {
+                // Each batch in flight holds a connection: leave at least one for requests.
+                let mut ledger = self.ledger.validate()?;
+                ledger.pipeline_depth = ledger
+                    .pipeline_depth
+                    .min(self.database.pool_size.saturating_sub(1))
+                    .max(1);
+                ledger
+            },
             idempotency: self.idempotency.validate()?,
             payments: self.payments.validate()?,
             webhooks: self.webhooks.validate()?,
@@ -1591,6 +1599,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.idempotency.ttl, Duration::from_secs(48 * 3600));
         assert_eq!(s.idempotency.lock_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_engine_pipeline_leaves_connections_for_requests() {
+        assert_eq!(load(&[]).unwrap().ledger.pipeline_depth, 6);
+        let small = load(&[("FLOWLET__DATABASE__POOL_SIZE", "4")]).unwrap();
+        assert_eq!(small.ledger.pipeline_depth, 3, "at most pool_size - 1");
+        let tiny = load(&[("FLOWLET__DATABASE__POOL_SIZE", "1")]).unwrap();
+        assert_eq!(tiny.ledger.pipeline_depth, 1);
     }
 
     #[test]
