@@ -337,11 +337,7 @@ impl PaymentService {
         let description = model::description(input.description.as_deref())
             .map_err(|m| PaymentError::validation("description", m))?;
         let wallets = &self.inner.wallets;
-        let (from, to) = futures_util::future::try_join(
-            wallets.wallet_ref(partner, from_id),
-            wallets.wallet_ref(partner, to_id),
-        )
-        .await?;
+        let (from, to) = wallets.wallet_pair(partner, from_id, to_id).await?;
         if from.currency != input.currency || to.currency != input.currency {
             return Err(PaymentError::CurrencyMismatch);
         }
@@ -678,11 +674,13 @@ impl PaymentService {
             }
         };
         let wallets = &self.inner.wallets;
-        let (from, to) = futures_util::future::try_join(
-            wallets.wallet_ref(partner, WalletId::from_uuid(payee)),
-            wallets.wallet_ref(partner, WalletId::from_uuid(payer)),
-        )
-        .await?;
+        let (from, to) = wallets
+            .wallet_pair(
+                partner,
+                WalletId::from_uuid(payee),
+                WalletId::from_uuid(payer),
+            )
+            .await?;
         check_open(&from, true)?;
         check_open(&to, false)?;
         let id = PaymentId::new();

@@ -575,16 +575,38 @@ impl WalletService {
             .await?
             .filter(|r| r.partner_id == partner.uuid())
             .ok_or(WalletError::NotFound("wallet"))?;
-        let wallet = view(&row)?;
-        Ok(WalletRef {
-            id: wallet.id,
-            partner_id: wallet.partner_id,
-            customer_id: wallet.customer_id,
-            account_id: wallet.ledger_account_id,
-            currency: Currency::parse(&row.currency)
-                .map_err(|e| WalletError::Internal(anyhow::anyhow!("stored currency: {e}")))?,
-            status: wallet.status,
-            freeze_mode: wallet.freeze_mode,
-        })
+        wallet_ref(&row)
     }
+
+    /// Two wallets of `partner` in one read (a payment's payer and payee).
+    pub async fn wallet_pair(
+        &self,
+        partner: PartnerId,
+        first: WalletId,
+        second: WalletId,
+    ) -> Result<(WalletRef, WalletRef), WalletError> {
+        let mut conn = self.db().conn().await?;
+        let rows = store::find_wallets(&mut conn, &[first.uuid(), second.uuid()]).await?;
+        let pick = |id: WalletId| {
+            rows.iter()
+                .find(|r| r.id == id.uuid() && r.partner_id == partner.uuid())
+                .ok_or(WalletError::NotFound("wallet"))
+                .and_then(wallet_ref)
+        };
+        Ok((pick(first)?, pick(second)?))
+    }
+}
+
+fn wallet_ref(row: &WalletRow) -> Result<WalletRef, WalletError> {
+    let wallet = view(row)?;
+    Ok(WalletRef {
+        id: wallet.id,
+        partner_id: wallet.partner_id,
+        customer_id: wallet.customer_id,
+        account_id: wallet.ledger_account_id,
+        currency: Currency::parse(&row.currency)
+            .map_err(|e| WalletError::Internal(anyhow::anyhow!("stored currency: {e}")))?,
+        status: wallet.status,
+        freeze_mode: wallet.freeze_mode,
+    })
 }

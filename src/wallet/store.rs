@@ -51,6 +51,18 @@ pub async fn find_wallet(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<
         .optional()
 }
 
+/// The wallets among `ids`.
+pub async fn find_wallets(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<Vec<WalletRow>> {
+    wallet_wallets::table
+        .filter(wallet_wallets::id.eq_any(ids))
+        .select(WalletRow::as_select())
+        .load(conn)
+        .await
+}
+
 /// The wallet, locked until the transaction ends (status changes).
 pub async fn lock_wallet(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<WalletRow>> {
     wallet_wallets::table
