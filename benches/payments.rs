@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use flowlet::app::Application;
 use flowlet::auth::{AuthService, Caller, RequestMeta};
 use flowlet::kyc::{KycService, system_clock};
@@ -48,6 +48,10 @@ use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{connect, redact, with_database};
 
 const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -170,71 +174,7 @@ async fn run(config: Config, loadgen: tokio::runtime::Handle) -> anyhow::Result<
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
 
-    let dropped = async {
-        let mut admin = connect(&config.server_url).await?;
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await
-            .context("DROP DATABASE")
-    }
-    .await;
-    match (result, dropped) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Ok(()), Err(e)) => Err(e.context(format!("dropping database {name}"))),
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(drop_error)) => {
-            eprintln!("payments bench: could not drop database {name}: {drop_error:#}");
-            Err(e)
-        }
-    }
-}
-
-async fn connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
-    tokio::time::timeout(Duration::from_secs(10), AsyncPgConnection::establish(url))
-        .await
-        .map_err(|_| anyhow!("connecting took longer than 10 s"))?
-        .context("connecting")
-}
-
-/// `url` with its database name replaced by `name` (query parameters kept).
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base
-        .find("://")
-        .map(|i| i + 3)
-        .ok_or_else(|| anyhow!("not a database URL: {}", redact(url)))?;
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{name}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    Ok(out)
-}
-
-/// `url` without its password, for printing.
-fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority = rest.split('/').next().unwrap_or(rest);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!(
-                "{}{user}:***@{host}{}",
-                &url[..scheme_end],
-                &rest[authority.len()..]
-            )
-        }
-        _ => url.to_owned(),
-    }
+    support::drop_database_after("payments bench", &config.server_url, &name, result).await
 }
 
 /// The app's settings: as `flowlet serve` reads them, plus the benchmark's.
