@@ -56,6 +56,16 @@ pub trait Compliance: Send + Sync {
         movement: &Movement,
     ) -> impl Future<Output = Result<(), KycError>> + Send;
 
+    /// [`Compliance::authorize`] for many movements at once, as if one after another in the
+    /// given order (a customer's second payment counts after their first; a refused one counts
+    /// nothing): one answer per movement. A handful of statements whatever their number, for
+    /// callers that authorize a whole batch (the ledger engine's batched attached writes).
+    fn authorize_all(
+        &self,
+        tx: &mut Tx<'_>,
+        movements: &[(PartnerId, Movement)],
+    ) -> impl Future<Output = Result<Vec<Result<(), KycError>>, KycError>> + Send;
+
     /// Gives back an outgoing movement allowed at `counted_at` that did not happen after all
     /// (failed or reversed), so it stops counting against the limits.
     fn release(
@@ -83,6 +93,14 @@ impl Compliance for KycService {
         movement: &Movement,
     ) -> Result<(), KycError> {
         self.authorize_in(tx, partner, movement).await
+    }
+
+    async fn authorize_all(
+        &self,
+        tx: &mut Tx<'_>,
+        movements: &[(PartnerId, Movement)],
+    ) -> Result<Vec<Result<(), KycError>>, KycError> {
+        self.authorize_all_in(tx, movements).await
     }
 
     async fn release(

@@ -2,6 +2,7 @@
 //! the automated checks and manual review, sanctions lists and re-screening, and the
 //! [`Compliance`](super::Compliance) decisions other modules ask for before moving money.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -1458,6 +1459,101 @@ impl KycService {
             store::save_usage(tx.conn(), &usage_row(customer.id, currency, updated)).await?;
         }
         Ok(())
+    }
+
+    /// See [`Compliance::authorize_all`](super::Compliance::authorize_all): three statements
+    /// whatever the number of movements (customers, counters, counters' new values).
+    pub(super) async fn authorize_all_in(
+        &self,
+        tx: &mut Tx<'_>,
+        movements: &[(PartnerId, Movement)],
+    ) -> Result<Vec<Result<(), KycError>>, KycError> {
+        if movements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let today = now.date_naive();
+        let mut ids: Vec<Uuid> = movements
+            .iter()
+            .map(|(_, m)| m.customer_id.uuid())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let customers: HashMap<Uuid, CustomerRow> = store::share_customers(tx.conn(), &ids)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+        let customer_of = |partner: PartnerId, m: &Movement| {
+            customers
+                .get(&m.customer_id.uuid())
+                .filter(|c| c.partner_id == partner.uuid())
+        };
+        // The counters of every paying customer, locked (created when missing) in key order.
+        let mut keys: Vec<(Uuid, &str)> = movements
+            .iter()
+            .filter(|(partner, m)| {
+                matches!(m.direction, model::Direction::Outgoing(_))
+                    && customer_of(*partner, m).is_some()
+            })
+            .map(|(_, m)| (m.customer_id.uuid(), m.amount.currency().code()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let empty = Usage::empty(today);
+        let wanted: Vec<UsageRow> = keys
+            .iter()
+            .map(|(customer, currency)| usage_row(*customer, currency, empty))
+            .collect();
+        let mut usage: HashMap<(Uuid, String), Usage> = store::lock_usages(tx.conn(), &wanted)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let counted = Usage {
+                    day: row.day,
+                    day_total: row.day_total,
+                    month: row.month,
+                    month_total: row.month_total,
+                };
+                ((row.customer_id, row.currency), counted)
+            })
+            .collect();
+        // In order, as one movement after another: a customer's second payment counts after
+        // their first; a refused movement counts nothing.
+        let tiers = &self.inner.settings.tiers;
+        let mut changed: BTreeSet<(Uuid, String)> = BTreeSet::new();
+        let answers = movements
+            .iter()
+            .map(|(partner, m)| {
+                let customer = customer_of(*partner, m).ok_or(KycError::NotFound("customer"))?;
+                let tier = tier_u8(customer.kyc_tier);
+                if let model::Direction::Incoming = m.direction {
+                    model::evaluate(tiers, tier, m, empty, now).map_err(KycError::Denied)?;
+                    return Ok(());
+                }
+                let key = (customer.id, m.amount.currency().code().to_owned());
+                let before = usage.get(&key).copied().ok_or_else(|| {
+                    KycError::Internal(anyhow::anyhow!("limit counters were not locked"))
+                })?;
+                let after =
+                    model::evaluate(tiers, tier, m, before, now).map_err(KycError::Denied)?;
+                if after != before {
+                    usage.insert(key.clone(), after);
+                    changed.insert(key);
+                }
+                Ok(())
+            })
+            .collect();
+        let rows: Vec<UsageRow> = changed
+            .iter()
+            .filter_map(|key| {
+                usage
+                    .get(key)
+                    .map(|counted| usage_row(key.0, &key.1, *counted))
+            })
+            .collect();
+        store::save_usages(tx.conn(), &rows).await?;
+        Ok(answers)
     }
 
     /// See [`Compliance::release`](super::Compliance::release).

@@ -174,6 +174,22 @@ pub async fn share_customer(
         .optional()
 }
 
+/// Several customers, locked against change (tier, status) until the transaction ends; taken
+/// in id order, so two transactions locking overlapping sets never wait on each other in a
+/// cycle.
+pub async fn share_customers(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<Vec<CustomerRow>> {
+    kyc_customers::table
+        .filter(kyc_customers::id.eq_any(ids))
+        .order(kyc_customers::id)
+        .select(CustomerRow::as_select())
+        .for_share()
+        .load(conn)
+        .await
+}
+
 /// Customers, newest first, filtered by partner (none: every partner), exact external id
 /// and email hash; `before` is the cursor.
 pub async fn list_customers(
@@ -525,6 +541,45 @@ pub async fn lock_usage(
         .returning(UsageRow::as_returning())
         .get_result(conn)
         .await
+}
+
+/// [`lock_usage`] for several customers and currencies in one statement. `rows` must be
+/// distinct by (customer, currency) and sorted, so row locks are taken in a global order.
+pub async fn lock_usages(
+    conn: &mut AsyncPgConnection,
+    rows: &[UsageRow],
+) -> QueryResult<Vec<UsageRow>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::insert_into(kyc_usage::table)
+        .values(rows)
+        .on_conflict((kyc_usage::customer_id, kyc_usage::currency))
+        .do_update()
+        .set(kyc_usage::customer_id.eq(excluded(kyc_usage::customer_id)))
+        .returning(UsageRow::as_returning())
+        .get_results(conn)
+        .await
+}
+
+/// [`save_usage`] for several rows (already locked by [`lock_usages`]) in one statement.
+pub async fn save_usages(conn: &mut AsyncPgConnection, rows: &[UsageRow]) -> QueryResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    diesel::insert_into(kyc_usage::table)
+        .values(rows)
+        .on_conflict((kyc_usage::customer_id, kyc_usage::currency))
+        .do_update()
+        .set((
+            kyc_usage::day.eq(excluded(kyc_usage::day)),
+            kyc_usage::day_total.eq(excluded(kyc_usage::day_total)),
+            kyc_usage::month.eq(excluded(kyc_usage::month)),
+            kyc_usage::month_total.eq(excluded(kyc_usage::month_total)),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 pub async fn save_usage(conn: &mut AsyncPgConnection, row: &UsageRow) -> QueryResult<()> {

@@ -54,6 +54,39 @@ pub type SideWrite = Box<
         + Send,
 >;
 
+/// A writer that runs the attached writes of all of a batch's requests that carry it at once,
+/// set-based (one statement for every payment row of the batch, one for every event, ...),
+/// instead of a few statements per request. Like a [`SideWrite`] it may run more than once.
+pub trait BatchWrite: Send + Sync {
+    /// Runs the writes of `items` (this writer's requests of the batch, in arrival order, each
+    /// with its transfers' outcomes) inside the batch's transaction. Returns the requests it
+    /// refuses, by index into `items`: the engine answers each with its error and runs the
+    /// batch again without them, so a writer that refuses need not have written anything.
+    /// `Err` is a failure of the whole write (a retryable database error runs the batch again).
+    fn write<'t, 'c>(
+        &'t self,
+        tx: &'t mut Tx<'c>,
+        items: &'t [AttachedItem<'t>],
+    ) -> TxFuture<'t, Result<Vec<(usize, SideWriteError)>, SideWriteError>>;
+}
+
+/// One request's part of a [`BatchWrite`]: what the caller attached, and its outcomes.
+pub struct AttachedItem<'a> {
+    pub item: &'a (dyn std::any::Any + Send + Sync),
+    pub outcomes: &'a [Outcome],
+}
+
+/// A batched writer's requests in a batch: their indexes in the batch, and their items.
+type Group<'a> = (&'a Arc<dyn BatchWrite>, Vec<usize>, Vec<AttachedItem<'a>>);
+
+/// What a request attaches to its transfers.
+pub enum Attachment {
+    /// Its own write, run for this request alone.
+    Each(SideWrite),
+    /// An item for a writer that handles all of a batch's items at once.
+    Batched(Arc<dyn BatchWrite>, Box<dyn std::any::Any + Send + Sync>),
+}
+
 /// Tuning of the engine (configuration `ledger.*`).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -76,7 +109,7 @@ struct Submission {
     transfers: Vec<NewTransfer>,
     /// Advisory lock keys the attached write needs (see [`EngineHandle::submit`]).
     locks: Vec<i64>,
-    side: Option<SideWrite>,
+    side: Option<Attachment>,
     reply: oneshot::Sender<Result<Vec<Outcome>, LedgerError>>,
 }
 
@@ -98,7 +131,7 @@ impl EngineHandle {
         scope: Scope,
         transfers: Vec<NewTransfer>,
         locks: Vec<i64>,
-        side: Option<SideWrite>,
+        side: Option<Attachment>,
     ) -> Result<Vec<Outcome>, LedgerError> {
         if transfers.is_empty() {
             return Ok(Vec::new());
@@ -206,8 +239,9 @@ fn keys_of(submission: &Submission) -> Vec<Key> {
 
 /// How a batch attempt failed.
 enum BatchError {
-    /// One request's attached write refused: answer it, run the others again.
-    SideWrite(usize, SideWriteError),
+    /// Attached writes refused these requests (index into the batch): answer them, run the
+    /// others again.
+    Refused(Vec<(usize, SideWriteError)>),
     /// A conflict with another replica: run the batch again on fresh state.
     Retry(LedgerError),
     /// Anything else: every request of the batch gets the error.
@@ -415,9 +449,15 @@ impl Core {
                     }
                     return;
                 }
-                Err(BatchError::SideWrite(index, error)) => {
-                    let submission = batch.remove(index);
-                    let _ = submission.reply.send(Err(LedgerError::SideWrite(error)));
+                Err(BatchError::Refused(mut refused)) => {
+                    // From the back, so the indexes still to remove stay valid.
+                    refused.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+                    for (index, error) in refused {
+                        if index < batch.len() {
+                            let submission = batch.remove(index);
+                            let _ = submission.reply.send(Err(LedgerError::SideWrite(error)));
+                        }
+                    }
                 }
                 Err(BatchError::Retry(error)) if attempt < self.config.max_retries => {
                     attempt += 1;
@@ -620,15 +660,51 @@ impl Core {
             store::advisory_locks(conn, lock_keys).await?;
         }
         for (index, submission) in batch.iter_mut().enumerate() {
-            if let Some(side) = submission.side.as_mut() {
+            if let Some(Attachment::Each(side)) = submission.side.as_mut() {
                 let mut tx = Tx::within_open_transaction(conn);
                 if let Err(e) = side(&mut tx, &results[index]).await {
                     // A conflict inside an attached write (deadlock, serialization failure) is
                     // the batch's, not the request's: run the batch again.
-                    return Err(match e.0.downcast::<DbError>() {
-                        Ok(db) if db.is_retryable() => BatchError::Retry(LedgerError::Db(*db)),
-                        Ok(db) => BatchError::SideWrite(index, SideWriteError(db)),
-                        Err(other) => BatchError::SideWrite(index, SideWriteError(other)),
+                    return Err(match side_failure(e) {
+                        Ok(retry) => retry,
+                        Err(e) => BatchError::Refused(vec![(index, e)]),
+                    });
+                }
+            }
+        }
+        // Writers of batched attachments, each once with all of its items.
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        for (index, submission) in batch.iter().enumerate() {
+            if let Some(Attachment::Batched(writer, item)) = &submission.side {
+                let attached = AttachedItem {
+                    item: item.as_ref(),
+                    outcomes: &results[index],
+                };
+                match groups.iter_mut().find(|(w, _, _)| Arc::ptr_eq(w, writer)) {
+                    Some((_, indexes, items)) => {
+                        indexes.push(index);
+                        items.push(attached);
+                    }
+                    None => groups.push((writer, vec![index], vec![attached])),
+                }
+            }
+        }
+        for (writer, indexes, items) in &groups {
+            let mut tx = Tx::within_open_transaction(conn);
+            match writer.write(&mut tx, items).await {
+                Ok(refused) if refused.is_empty() => {}
+                Ok(refused) => {
+                    return Err(BatchError::Refused(
+                        refused
+                            .into_iter()
+                            .filter_map(|(i, e)| indexes.get(i).map(|index| (*index, e)))
+                            .collect(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(match side_failure(e) {
+                        Ok(retry) => retry,
+                        Err(e) => BatchError::Fatal(LedgerError::SideWrite(e)),
                     });
                 }
             }
@@ -650,6 +726,16 @@ impl Core {
         diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "COMMIT").await?;
         note_depth(conn, TransactionDepthChange::DecreaseDepth)?;
         Ok(results)
+    }
+}
+
+/// An attached write's failure: `Ok` with a retry of the batch when it is a conflict with
+/// other transactions (deadlock, serialization failure), else the error itself.
+fn side_failure(e: SideWriteError) -> Result<BatchError, SideWriteError> {
+    match e.0.downcast::<DbError>() {
+        Ok(db) if db.is_retryable() => Ok(BatchError::Retry(LedgerError::Db(*db))),
+        Ok(db) => Err(SideWriteError(db)),
+        Err(other) => Err(SideWriteError(other)),
     }
 }
 

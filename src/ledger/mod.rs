@@ -25,7 +25,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-pub use engine::{EngineConfig, EngineMetrics, SideWrite};
+pub use engine::{AttachedItem, Attachment, BatchWrite, EngineConfig, EngineMetrics, SideWrite};
 pub use error::{LedgerError, SideWriteError};
 pub use http::{LedgerDoc, TRANSFERS_ROUTE, configure};
 pub use model::{
@@ -51,13 +51,14 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
 
     /// [`Ledger::post`] with advisory lock keys the attached write needs, taken by the engine
-    /// in ascending order for the whole batch before any attached write runs.
+    /// in ascending order for the whole batch before any attached write runs, and a write of
+    /// its own or an item for a [`BatchWrite`] that writes all of a batch's items at once.
     fn post_locked(
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
         locks: Vec<i64>,
-        side: SideWrite,
+        side: Attachment,
     ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
 
     /// Creates accounts inside the caller's transaction.
@@ -126,7 +127,7 @@ impl Ledger for LedgerService {
         scope: Scope,
         transfers: Vec<NewTransfer>,
         locks: Vec<i64>,
-        side: SideWrite,
+        side: Attachment,
     ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send {
         LedgerService::post_locked(self, scope, transfers, locks, side)
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::engine::{Engine, EngineConfig, EngineHandle, EngineMetrics, SideWrite};
+use super::engine::{Attachment, Engine, EngineConfig, EngineHandle, EngineMetrics, SideWrite};
 use super::error::LedgerError;
 use super::model::{
     AccountFlags, AccountId, AccountState, NewTransfer, Outcome, ResultCode, Scope, StoredTransfer,
@@ -96,7 +96,9 @@ impl LedgerService {
         transfers: Vec<NewTransfer>,
         side: Option<SideWrite>,
     ) -> Result<Vec<Outcome>, LedgerError> {
-        self.engine.submit(scope, transfers, Vec::new(), side).await
+        self.engine
+            .submit(scope, transfers, Vec::new(), side.map(Attachment::Each))
+            .await
     }
 
     /// [`Self::post`] with advisory lock keys the attached write needs (see
@@ -106,7 +108,7 @@ impl LedgerService {
         scope: Scope,
         transfers: Vec<NewTransfer>,
         locks: Vec<i64>,
-        side: SideWrite,
+        side: Attachment,
     ) -> Result<Vec<Outcome>, LedgerError> {
         self.engine
             .submit(scope, transfers, locks, Some(side))

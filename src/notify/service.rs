@@ -48,6 +48,26 @@ pub async fn record_event(tx: &mut Tx<'_>, event: NewEvent) -> Result<EventId, D
     Ok(id)
 }
 
+/// [`record_event`] for several events in one statement (a batch of payments' events).
+pub async fn record_events(
+    tx: &mut Tx<'_>,
+    events: Vec<NewEvent>,
+) -> Result<Vec<EventId>, DbError> {
+    let created_at = Utc::now().trunc_subsecs(6);
+    let rows: Vec<EventRow> = events
+        .into_iter()
+        .map(|event| EventRow {
+            id: EventId::new().uuid(),
+            partner_id: event.partner_id.map(|p| p.uuid()),
+            event_type: event.event_type,
+            data: event.data,
+            created_at,
+        })
+        .collect();
+    store::insert_events(tx.conn(), &rows).await?;
+    Ok(rows.iter().map(|r| EventId::from_uuid(r.id)).collect())
+}
+
 /// Queues an email in the caller's transaction; the worker sends it after the commit (so a
 /// rolled-back change never sends mail), and drops its content once sent.
 pub async fn enqueue_email(

@@ -2,6 +2,7 @@
 //! one ledger transfer posted through the engine with the payment row, the tier limits and the
 //! event attached, so they commit together or not at all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -17,11 +18,11 @@ use super::store::{self, PaymentRow};
 use crate::auth::{PartnerId, Principal};
 use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind, limit_lock_key};
 use crate::ledger::{
-    AccountFlags, AccountId, LedgerService, NewAccount, NewTransfer, Outcome, ResultCode, Scope,
-    SideWrite, SideWriteError, TransferFlags, TransferId,
+    AccountFlags, AccountId, AttachedItem, Attachment, BatchWrite, LedgerService, NewAccount,
+    NewTransfer, Outcome, ResultCode, Scope, SideWrite, SideWriteError, TransferFlags, TransferId,
 };
-use crate::notify::{NewEvent, record_event};
-use crate::platform::db::{Db, Tx};
+use crate::notify::{NewEvent, record_event, record_events};
+use crate::platform::db::{Db, Tx, TxFuture};
 use crate::platform::http::pagination::Page;
 use crate::platform::idempotency::Claim;
 use crate::platform::money::{Amount, Currency, Money};
@@ -129,6 +130,8 @@ struct Inner {
     metrics: Option<PaymentMetrics>,
     rail: Arc<dyn Rail>,
     settlement_batch: i64,
+    /// Writes the payments of each ledger batch together.
+    writer: Arc<dyn BatchWrite>,
 }
 
 /// Payments. Cheap to clone.
@@ -306,6 +309,7 @@ impl PaymentService {
                 db,
                 ledger,
                 wallets,
+                writer: Arc::new(PaymentWriter { kyc: kyc.clone() }),
                 kyc,
                 metrics,
                 rail,
@@ -337,12 +341,13 @@ impl PaymentService {
         let description = model::description(input.description.as_deref())
             .map_err(|m| PaymentError::validation("description", m))?;
         let wallets = &self.inner.wallets;
-        let (from, to) = wallets.wallet_pair(partner, from_id, to_id).await?;
+        // The wallets' immutable facts (from memory once read); whether they are frozen or
+        // closed is the ledger's to say when the transfer posts (debits_blocked,
+        // credits_blocked, account_closed), exactly at commit time.
+        let (from, to) = wallets.wallet_accounts(partner, from_id, to_id).await?;
         if from.currency != input.currency || to.currency != input.currency {
             return Err(PaymentError::CurrencyMismatch);
         }
-        check_open(&from, true)?;
-        check_open(&to, false)?;
         let id = PaymentId::new();
         let at = now();
         let row = PaymentRow {
@@ -467,12 +472,6 @@ impl PaymentService {
         attached: Attached,
     ) -> Result<Payment, PaymentError> {
         let kind = PaymentKind::parse(&attached.row.kind).unwrap_or(PaymentKind::P2p);
-        let kyc = self.inner.kyc.clone();
-        let side_data = attached.clone();
-        let side: SideWrite = Box::new(move |tx, outcomes| {
-            let (kyc, a) = (kyc.clone(), side_data.clone());
-            Box::pin(async move { attach(tx, &kyc, &a, outcomes).await })
-        });
         // Only outgoing money updates a customer's limit counters (incoming checks the cap).
         let mut locks: Vec<i64> = attached
             .outgoing
@@ -482,6 +481,9 @@ impl PaymentService {
         if let Some((original, _)) = attached.refund_of {
             locks.push(payment_lock_key(original));
         }
+        let amount = attached.amount;
+        let row = attached.row.clone();
+        let side = Attachment::Batched(self.inner.writer.clone(), Box::new(attached));
         let result = self
             .inner
             .ledger
@@ -493,7 +495,7 @@ impl PaymentService {
                     .first()
                     .map_or(ResultCode::Ok, |o: &Outcome| o.code);
                 match code {
-                    ResultCode::Ok => view(&attached.row),
+                    ResultCode::Ok => view(&row),
                     other => Err(match model::refusal(other) {
                         Refusal::InsufficientFunds => PaymentError::InsufficientFunds,
                         Refusal::WalletFrozen => PaymentError::WalletFrozen,
@@ -505,7 +507,7 @@ impl PaymentService {
             });
         if let Some(m) = &self.inner.metrics {
             match &result {
-                Ok(p) => m.observe(kind, p.status.as_str(), Some(attached.amount)),
+                Ok(p) => m.observe(kind, p.status.as_str(), Some(amount)),
                 Err(e) => m.observe(kind, refused_label(e), None),
             }
         }
@@ -790,7 +792,7 @@ impl PaymentService {
             let outcomes = self
                 .inner
                 .ledger
-                .post_locked(Scope::System, vec![transfer], locks, side)
+                .post_locked(Scope::System, vec![transfer], locks, Attachment::Each(side))
                 .await?;
             if outcomes.first().is_some_and(|o| o.code == ResultCode::Ok) {
                 settled += 1;
@@ -864,59 +866,118 @@ fn refused_label(e: &PaymentError) -> &'static str {
     e.code()
 }
 
-/// The attached write: runs in the engine's transaction once the transfer is decided. A
-/// refused transfer writes nothing; an applied one is checked against both customers' tiers
-/// (a refusal there takes the transfer back out of the batch) and recorded with its event.
-async fn attach(
+/// Writes the payments of a ledger batch: all of a batch's payments at once, so a batch costs
+/// a handful of statements whatever its size (customers and limit counters, payment rows,
+/// events, stored answers) instead of several per payment.
+struct PaymentWriter {
+    kyc: KycService,
+}
+
+impl BatchWrite for PaymentWriter {
+    fn write<'t, 'c>(
+        &'t self,
+        tx: &'t mut Tx<'c>,
+        items: &'t [AttachedItem<'t>],
+    ) -> TxFuture<'t, Result<Vec<(usize, SideWriteError)>, SideWriteError>> {
+        Box::pin(write_payments(tx, &self.kyc, items))
+    }
+}
+
+/// The batch's payments whose transfer posted: the tier limits of every payer and payee (in
+/// arrival order), refunds never beyond what was paid, then the payment rows, their events
+/// and the stored idempotent answers, each one statement. Refuses (writing nothing) the
+/// payments a rule refuses; the engine runs the batch again without them.
+async fn write_payments(
     tx: &mut Tx<'_>,
     kyc: &KycService,
-    a: &Attached,
-    outcomes: &[Outcome],
-) -> Result<(), SideWriteError> {
-    let Some(applied) = outcomes
-        .first()
-        .filter(|o| o.code == ResultCode::Ok)
-        .and_then(|o| o.applied.as_ref())
-    else {
-        return Ok(());
-    };
-    if let Some(movement) = &a.outgoing {
-        kyc.authorize(tx, a.partner, movement)
-            .await
-            .map_err(side_error)?;
+    items: &[AttachedItem<'_>],
+) -> Result<Vec<(usize, SideWriteError)>, SideWriteError> {
+    let mut posted: Vec<(usize, &Attached, &crate::ledger::Applied)> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let attached = item
+            .item
+            .downcast_ref::<Attached>()
+            .ok_or_else(|| side_error(anyhow::anyhow!("a payment batch got another item")))?;
+        if let Some(applied) = item
+            .outcomes
+            .first()
+            .filter(|o| o.code == ResultCode::Ok)
+            .and_then(|o| o.applied.as_ref())
+        {
+            posted.push((index, attached, applied));
+        }
     }
-    if let Some((customer, account)) = a.incoming {
-        let after = applied
-            .entries
-            .iter()
-            .find(|e| e.account_id == account)
-            .and_then(|e| e.totals.posted_balance())
-            .unwrap_or(0);
-        let movement = Movement {
-            customer_id: customer,
-            amount: a.amount,
-            direction: Direction::Incoming,
-            balance_after: Some(Money::from_minor(after, a.amount.currency())),
+    if posted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut movements: Vec<(PartnerId, Movement)> = Vec::with_capacity(posted.len() * 2);
+    let mut movers: Vec<usize> = Vec::with_capacity(posted.len() * 2);
+    for (index, a, applied) in &posted {
+        if let Some(movement) = a.outgoing {
+            movements.push((a.partner, movement));
+            movers.push(*index);
+        }
+        if let Some((customer, account)) = a.incoming {
+            let after = applied
+                .entries
+                .iter()
+                .find(|e| e.account_id == account)
+                .and_then(|e| e.totals.posted_balance())
+                .unwrap_or(0);
+            movements.push((
+                a.partner,
+                Movement {
+                    customer_id: customer,
+                    amount: a.amount,
+                    direction: Direction::Incoming,
+                    balance_after: Some(Money::from_minor(after, a.amount.currency())),
+                },
+            ));
+            movers.push(*index);
+        }
+    }
+    let answers = kyc
+        .authorize_all(tx, &movements)
+        .await
+        .map_err(side_error)?;
+    let mut refused: Vec<(usize, SideWriteError)> = Vec::new();
+    for (index, answer) in movers.into_iter().zip(answers) {
+        if let Err(e) = answer
+            && !refused.iter().any(|(i, _)| *i == index)
+        {
+            refused.push((index, side_error(e)));
+        }
+    }
+    if !refused.is_empty() {
+        return Ok(refused);
+    }
+    // Refunds, under the original's row lock (and its advisory key, taken by the engine), so
+    // concurrent refunds never return more than paid; this batch's earlier refunds count too.
+    let mut refunding: HashMap<uuid::Uuid, i64> = HashMap::new();
+    for (index, a, _) in &posted {
+        let Some((original, paid)) = a.refund_of else {
+            continue;
         };
-        kyc.authorize(tx, a.partner, &movement)
-            .await
-            .map_err(side_error)?;
-    }
-    if let Some((original, paid)) = a.refund_of {
-        // Under the original's row lock, so concurrent refunds never return more than paid.
         store::lock_payment(tx.conn(), original)
             .await
             .map_err(side_error)?;
+        let earlier = refunding.get(&original).copied().unwrap_or(0);
         let before = store::refunded(tx.conn(), original)
             .await
-            .map_err(side_error)?;
+            .map_err(side_error)?
+            .saturating_add(earlier);
         let after = before.saturating_add(a.row.amount);
         if after > paid {
-            return Err(side_error(PaymentError::RefundExceedsPayment {
-                remaining: Money::from_minor(paid.saturating_sub(before), a.amount.currency())
-                    .format_amount(),
-            }));
+            refused.push((
+                *index,
+                side_error(PaymentError::RefundExceedsPayment {
+                    remaining: Money::from_minor(paid.saturating_sub(before), a.amount.currency())
+                        .format_amount(),
+                }),
+            ));
+            continue;
         }
+        refunding.insert(original, earlier.saturating_add(a.row.amount));
         if after == paid {
             store::set_status(
                 tx.conn(),
@@ -928,28 +989,50 @@ async fn attach(
             .map_err(side_error)?;
         }
     }
-    store::insert_payment(tx.conn(), &a.row)
+    if !refused.is_empty() {
+        return Ok(refused);
+    }
+    let rows: Vec<PaymentRow> = posted.iter().map(|(_, a, _)| a.row.clone()).collect();
+    store::insert_payments(tx.conn(), &rows)
         .await
         .map_err(side_error)?;
-    let payment = view(&a.row).map_err(side_error)?;
-    record_event(
-        tx,
-        NewEvent {
+    let mut events = Vec::with_capacity(posted.len());
+    let mut bodies: Vec<(usize, &Claim, Vec<u8>)> = Vec::new();
+    for (index, a, _) in &posted {
+        let payment = view(&a.row).map_err(side_error)?;
+        if let Some(claim) = &a.claim {
+            let body =
+                serde_json::to_vec(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?;
+            bodies.push((*index, claim, body));
+        }
+        events.push(NewEvent {
             partner_id: Some(a.partner),
             event_type: a.event.into(),
             data: serde_json::to_value(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?,
-        },
-    )
-    .await
-    .map_err(side_error)?;
-    if let Some(claim) = &a.claim {
-        let body = serde_json::to_vec(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?;
-        claim
-            .complete_in(tx, actix_web::http::StatusCode::CREATED, &body)
+        });
+    }
+    record_events(tx, events).await.map_err(side_error)?;
+    if !bodies.is_empty() {
+        let answers: Vec<(&Claim, actix_web::http::StatusCode, &[u8])> = bodies
+            .iter()
+            .map(|(_, claim, body)| {
+                (
+                    *claim,
+                    actix_web::http::StatusCode::CREATED,
+                    body.as_slice(),
+                )
+            })
+            .collect();
+        let stored = Claim::complete_all_in(tx, &answers)
             .await
             .map_err(side_error)?;
+        for ((index, _, _), result) in bodies.iter().zip(stored) {
+            if let Err(e) = result {
+                refused.push((*index, side_error(e)));
+            }
+        }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// The settlement's attached write: the payment leaves `pending` exactly once (whoever posts

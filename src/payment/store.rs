@@ -28,9 +28,13 @@ pub struct PaymentRow {
     pub refund_of: Option<Uuid>,
 }
 
-pub async fn insert_payment(conn: &mut AsyncPgConnection, row: &PaymentRow) -> QueryResult<()> {
+/// Several payments in one statement.
+pub async fn insert_payments(conn: &mut AsyncPgConnection, rows: &[PaymentRow]) -> QueryResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     diesel::insert_into(payment_payments::table)
-        .values(row)
+        .values(rows)
         .execute(conn)
         .await
         .map(drop)

@@ -44,7 +44,7 @@ use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use diesel::OptionalExtension;
-use diesel::sql_types::{BigInt, Bytea, Double, Nullable, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bytea, Double, Nullable, SmallInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -134,6 +134,65 @@ impl Claim {
         }
         self.0.completed.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// [`Claim::complete_in`] for several requests' claims in one statement (a batch of the
+    /// ledger engine). One answer per claim, in order: `Err` for a claim another request took
+    /// over after the lock timeout, whose request must then not commit.
+    pub async fn complete_all_in(
+        tx: &mut Tx<'_>,
+        answers: &[(&Claim, StatusCode, &[u8])],
+    ) -> Result<Vec<Result<(), DbError>>, DbError> {
+        #[derive(diesel::QueryableByName)]
+        struct Stored {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            scope: Uuid,
+            #[diesel(sql_type = Text)]
+            key: String,
+        }
+        if answers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scopes: Vec<Uuid> = answers.iter().map(|(c, _, _)| c.0.scope).collect();
+        let keys: Vec<&str> = answers.iter().map(|(c, _, _)| c.0.key.as_str()).collect();
+        let tokens: Vec<DateTime<Utc>> = answers.iter().map(|(c, _, _)| c.0.token).collect();
+        let statuses: Vec<i16> = answers
+            .iter()
+            .map(|(_, s, _)| i16::try_from(s.as_u16()).unwrap_or(i16::MAX))
+            .collect();
+        let bodies: Vec<&[u8]> = answers.iter().map(|(_, _, b)| *b).collect();
+        let stored: Vec<Stored> = diesel::sql_query(
+            "UPDATE platform_idempotency_keys k \
+             SET status = u.status, response_body = u.body, content_type = $6 \
+             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int2[], $5::bytea[]) \
+                  AS u(scope, key, locked_at, status, body) \
+             WHERE k.scope = u.scope AND k.key = u.key AND k.locked_at = u.locked_at \
+             RETURNING k.scope, k.key",
+        )
+        .bind::<Array<diesel::sql_types::Uuid>, _>(scopes)
+        .bind::<Array<Text>, _>(keys)
+        .bind::<Array<Timestamptz>, _>(tokens)
+        .bind::<Array<SmallInt>, _>(statuses)
+        .bind::<Array<Bytea>, _>(bodies)
+        .bind::<Text, _>(JSON)
+        .load(tx.conn())
+        .await?;
+        Ok(answers
+            .iter()
+            .map(|(claim, _, _)| {
+                if stored
+                    .iter()
+                    .any(|s| s.scope == claim.0.scope && s.key == claim.0.key)
+                {
+                    claim.0.completed.store(true, Ordering::SeqCst);
+                    Ok(())
+                } else {
+                    Err(DbError::Query(diesel::result::Error::QueryBuilderError(
+                        Box::new(ClaimLost),
+                    )))
+                }
+            })
+            .collect())
     }
 
     /// Whether [`Claim::complete_in`] ran (its transaction may still have rolled back).

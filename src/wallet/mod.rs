@@ -20,8 +20,8 @@ pub use error::WalletError;
 pub use http::{WalletDoc, configure};
 pub use model::{Change, FreezeMode, WalletId, WalletKind, WalletStatus};
 pub use service::{
-    Balance, NewWallet, Transaction, WALLET_ACCOUNT_CODE, Wallet, WalletDetail, WalletRef,
-    WalletService,
+    Balance, NewWallet, Transaction, WALLET_ACCOUNT_CODE, Wallet, WalletAccount, WalletDetail,
+    WalletRef, WalletService,
 };
 
 /// The wallet module's part of the OpenAPI document.

@@ -135,10 +135,27 @@ pub struct WalletRef {
     pub freeze_mode: Option<FreezeMode>,
 }
 
+/// What never changes about a wallet: its owners, ledger account and currency. Safe to keep
+/// for the wallet's life; its status is not here: freezes and closure are the ledger account's
+/// flags, which the posting engine enforces exactly when money moves.
+#[derive(Debug, Clone, Copy)]
+pub struct WalletAccount {
+    pub id: WalletId,
+    pub partner_id: PartnerId,
+    pub customer_id: CustomerId,
+    pub account_id: AccountId,
+    pub currency: Currency,
+}
+
+/// Wallets whose [`WalletAccount`] this process has read; emptied when it reaches this size.
+const ACCOUNT_CACHE_MAX: usize = 200_000;
+
 struct Inner {
     db: Db,
     ledger: LedgerService,
     kyc: KycService,
+    /// Immutable facts of wallets, so a payment reads no wallet row.
+    accounts: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, WalletAccount>>,
 }
 
 /// Wallets. Cheap to clone.
@@ -179,7 +196,12 @@ fn metadata_str(metadata: Option<&serde_json::Value>, key: &str) -> Option<Strin
 impl WalletService {
     pub fn new(db: Db, ledger: LedgerService, kyc: KycService) -> WalletService {
         WalletService {
-            inner: Arc::new(Inner { db, ledger, kyc }),
+            inner: Arc::new(Inner {
+                db,
+                ledger,
+                kyc,
+                accounts: std::sync::Mutex::default(),
+            }),
         }
     }
 
@@ -595,6 +617,80 @@ impl WalletService {
         };
         Ok((pick(first)?, pick(second)?))
     }
+}
+
+impl WalletService {
+    /// The [`WalletAccount`]s of two wallets of `partner` (a payment's payer and payee): from
+    /// memory once read, so the hot path of a payment reads no wallet row.
+    pub async fn wallet_accounts(
+        &self,
+        partner: PartnerId,
+        first: WalletId,
+        second: WalletId,
+    ) -> Result<(WalletAccount, WalletAccount), WalletError> {
+        let cached = |id: WalletId| self.cached_account(id);
+        let (mut a, mut b) = (cached(first), cached(second));
+        if a.is_none() || b.is_none() {
+            let missing: Vec<uuid::Uuid> = [(first, &a), (second, &b)]
+                .iter()
+                .filter(|(_, found)| found.is_none())
+                .map(|(id, _)| id.uuid())
+                .collect();
+            let mut conn = self.db().conn().await?;
+            let rows = store::find_wallets(&mut conn, &missing).await?;
+            drop(conn);
+            for row in &rows {
+                let account = wallet_account(row)?;
+                self.remember(account);
+                if account.id == first {
+                    a = Some(account);
+                }
+                if account.id == second {
+                    b = Some(account);
+                }
+            }
+        }
+        let mine = |found: Option<WalletAccount>| {
+            found
+                .filter(|w| w.partner_id == partner)
+                .ok_or(WalletError::NotFound("wallet"))
+        };
+        Ok((mine(a)?, mine(b)?))
+    }
+
+    fn cached_account(&self, id: WalletId) -> Option<WalletAccount> {
+        // A poisoned lock only means another thread panicked while holding it: the map of
+        // immutable facts is still right.
+        let map = self
+            .inner
+            .accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&id.uuid()).copied()
+    }
+
+    fn remember(&self, account: WalletAccount) {
+        let mut map = self
+            .inner
+            .accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= ACCOUNT_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(account.id.uuid(), account);
+    }
+}
+
+fn wallet_account(row: &WalletRow) -> Result<WalletAccount, WalletError> {
+    Ok(WalletAccount {
+        id: WalletId::from_uuid(row.id),
+        partner_id: PartnerId::from_uuid(row.partner_id),
+        customer_id: CustomerId::from_uuid(row.customer_id),
+        account_id: AccountId::from_uuid(row.account_id),
+        currency: Currency::parse(&row.currency)
+            .map_err(|e| WalletError::Internal(anyhow::anyhow!("stored currency: {e}")))?,
+    })
 }
 
 fn wallet_ref(row: &WalletRow) -> Result<WalletRef, WalletError> {

@@ -1715,6 +1715,96 @@ async fn the_compliance_trait_enforces_tier_limits_by_day_and_month_on_a_fake_cl
     assert_eq!(tier, (1, "approved".to_owned()));
 }
 
+/// `Compliance::authorize_all` (what a batch of payments asks) answers each movement as if
+/// they came one after another: a customer's later payments count after the earlier ones, a
+/// refused one counts nothing, and only what was allowed is stored.
+#[tokio::test]
+async fn authorize_all_answers_each_movement_as_if_one_after_another() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let (partner, other) = (app.new_partner().await, app.new_partner().await);
+    let approved = create(
+        &app,
+        &partner.key,
+        &person("Emma", "Johnson", "1990-05-17", "DE"),
+    )
+    .await;
+    submit(&app, &partner.key, &approved, &passport("C01X00T47")).await;
+    let unverified = create(
+        &app,
+        &partner.key,
+        &person("Tom", "Newman", "1990-05-17", "DE"),
+    )
+    .await;
+    let (approved, unverified): (CustomerId, CustomerId) =
+        (approved.parse().unwrap(), unverified.parse().unwrap());
+    let (_now, clock) = fake_clock("2026-03-30T12:00:00Z");
+    let kyc = KycService::new(app.pool(), &app.settings.kyc, clock).unwrap();
+    let pay = |amount: &str| outgoing(approved, amount, OutgoingKind::Payment);
+    let over_cap = Movement {
+        customer_id: approved,
+        amount: usd("500.00"),
+        direction: Direction::Incoming,
+        balance_after: Some(usd("2000.01")),
+    };
+    let movements = vec![
+        (partner.id, pay("600.00")),
+        (partner.id, pay("300.00")),
+        // 900 counted before it: over the daily 1000.
+        (partner.id, pay("200.01")),
+        (partner.id, over_cap),
+        (other.id, pay("1.00")),
+        (
+            partner.id,
+            outgoing(unverified, "1.00", OutgoingKind::Payment),
+        ),
+        // The refused ones counted nothing: exactly what remains.
+        (partner.id, pay("100.00")),
+    ];
+    let db = app.pool();
+    let answers = db
+        .in_tx(|tx| {
+            let kyc = kyc.clone();
+            let movements = movements.clone();
+            Box::pin(async move { kyc.authorize_all(tx, &movements).await })
+        })
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), movements.len());
+    let mut answers = answers.into_iter();
+    let mut next = || answers.next().unwrap();
+    next().unwrap();
+    next().unwrap();
+    assert_eq!(
+        limit_of(next()),
+        (LimitKind::DailyOutgoing, "1000.00".into(), "100.00".into())
+    );
+    assert_eq!(limit_of(next()).0, LimitKind::MaxBalance);
+    assert!(matches!(next(), Err(KycError::NotFound(_))));
+    assert_eq!(required_tier_of(next()), (0, Some(1)));
+    next().unwrap();
+    // Stored: 1000 of today's 1000 are used.
+    assert_eq!(
+        limit_of(authorize(&kyc, &app, partner.id, pay("0.01"), true).await),
+        (LimitKind::DailyOutgoing, "1000.00".into(), "0.00".into())
+    );
+    assert_eq!(
+        app.sql_count("SELECT count(*) AS n FROM kyc_usage WHERE day_total > 0 OR month_total > 0")
+            .await,
+        1,
+        "only the approved customer's counters moved: the other movements were refused"
+    );
+    // Nothing asked, nothing read.
+    let none = db
+        .in_tx(|tx| {
+            let kyc = kyc.clone();
+            Box::pin(async move { kyc.authorize_all(tx, &[]).await })
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
 fn kyc_now(now: &AtomicI64) -> DateTime<Utc> {
     DateTime::from_timestamp(now.load(Ordering::SeqCst), 0).unwrap()
 }

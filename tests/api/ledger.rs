@@ -989,6 +989,135 @@ async fn attached_writes_commit_with_their_transfers_and_a_refusing_one_moves_no
     app.assert_ledger_invariants().await;
 }
 
+/// A batched writer: records, in one statement per batch, the transfers of its requests that
+/// went through, refusing the requests whose item says so; remembers how many items each call
+/// got.
+struct RecordAll {
+    calls: std::sync::Mutex<Vec<usize>>,
+}
+
+impl flowlet::ledger::BatchWrite for RecordAll {
+    fn write<'t, 'c>(
+        &'t self,
+        tx: &'t mut flowlet::platform::db::Tx<'c>,
+        items: &'t [flowlet::ledger::AttachedItem<'t>],
+    ) -> flowlet::platform::db::TxFuture<
+        't,
+        Result<Vec<(usize, flowlet::ledger::SideWriteError)>, flowlet::ledger::SideWriteError>,
+    > {
+        self.calls.lock().unwrap().push(items.len());
+        let refused: Vec<(usize, flowlet::ledger::SideWriteError)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| item.item.downcast_ref::<bool>() == Some(&true))
+            .map(|(i, _)| {
+                (
+                    i,
+                    flowlet::ledger::SideWriteError("refused by the test".into()),
+                )
+            })
+            .collect();
+        let ids: Vec<uuid::Uuid> = items
+            .iter()
+            .flat_map(|item| item.outcomes)
+            .filter(|o| o.code == direct::ResultCode::Ok)
+            .map(|o| o.id.uuid())
+            .collect();
+        Box::pin(async move {
+            if !refused.is_empty() {
+                return Ok(refused);
+            }
+            diesel_async::RunQueryDsl::execute(
+                diesel::sql_query("INSERT INTO test_side_writes SELECT unnest($1::uuid[])")
+                    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids),
+                tx.conn(),
+            )
+            .await
+            .map_err(|e| flowlet::ledger::SideWriteError(Box::new(e)))?;
+            Ok(Vec::new())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_writer_writes_a_whole_batch_at_once_and_refuses_requests_alone() {
+    let app = spawn_app().await;
+    let mut conn = app.db().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut conn,
+        "CREATE TABLE test_side_writes (id uuid PRIMARY KEY)",
+    )
+    .await
+    .unwrap();
+    let (engine, workers) = app.spawn_engine(2);
+    let scope = direct::Scope::System;
+    let accounts = engine
+        .create_accounts(
+            scope,
+            (0..4)
+                .map(|_| direct::NewAccount {
+                    id: None,
+                    currency: usd(),
+                    code: 0,
+                    flags: direct::AccountFlags::default(),
+                    metadata: None,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<direct::AccountId> = accounts.iter().map(|a| a.state.id).collect();
+    let writer = std::sync::Arc::new(RecordAll {
+        calls: std::sync::Mutex::default(),
+    });
+    let shared: std::sync::Arc<dyn flowlet::ledger::BatchWrite> = writer.clone();
+    // 60 requests at once; every tenth is refused by the writer.
+    let posts = (0..60).map(|i| {
+        let engine = engine.clone();
+        let shared = shared.clone();
+        let (debit, credit) = (ids[i % 4], ids[(i + 1) % 4]);
+        async move {
+            let outcome = engine
+                .post_locked(
+                    scope,
+                    vec![transfer(direct::TransferId::new(), debit, credit, 10)],
+                    Vec::new(),
+                    flowlet::ledger::Attachment::Batched(shared, Box::new(i % 10 == 3)),
+                )
+                .await;
+            (i, outcome)
+        }
+    });
+    let results = futures_util::future::join_all(posts).await;
+    for (i, result) in results {
+        if i % 10 == 3 {
+            assert!(
+                matches!(result, Err(flowlet::ledger::LedgerError::SideWrite(_))),
+                "{i}: {result:?}"
+            );
+        } else {
+            assert_eq!(result.unwrap()[0].code, direct::ResultCode::Ok, "{i}");
+        }
+    }
+    assert_eq!(
+        app.count("ledger_transfers").await,
+        54,
+        "the refused moved nothing"
+    );
+    assert_eq!(
+        app.count("test_side_writes").await,
+        54,
+        "each with its write"
+    );
+    let calls = writer.calls.lock().unwrap().clone();
+    assert!(
+        calls.iter().any(|n| *n > 1),
+        "requests queued behind a running batch were written together: {calls:?}"
+    );
+    workers.stop(std::time::Duration::from_secs(5)).await;
+    app.assert_ledger_invariants().await;
+}
+
 #[tokio::test]
 async fn a_conflict_inside_an_attached_write_runs_the_batch_again_instead_of_refusing() {
     let app = spawn_app().await;

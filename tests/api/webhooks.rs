@@ -10,7 +10,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use flowlet::notify::{NewEvent, record_event};
+use flowlet::notify::{NewEvent, record_event, record_events};
 use flowlet::platform::db::DbError;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
@@ -442,6 +442,66 @@ async fn after_a_rotation_old_and_new_secrets_both_sign_until_the_overlap_ends()
     assert_eq!(got[1].signature.split(' ').count(), 1);
     assert!(verify(&new, &got[1]));
     assert!(!verify(&old, &got[1]), "the old secret no longer signs");
+}
+
+/// Events recorded together (a batch of payments) fan out like events recorded one by one:
+/// each to exactly the endpoints of its partner whose filters match.
+#[tokio::test]
+async fn events_recorded_together_reach_exactly_the_matching_endpoints() {
+    let app = spawn_app().await;
+    let (partner, other) = (app.new_partner().await, app.new_partner().await);
+    let receiver = Receiver::start().await;
+    let (payments, _) = endpoint(&app, &partner, &receiver.url, json!(["payment.*"])).await;
+    let (wallets, _) = endpoint(&app, &partner, &receiver.url, json!(["wallet.created"])).await;
+    let (foreign, _) = endpoint(&app, &other, &receiver.url, json!(["*"])).await;
+    let event = |event_type: &str| NewEvent {
+        partner_id: Some(partner.id),
+        event_type: event_type.into(),
+        data: json!({ "n": event_type }),
+    };
+    let events = vec![
+        event("payment.completed"),
+        event("payment.refunded"),
+        event("wallet.created"),
+        event("card.created"),
+        NewEvent {
+            partner_id: None,
+            event_type: "payment.completed".into(),
+            data: json!({}),
+        },
+    ];
+    let db = app.pool();
+    let ids = db
+        .in_tx(|tx| {
+            let events = events.clone();
+            Box::pin(async move { record_events(tx, events).await })
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 5);
+    assert_eq!(app.count("notify_events").await, 5);
+    let deliveries = |endpoint: &str| {
+        let endpoint: flowlet::notify::EndpointId = endpoint.parse().unwrap();
+        let app = &app;
+        async move {
+            app.sql_count(&format!(
+                "SELECT count(*) AS n FROM notify_deliveries WHERE endpoint_id = '{}'",
+                endpoint.uuid()
+            ))
+            .await
+        }
+    };
+    assert_eq!(deliveries(&payments).await, 2);
+    assert_eq!(deliveries(&wallets).await, 1);
+    assert_eq!(deliveries(&foreign).await, 0);
+    let got = receiver.wait_for(3).await;
+    assert_eq!(got.len(), 3);
+    // Nothing at all: nothing written.
+    let none = db
+        .in_tx(|tx| Box::pin(async move { record_events(tx, Vec::new()).await }))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }
 
 #[tokio::test]

@@ -92,17 +92,33 @@ impl Db {
         // request); a connection that died shows as an error on first use, which callers
         // treat like any other database error (the ledger engine retries its batch).
         config.recycling_method = RecyclingMethod::Fast;
+        // Each connection's driver (the task that reads and writes its socket) runs on the
+        // runtime that builds the pool, the app's multi-threaded one, not on whichever HTTP
+        // worker happened to need a connection first: otherwise the posting engine's every
+        // statement waited for that worker's single thread to be free to read the answer.
+        let home = tokio::runtime::Handle::try_current().ok();
         config.custom_setup = Box::new(move |url| {
             let url = url.to_owned();
+            let home = home.clone();
             async move {
-                match tokio::time::timeout(connect_timeout, AsyncPgConnection::establish(&url))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(ConnectionError::BadConnection(format!(
-                        "connecting took longer than {} ms",
-                        connect_timeout.as_millis()
-                    ))),
+                let connect = async move {
+                    match tokio::time::timeout(connect_timeout, AsyncPgConnection::establish(&url))
+                        .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(ConnectionError::BadConnection(format!(
+                            "connecting took longer than {} ms",
+                            connect_timeout.as_millis()
+                        ))),
+                    }
+                };
+                match home {
+                    Some(runtime) => runtime.spawn(connect).await.unwrap_or_else(|e| {
+                        Err(ConnectionError::BadConnection(format!(
+                            "the connecting task failed: {e}"
+                        )))
+                    }),
+                    None => connect.await,
                 }
             }
             .boxed()
