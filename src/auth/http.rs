@@ -106,18 +106,18 @@ pub async fn authenticate(
         .client_ip(req.request())
         .unwrap_or_else(|| "unknown".to_owned());
     let credentials = req.headers().get(header::AUTHORIZATION).map(bearer_token);
-    let (authenticated, failure) = match credentials {
-        None => (None, None),
-        Some(None) => (None, Some(AuthError::Unauthorized)),
-        Some(Some(token)) => match svc.authenticate(&token).await {
-            Ok(who) => (Some(who), None),
-            Err(e) => (None, Some(e)),
+    let (authenticated, failure, counted) = match credentials {
+        None => (None, None, None),
+        Some(None) => (None, Some(AuthError::Unauthorized), None),
+        Some(Some(token)) => match svc.authenticate_limited(&token).await {
+            (Ok(who), decision) => (Some(who), None, decision),
+            (Err(e), _) => (None, Some(e), None),
         },
     };
     let decision = if !svc.rate_limits_enabled() {
         None
-    } else if let Some(who) = &authenticated {
-        svc.limit_principal(who).await
+    } else if authenticated.is_some() {
+        counted
     } else {
         svc.limit_ip(&ip).await
     };

@@ -184,9 +184,28 @@ pub struct AuthService {
     inner: Arc<Inner>,
 }
 
+/// The shared epoch API keys are cached under: moved on by every revocation.
+const KEY_EPOCH: &str = "auth:api_keys";
+/// Longest an API key's check is reused without reading the database again.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most API keys kept at once; the cache is emptied when it reaches this size.
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// An API key's successful check, kept so that a request with the same key reads no row.
+#[derive(Clone)]
+struct CachedKey {
+    who: Authenticated,
+    expires_at: Option<DateTime<Utc>>,
+    /// The epoch read before the key's row: the check holds while the epoch is unchanged.
+    epoch: String,
+    cached_at: std::time::Instant,
+}
+
 struct Inner {
     db: Db,
     shared: SharedState,
+    /// API keys checked lately, by digest (never the key itself).
+    keys: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedKey>>,
     jwt: Jwt,
     passwords: Arc<Passwords>,
     digester: SecretDigester,
@@ -223,6 +242,7 @@ impl AuthService {
             inner: Arc::new(Inner {
                 db,
                 shared,
+                keys: std::sync::Mutex::default(),
                 jwt,
                 passwords: Arc::new(passwords),
                 digester: SecretDigester::new(&settings.api_key_secret),
@@ -272,8 +292,86 @@ impl AuthService {
         }
     }
 
+    /// Authenticates a request's bearer token and counts it against the rate limits that
+    /// apply (`None`: limits are off or the limiter failed open; a failed authentication is
+    /// not counted here, the caller counts it against the client's IP).
+    ///
+    /// An API key checked lately on this replica is not read again while the shared key
+    /// epoch is unchanged: the epoch comes back with the rate-limit check (one Redis round
+    /// trip the request makes anyway), and every revocation moves it on, so a revoked key is
+    /// refused at once on every replica. Without Redis every request reads the database.
+    pub async fn authenticate_limited(
+        &self,
+        token: &str,
+    ) -> (Result<Authenticated, AuthError>, Option<RateDecision>) {
+        if self.key_cache_enabled() && crypto::looks_like(SecretKind::ApiKey, token) {
+            let digest = self.inner.digester.digest(token);
+            if let Some(cached) = self.cached_key(&digest) {
+                let (decision, epoch) = self.limit_principal_reading(&cached.who, true).await;
+                if epoch.as_deref() == Some(cached.epoch.as_str()) {
+                    return (Ok(cached.who), decision);
+                }
+                self.forget_keys(|key| key == &digest);
+                // Something changed: the database decides (the request is counted already).
+                return (self.authenticate(token).await, decision);
+            }
+        }
+        let result = self.authenticate(token).await;
+        let decision = match &result {
+            Ok(who) if self.rate_limits_enabled() => self.limit_principal(who).await,
+            _ => None,
+        };
+        (result, decision)
+    }
+
+    /// Keys are cached only where a shared epoch comes with every request's rate-limit check.
+    fn key_cache_enabled(&self) -> bool {
+        self.rate_limits_enabled()
+            && self.inner.shared.backend() == crate::platform::shared_state::Backend::Redis
+    }
+
+    fn cached_key(&self, digest: &[u8; 32]) -> Option<CachedKey> {
+        let keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.get(digest)
+            .filter(|k| k.cached_at.elapsed() < KEY_CACHE_TTL)
+            .filter(|k| k.expires_at.is_none_or(|at| at > Utc::now()))
+            .cloned()
+    }
+
+    fn remember_key(&self, digest: [u8; 32], key: CachedKey) {
+        let mut keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if keys.len() >= KEY_CACHE_MAX {
+            keys.clear();
+        }
+        keys.insert(digest, key);
+    }
+
+    fn forget_keys(&self, which: impl Fn(&[u8; 32]) -> bool) {
+        let mut keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.retain(|digest, _| !which(digest));
+    }
+
     async fn authenticate_key(&self, token: &str) -> Result<Authenticated, AuthError> {
         let digest = self.inner.digester.digest(token);
+        // Read before the key's row: should a revocation commit in between, the epoch it moves
+        // on no longer matches the one this check is cached under.
+        let epoch = if self.key_cache_enabled() {
+            self.inner.shared.epoch(KEY_EPOCH).await
+        } else {
+            None
+        };
         let mut conn = self.db().conn().await?;
         let Some((key, partner)) = store::find_api_key_by_digest(&mut conn, &digest).await? else {
             return Err(unauthorized("unknown API key"));
@@ -305,7 +403,7 @@ impl AuthService {
         {
             tracing::warn!(error.cause = %e, api_key.id = %key.id, "could not record key use");
         }
-        Ok(Authenticated {
+        let who = Authenticated {
             principal: Principal {
                 partner_id: Some(key.partner_id),
                 actor: Actor::ApiKey(key.id),
@@ -320,7 +418,19 @@ impl AuthService {
                 partner.rate_limit_per_hour,
                 self.inner.limits.partner_per_hour,
             )),
-        })
+        };
+        if let Some(epoch) = epoch {
+            self.remember_key(
+                digest,
+                CachedKey {
+                    who: who.clone(),
+                    expires_at: key.expires_at,
+                    epoch,
+                    cached_at: std::time::Instant::now(),
+                },
+            );
+        }
+        Ok(who)
     }
 
     async fn authenticate_jwt(&self, token: &str) -> Result<Authenticated, AuthError> {
@@ -377,35 +487,61 @@ impl AuthService {
     /// Counts one request of an authenticated caller against its own and its partner's limits,
     /// returning the one that binds.
     pub async fn limit_principal(&self, who: &Authenticated) -> Option<RateDecision> {
+        self.limit_principal_reading(who, false).await.0
+    }
+
+    /// [`Self::limit_principal`], reading the API keys' epoch with the caller's own check when
+    /// `read_epoch` (`None` when it could not be read). Both checks at once.
+    async fn limit_principal_reading(
+        &self,
+        who: &Authenticated,
+        read_epoch: bool,
+    ) -> (Option<RateDecision>, Option<String>) {
         let hour = Duration::from_secs(3600);
-        let own = self
-            .limit(
-                &format!(
-                    "{}:{}",
-                    who.principal.actor.kind(),
-                    who.principal.actor.id()
-                ),
-                Quota {
-                    limit: who.key_per_hour,
-                    period: hour,
-                },
-            )
-            .await;
-        let partner = match (who.partner_per_hour, who.principal.partner_id) {
-            (Some(limit), Some(partner)) => {
-                self.limit(
-                    &format!("partner:{partner}"),
-                    Quota {
-                        limit,
-                        period: hour,
-                    },
-                )
-                .await
-            }
-            _ => None,
+        let own_key = format!(
+            "{}:{}",
+            who.principal.actor.kind(),
+            who.principal.actor.id()
+        );
+        let own_quota = Quota {
+            limit: who.key_per_hour,
+            period: hour,
         };
+        let own = async {
+            let limiter = self.inner.shared.rate_limiter();
+            let answer = if read_epoch {
+                limiter
+                    .check_with_epoch(&own_key, own_quota, KEY_EPOCH)
+                    .await
+            } else {
+                limiter.check(&own_key, own_quota).await.map(|d| (d, None))
+            };
+            match answer {
+                Ok((decision, epoch)) => (Some(decision), epoch),
+                Err(e) => {
+                    tracing::error!(error.cause = %e, "rate limit check failed; letting the request through");
+                    (None, None)
+                }
+            }
+        };
+        let partner = async {
+            match (who.partner_per_hour, who.principal.partner_id) {
+                (Some(limit), Some(partner)) => {
+                    self.limit(
+                        &format!("partner:{partner}"),
+                        Quota {
+                            limit,
+                            period: hour,
+                        },
+                    )
+                    .await
+                }
+                _ => None,
+            }
+        };
+        let ((own, epoch), partner) = futures_util::future::join(own, partner).await;
         let decisions: Vec<RateDecision> = own.into_iter().chain(partner).collect();
-        tightest(&decisions)
+        (tightest(&decisions), epoch)
     }
 
     /// One check; a limiter fault lets the request through (logged), never fails it.
@@ -968,8 +1104,10 @@ impl AuthService {
         Ok(Page::from_rows(rows, limit, |k: &ApiKey| k.id.to_string()))
     }
 
-    /// Revokes a key at once, for every replica (keys are checked against the database on
-    /// every request). Revoking a revoked key is a no-op.
+    /// Revokes a key at once, for every replica: the database says so, and the shared key
+    /// epoch moves on so no replica trusts a cached check of any key (see
+    /// [`Self::authenticate_limited`]). Revoking a revoked key is a no-op (that moves the
+    /// epoch on again).
     pub async fn revoke_api_key(
         &self,
         caller: &Caller,
@@ -1005,7 +1143,16 @@ impl AuthService {
                     Ok(())
                 })
             })
-            .await
+            .await?;
+        // Every replica's cached checks of keys go stale (this one's at once) before the
+        // caller hears that the key is revoked.
+        self.forget_keys(|_| true);
+        self.inner.shared.bump_epoch(KEY_EPOCH).await.map_err(|e| {
+            AuthError::Internal(anyhow::anyhow!(
+                "the key is revoked in the database, but replicas could not be told to stop \
+                     trusting their cached checks of keys (retry the revocation): {e}"
+            ))
+        })
     }
 
     async fn ensure_partner_exists(&self, partner: PartnerId) -> Result<(), AuthError> {

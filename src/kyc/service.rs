@@ -1479,23 +1479,11 @@ impl KycService {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let customers: HashMap<Uuid, CustomerRow> = store::share_customers(tx.conn(), &ids)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
-        let customer_of = |partner: PartnerId, m: &Movement| {
-            customers
-                .get(&m.customer_id.uuid())
-                .filter(|c| c.partner_id == partner.uuid())
-        };
-        // The counters of every paying customer, locked (created when missing) in key order.
+        // Every paying customer's counters, locked (created when missing) in key order: all
+        // of them, whoever's they are; a movement refused below leaves its row unchanged.
         let mut keys: Vec<(Uuid, &str)> = movements
             .iter()
-            .filter(|(partner, m)| {
-                matches!(m.direction, model::Direction::Outgoing(_))
-                    && customer_of(*partner, m).is_some()
-            })
+            .filter(|(_, m)| matches!(m.direction, model::Direction::Outgoing(_)))
             .map(|(_, m)| (m.customer_id.uuid(), m.amount.currency().code()))
             .collect();
         keys.sort_unstable();
@@ -1505,8 +1493,21 @@ impl KycService {
             .iter()
             .map(|(customer, currency)| usage_row(*customer, currency, empty))
             .collect();
-        let mut usage: HashMap<(Uuid, String), Usage> = store::lock_usages(tx.conn(), &wanted)
-            .await?
+        // The customers and the counters in one round trip.
+        let shared: &Tx<'_> = tx;
+        let (customers, counters) = futures_util::future::join(
+            store::share_customers(shared.shared(), &ids),
+            store::lock_usages(shared.shared(), &wanted),
+        )
+        .await;
+        let customers: HashMap<Uuid, CustomerRow> =
+            customers?.into_iter().map(|row| (row.id, row)).collect();
+        let customer_of = |partner: PartnerId, m: &Movement| {
+            customers
+                .get(&m.customer_id.uuid())
+                .filter(|c| c.partner_id == partner.uuid())
+        };
+        let mut usage: HashMap<(Uuid, String), Usage> = counters?
             .into_iter()
             .map(|row| {
                 let counted = Usage {

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Date, Text, Uuid as SqlUuid};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -112,7 +113,7 @@ pub struct EntryRow {
     pub kind: String,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = kyc_usage, check_for_backend(diesel::pg::Pg))]
 pub struct UsageRow {
     pub customer_id: Uuid,
@@ -178,7 +179,7 @@ pub async fn share_customer(
 /// in id order, so two transactions locking overlapping sets never wait on each other in a
 /// cycle.
 pub async fn share_customers(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     ids: &[Uuid],
 ) -> QueryResult<Vec<CustomerRow>> {
     kyc_customers::table
@@ -186,7 +187,7 @@ pub async fn share_customers(
         .order(kyc_customers::id)
         .select(CustomerRow::as_select())
         .for_share()
-        .load(conn)
+        .load(&mut { conn })
         .await
 }
 
@@ -545,21 +546,30 @@ pub async fn lock_usage(
 
 /// [`lock_usage`] for several customers and currencies in one statement. `rows` must be
 /// distinct by (customer, currency) and sorted, so row locks are taken in a global order.
+/// Customers that do not exist get no row (and no error): their movements are refused.
 pub async fn lock_usages(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     rows: &[UsageRow],
 ) -> QueryResult<Vec<UsageRow>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    diesel::insert_into(kyc_usage::table)
-        .values(rows)
-        .on_conflict((kyc_usage::customer_id, kyc_usage::currency))
-        .do_update()
-        .set(kyc_usage::customer_id.eq(excluded(kyc_usage::customer_id)))
-        .returning(UsageRow::as_returning())
-        .get_results(conn)
-        .await
+    diesel::sql_query(
+        "INSERT INTO kyc_usage AS u (customer_id, currency, day, day_total, month, month_total) \
+         SELECT n.customer_id, n.currency, n.day, 0, n.month, 0 \
+         FROM unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) \
+              AS n(customer_id, currency, day, month) \
+         WHERE EXISTS (SELECT 1 FROM kyc_customers c WHERE c.id = n.customer_id) \
+         ORDER BY n.customer_id, n.currency \
+         ON CONFLICT (customer_id, currency) DO UPDATE SET customer_id = excluded.customer_id \
+         RETURNING u.customer_id, u.currency, u.day, u.day_total, u.month, u.month_total",
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.customer_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(rows.iter().map(|r| r.day).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(rows.iter().map(|r| r.month).collect::<Vec<_>>())
+    .load(&mut { conn })
+    .await
 }
 
 /// [`save_usage`] for several rows (already locked by [`lock_usages`]) in one statement.
@@ -567,19 +577,22 @@ pub async fn save_usages(conn: &mut AsyncPgConnection, rows: &[UsageRow]) -> Que
     if rows.is_empty() {
         return Ok(());
     }
-    diesel::insert_into(kyc_usage::table)
-        .values(rows)
-        .on_conflict((kyc_usage::customer_id, kyc_usage::currency))
-        .do_update()
-        .set((
-            kyc_usage::day.eq(excluded(kyc_usage::day)),
-            kyc_usage::day_total.eq(excluded(kyc_usage::day_total)),
-            kyc_usage::month.eq(excluded(kyc_usage::month)),
-            kyc_usage::month_total.eq(excluded(kyc_usage::month_total)),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    diesel::sql_query(
+        "UPDATE kyc_usage u SET day = n.day, day_total = n.day_total, month = n.month, \
+             month_total = n.month_total \
+         FROM unnest($1::uuid[], $2::text[], $3::date[], $4::bigint[], $5::date[], $6::bigint[]) \
+              AS n(customer_id, currency, day, day_total, month, month_total) \
+         WHERE u.customer_id = n.customer_id AND u.currency = n.currency",
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.customer_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(rows.iter().map(|r| r.day).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.day_total).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(rows.iter().map(|r| r.month).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.month_total).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 pub async fn save_usage(conn: &mut AsyncPgConnection, row: &UsageRow) -> QueryResult<()> {

@@ -584,19 +584,28 @@ impl Core {
                 begun = true;
             }
             if !lock_keys.is_empty() {
-                store::advisory_locks(conn, lock_keys.clone()).await?;
+                store::advisory_locks(&mut &*conn, lock_keys.clone()).await?;
             }
             store::lock_accounts(conn, account_ids.iter().copied().collect()).await?;
         }
-        // Accounts, ids and resolutions: one pipelined round trip, no locks.
+        // Accounts, ids and resolutions: one pipelined round trip, no row locks; with them the
+        // advisory locks the attached writes asked for (all in one statement, ascending), when
+        // not taken already.
+        let advisory = if pessimistic { Vec::new() } else { lock_keys };
         let shared: &AsyncPgConnection = conn;
-        let (began, reads) = futures_util::future::join(
+        let (began, locked, reads) = futures_util::future::join3(
             async move {
                 if begun {
                     return Ok(());
                 }
                 let mut c = shared;
                 diesel_async::SimpleAsyncConnection::batch_execute(&mut c, BEGIN).await
+            },
+            async move {
+                if advisory.is_empty() {
+                    return Ok(0);
+                }
+                store::advisory_locks(&mut { shared }, advisory).await
             },
             futures_util::future::try_join4(
                 store::read_accounts(shared, account_ids.into_iter().collect()),
@@ -610,6 +619,7 @@ impl Core {
         if !begun {
             note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
         }
+        locked?;
         let (accounts, existing, resolutions, failed) = reads?;
 
         let mut snapshot = Snapshot::default();
@@ -654,11 +664,7 @@ impl Core {
             .map(|s| apply_request(&mut snapshot, s.scope, &s.transfers, now))
             .collect();
 
-        // 4. The callers' own writes, in the same transaction, after the advisory locks they
-        // asked for, all taken in one statement in ascending order.
-        if !pessimistic && !lock_keys.is_empty() {
-            store::advisory_locks(conn, lock_keys).await?;
-        }
+        // 4. The callers' own writes, in the same transaction, under the advisory locks.
         for (index, submission) in batch.iter_mut().enumerate() {
             if let Some(Attachment::Each(side)) = submission.side.as_mut() {
                 let mut tx = Tx::within_open_transaction(conn);

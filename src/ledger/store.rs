@@ -543,7 +543,7 @@ pub async fn find_account(
 }
 
 /// Takes transaction-scoped advisory locks, in the order given (callers sort them).
-pub async fn advisory_locks(conn: &mut AsyncPgConnection, keys: Vec<i64>) -> QueryResult<usize> {
+pub async fn advisory_locks(conn: &mut &AsyncPgConnection, keys: Vec<i64>) -> QueryResult<usize> {
     diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
         .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(keys)
         .execute(conn)

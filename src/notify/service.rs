@@ -49,10 +49,9 @@ pub async fn record_event(tx: &mut Tx<'_>, event: NewEvent) -> Result<EventId, D
 }
 
 /// [`record_event`] for several events in one statement (a batch of payments' events).
-pub async fn record_events(
-    tx: &mut Tx<'_>,
-    events: Vec<NewEvent>,
-) -> Result<Vec<EventId>, DbError> {
+///
+/// Takes the transaction shared, so the caller may send it together with other statements.
+pub async fn record_events(tx: &Tx<'_>, events: Vec<NewEvent>) -> Result<Vec<EventId>, DbError> {
     let created_at = Utc::now().trunc_subsecs(6);
     let rows: Vec<EventRow> = events
         .into_iter()
@@ -64,7 +63,7 @@ pub async fn record_events(
             created_at,
         })
         .collect();
-    store::insert_events(tx.conn(), &rows).await?;
+    store::insert_events(tx.shared(), &rows).await?;
     Ok(rows.iter().map(|r| EventId::from_uuid(r.id)).collect())
 }
 

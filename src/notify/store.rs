@@ -99,7 +99,7 @@ pub async fn insert_event(conn: &mut AsyncPgConnection, event: &EventRow) -> Que
 }
 
 /// [`insert_event`] for several events in one statement (their ids must be distinct).
-pub async fn insert_events(conn: &mut AsyncPgConnection, events: &[EventRow]) -> QueryResult<i64> {
+pub async fn insert_events(conn: &AsyncPgConnection, events: &[EventRow]) -> QueryResult<i64> {
     #[derive(QueryableByName)]
     struct Queued {
         #[diesel(sql_type = BigInt)]
@@ -121,7 +121,7 @@ pub async fn insert_events(conn: &mut AsyncPgConnection, events: &[EventRow]) ->
     .bind::<Array<Text>, _>(types)
     .bind::<Array<Jsonb>, _>(data)
     .bind::<Array<Timestamptz>, _>(at)
-    .get_result::<Queued>(conn)
+    .get_result::<Queued>(&mut { conn })
     .await
     .map(|q| q.queued)
 }

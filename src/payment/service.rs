@@ -993,9 +993,6 @@ async fn write_payments(
         return Ok(refused);
     }
     let rows: Vec<PaymentRow> = posted.iter().map(|(_, a, _)| a.row.clone()).collect();
-    store::insert_payments(tx.conn(), &rows)
-        .await
-        .map_err(side_error)?;
     let mut events = Vec::with_capacity(posted.len());
     let mut bodies: Vec<(usize, &Claim, Vec<u8>)> = Vec::new();
     for (index, a, _) in &posted {
@@ -1011,25 +1008,29 @@ async fn write_payments(
             data: serde_json::to_value(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?,
         });
     }
-    record_events(tx, events).await.map_err(side_error)?;
-    if !bodies.is_empty() {
-        let answers: Vec<(&Claim, actix_web::http::StatusCode, &[u8])> = bodies
-            .iter()
-            .map(|(_, claim, body)| {
-                (
-                    *claim,
-                    actix_web::http::StatusCode::CREATED,
-                    body.as_slice(),
-                )
-            })
-            .collect();
-        let stored = Claim::complete_all_in(tx, &answers)
-            .await
-            .map_err(side_error)?;
-        for ((index, _, _), result) in bodies.iter().zip(stored) {
-            if let Err(e) = result {
-                refused.push((*index, side_error(e)));
-            }
+    let answers: Vec<(&Claim, actix_web::http::StatusCode, &[u8])> = bodies
+        .iter()
+        .map(|(_, claim, body)| {
+            (
+                *claim,
+                actix_web::http::StatusCode::CREATED,
+                body.as_slice(),
+            )
+        })
+        .collect();
+    // The rows, the events and the stored answers go together: one round trip.
+    let shared: &Tx<'_> = tx;
+    let (inserted, recorded, stored) = futures_util::future::join3(
+        store::insert_payments(shared.shared(), &rows),
+        record_events(shared, events),
+        Claim::complete_all_in(shared, &answers),
+    )
+    .await;
+    inserted.map_err(side_error)?;
+    recorded.map_err(side_error)?;
+    for ((index, _, _), result) in bodies.iter().zip(stored.map_err(side_error)?) {
+        if let Err(e) = result {
+            refused.push((*index, side_error(e)));
         }
     }
     Ok(refused)

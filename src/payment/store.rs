@@ -28,16 +28,50 @@ pub struct PaymentRow {
     pub refund_of: Option<Uuid>,
 }
 
-/// Several payments in one statement.
-pub async fn insert_payments(conn: &mut AsyncPgConnection, rows: &[PaymentRow]) -> QueryResult<()> {
+/// Several payments in one statement, whose text does not depend on their number (so it is
+/// prepared once per connection, unlike a multi-row VALUES list).
+pub async fn insert_payments(conn: &AsyncPgConnection, rows: &[PaymentRow]) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
     if rows.is_empty() {
         return Ok(());
     }
-    diesel::insert_into(payment_payments::table)
-        .values(rows)
-        .execute(conn)
-        .await
-        .map(drop)
+    let column = |f: fn(&PaymentRow) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
+    let optional = |f: fn(&PaymentRow) -> Option<Uuid>| rows.iter().map(f).collect::<Vec<_>>();
+    let text = |f: fn(&PaymentRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+    let at = |f: fn(&PaymentRow) -> DateTime<Utc>| rows.iter().map(f).collect::<Vec<_>>();
+    diesel::sql_query(
+        "INSERT INTO payment_payments (id, partner_id, kind, status, from_wallet_id, \
+             to_wallet_id, amount, currency, description, transfer_id, rail, created_at, \
+             updated_at, settlement_transfer_id, settle_after, refund_of) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
+             $6::uuid[], $7::bigint[], $8::text[], $9::text[], $10::uuid[], $11::jsonb[], \
+             $12::timestamptz[], $13::timestamptz[], $14::uuid[], $15::timestamptz[], $16::uuid[])",
+    )
+    .bind::<Array<SqlUuid>, _>(column(|r| r.id))
+    .bind::<Array<SqlUuid>, _>(column(|r| r.partner_id))
+    .bind::<Array<Text>, _>(text(|r| &r.kind))
+    .bind::<Array<Text>, _>(text(|r| &r.status))
+    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.from_wallet_id))
+    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.to_wallet_id))
+    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(text(|r| &r.currency))
+    .bind::<Array<Nullable<Text>>, _>(
+        rows.iter()
+            .map(|r| r.description.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<SqlUuid>, _>(column(|r| r.transfer_id))
+    .bind::<Array<Nullable<Jsonb>>, _>(rows.iter().map(|r| r.rail.as_ref()).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(at(|r| r.created_at))
+    .bind::<Array<Timestamptz>, _>(at(|r| r.updated_at))
+    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.settlement_transfer_id))
+    .bind::<Array<Nullable<Timestamptz>>, _>(
+        rows.iter().map(|r| r.settle_after).collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.refund_of))
+    .execute(&mut { conn })
+    .await
+    .map(drop)
 }
 
 pub async fn find_payment(

@@ -140,7 +140,7 @@ impl Claim {
     /// ledger engine). One answer per claim, in order: `Err` for a claim another request took
     /// over after the lock timeout, whose request must then not commit.
     pub async fn complete_all_in(
-        tx: &mut Tx<'_>,
+        tx: &Tx<'_>,
         answers: &[(&Claim, StatusCode, &[u8])],
     ) -> Result<Vec<Result<(), DbError>>, DbError> {
         #[derive(diesel::QueryableByName)]
@@ -175,7 +175,7 @@ impl Claim {
         .bind::<Array<SmallInt>, _>(statuses)
         .bind::<Array<Bytea>, _>(bodies)
         .bind::<Text, _>(JSON)
-        .load(tx.conn())
+        .load(&mut tx.shared())
         .await?;
         Ok(answers
             .iter()

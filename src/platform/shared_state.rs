@@ -65,6 +65,10 @@ const CACHE_NAMESPACE: &str = "cache:";
 /// corrected to an exact floor, and the stored value is formatted with %.0f because
 /// Lua's tostring would switch to 14-digit exponent notation and lose precision.
 const GCRA_SCRIPT: &str = r"
+local epoch = ''
+if KEYS[2] then
+  epoch = redis.call('GET', KEYS[2]) or ''
+end
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
@@ -78,7 +82,7 @@ if stored then
 end
 local after = backlog + interval
 if after > window then
-  return {0, 0, backlog, after - window}
+  return {0, 0, backlog, after - window, epoch}
 end
 local slack = window - after
 local remaining = math.floor(slack / interval)
@@ -88,12 +92,15 @@ elseif (remaining + 1) * interval <= slack then
   remaining = remaining + 1
 end
 if cost == 0 then
-  return {1, remaining + 1, backlog, 0}
+  return {1, remaining + 1, backlog, 0, epoch}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', now + after),
   'PX', string.format('%.0f', math.ceil(after / 1000)))
-return {1, remaining, after, 0}
+return {1, remaining, after, 0, epoch}
 ";
+
+/// Where epochs live (see [`SharedState::epoch`]).
+const EPOCH_NAMESPACE: &str = "epoch:";
 
 /// Outcome of one rate-limit check, carrying what the `RateLimit-*` / `Retry-After`
 /// response headers need so handlers do not recompute anything.
@@ -138,6 +145,19 @@ pub trait RateLimiter: Send + Sync {
         key: &'a str,
         quota: Quota,
     ) -> BoxFuture<'a, Result<RateDecision, SharedStateError>>;
+
+    /// [`RateLimiter::check`], reading in the same round trip the current value of the shared
+    /// epoch `epoch` (see [`SharedState::epoch`]); `None` when there is no shared value to
+    /// read (no Redis, Redis unreachable, or the epoch not set).
+    fn check_with_epoch<'a>(
+        &'a self,
+        key: &'a str,
+        quota: Quota,
+        epoch: &'a str,
+    ) -> BoxFuture<'a, Result<(RateDecision, Option<String>), SharedStateError>> {
+        let _ = epoch;
+        Box::pin(async move { Ok((self.check(key, quota).await?, None)) })
+    }
 }
 
 /// A small byte cache with per-entry TTL, shared across replicas when backed by Redis.
@@ -287,6 +307,31 @@ impl SharedState {
             backend: Backend::InProcess,
             redis: None,
             degraded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The shared epoch `name`: an opaque value that changes whenever something cached under
+    /// it must no longer be trusted (e.g. API keys, on a revocation), so a replica may keep a
+    /// copy of what it read and check the epoch instead of the database; read it BEFORE
+    /// reading what is cached under it. `None` without Redis (or while Redis is unreachable):
+    /// nothing may then be cached under it.
+    pub async fn epoch(&self, name: &str) -> Option<String> {
+        let redis = self.redis.as_ref()?;
+        match redis.epoch(name).await {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::warn!(error.cause = %e, "could not read a shared epoch");
+                None
+            }
+        }
+    }
+
+    /// Moves the epoch `name` on, so every replica stops trusting what it cached under it.
+    /// Without Redis nothing is cached under an epoch, so there is nothing to do.
+    pub async fn bump_epoch(&self, name: &str) -> Result<(), SharedStateError> {
+        match &self.redis {
+            Some(redis) => redis.bump_epoch(name).await,
+            None => Ok(()),
         }
     }
 
@@ -806,19 +851,36 @@ impl RedisStore {
         quota: Quota,
         count: bool,
     ) -> Result<RateDecision, SharedStateError> {
+        self.gcra_reading(key, quota, count, None)
+            .await
+            .map(|(decision, _)| decision)
+    }
+
+    /// The GCRA script, reading the epoch `epoch` too when asked.
+    async fn gcra_reading(
+        &self,
+        key: &str,
+        quota: Quota,
+        count: bool,
+        epoch: Option<&str>,
+    ) -> Result<(RateDecision, Option<String>), SharedStateError> {
         let gcra = Gcra::new(quota)?;
         let full_key = self.key(RATE_LIMIT_NAMESPACE, key);
+        let epoch_key = epoch.map(|name| self.key(EPOCH_NAMESPACE, name));
         let cost: u8 = if count { 1 } else { 0 };
-        let reply: (i64, i64, i64, i64) = self
+        let reply: (i64, i64, i64, i64, String) = self
             .with_connection("rate limit script", OPERATION_TIMEOUT, |mut conn| {
                 let mut invocation = self.gcra_script.key(full_key);
+                if let Some(epoch_key) = epoch_key {
+                    invocation.key(epoch_key);
+                }
                 invocation.arg(gcra.interval).arg(gcra.window).arg(cost);
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
         let unexpected =
             || SharedStateError::Redis(format!("rate limit script: unexpected reply {reply:?}"));
-        let (allowed, remaining, reset, retry) = reply;
+        let (allowed, remaining, reset, retry, ref epoch_value) = reply;
         let allowed = match allowed {
             0 => false,
             1 => true,
@@ -830,8 +892,48 @@ impl RedisStore {
             reset_after_us: u64::try_from(reset).map_err(|_| unexpected())?,
             retry_after_us: u64::try_from(retry).map_err(|_| unexpected())?,
         };
-        Ok(outcome.into_decision(quota.limit))
+        let epoch_value = Some(epoch_value.clone()).filter(|v| !v.is_empty());
+        Ok((outcome.into_decision(quota.limit), epoch_value))
     }
+
+    async fn epoch(&self, name: &str) -> Result<String, SharedStateError> {
+        let key = self.key(EPOCH_NAMESPACE, name);
+        let fresh = new_epoch();
+        // The current value, or (none yet, e.g. after Redis lost its data) a new random one.
+        let (_, value): (bool, String) = self
+            .with_connection("epoch", OPERATION_TIMEOUT, |mut conn| async move {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(&fresh)
+                    .arg("NX")
+                    .cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(value)
+    }
+
+    async fn bump_epoch(&self, name: &str) -> Result<(), SharedStateError> {
+        let key = self.key(EPOCH_NAMESPACE, name);
+        let fresh = new_epoch();
+        self.with_connection("epoch", OPERATION_TIMEOUT, |mut conn| async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&fresh)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+}
+
+/// A new epoch value: random, so that an epoch lost with Redis's data and set again can never
+/// come back to a value something was cached under.
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 impl RateLimiter for RedisStore {
@@ -896,6 +998,34 @@ impl ResilientRateLimiter {
 }
 
 impl RateLimiter for ResilientRateLimiter {
+    fn check_with_epoch<'a>(
+        &'a self,
+        key: &'a str,
+        quota: Quota,
+        epoch: &'a str,
+    ) -> BoxFuture<'a, Result<(RateDecision, Option<String>), SharedStateError>> {
+        Box::pin(async move {
+            match self.redis.gcra_reading(key, quota, true, Some(epoch)).await {
+                Ok(answer) => {
+                    if self.degraded.swap(false, Ordering::Relaxed) {
+                        tracing::info!(
+                            "Redis answers again; rate limits are shared across replicas"
+                        );
+                    }
+                    Ok(answer)
+                }
+                // No shared epoch without Redis: the caller must not trust what it cached.
+                Err(SharedStateError::Unavailable(cause)) => {
+                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                        tracing::error!(error.cause = %cause, "Redis is unreachable; rate limits fall back to this process");
+                    }
+                    Ok((self.local.check(key, quota).await?, None))
+                }
+                Err(other) => Err(other),
+            }
+        })
+    }
+
     fn check<'a>(
         &'a self,
         key: &'a str,

@@ -470,7 +470,9 @@ async fn a_revoked_key_is_refused_at_once_on_another_replica() {
         .await
         .unwrap();
     let secret = created["secret"].as_str().unwrap();
+    // Twice: the second time replica B answers from its cached check of the key.
     assert_eq!(me_status(&b, secret).await, 200, "replica B knows the key");
+    assert_eq!(me_status(&b, secret).await, 200, "and still does");
     let id = created["id"].as_str().unwrap();
     assert_eq!(
         a.delete_as(&partner.key, &format!("/v1/api-keys/{id}"))
@@ -484,6 +486,27 @@ async fn a_revoked_key_is_refused_at_once_on_another_replica() {
         401,
         "replica B refuses it on the very next request"
     );
+    assert_eq!(me_status(&a, secret).await, 401, "and so does A");
+
+    // The operator's CLI (a process of its own) revokes just as much at once.
+    let created: Value = a
+        .post_as(&partner.key, "/v1/api-keys", &json!({"name": "cli test"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    assert_eq!(me_status(&b, secret).await, 200);
+    assert_eq!(me_status(&b, secret).await, 200);
+    let id = created["id"].as_str().unwrap();
+    crate::cli::flowlet_on(&a, &["admin", "api-key", "revoke", id]).await;
+    assert_eq!(
+        me_status(&b, secret).await,
+        401,
+        "replica B refuses a key the CLI revoked on the very next request"
+    );
+    // Other keys stay good (their checks are read again).
+    assert_eq!(me_status(&b, &partner.key).await, 200);
 }
 
 #[tokio::test]

@@ -26,11 +26,19 @@ fn flowlet() -> Command {
 
 /// Runs `flowlet ARGS` against `app`'s database (no SMTP, mail to a scratch directory) and
 /// returns its output.
-pub async fn flowlet_on(app: &crate::helpers::TestApp, args: &[&str]) -> Output {
+/// `flowlet` configured like `app`: its database, and its Redis with its key prefix (the
+/// state the CLI shares with the replicas, e.g. the API keys' epoch).
+fn flowlet_for(app: &crate::helpers::TestApp) -> Command {
     let mut cmd = flowlet();
     cmd.env("FLOWLET__DATABASE__URL", &app.db_url)
         .env("FLOWLET__REDIS__URL", redis_url())
-        .args(args);
+        .env("FLOWLET__REDIS__KEY_PREFIX", &app.settings.redis.key_prefix);
+    cmd
+}
+
+pub async fn flowlet_on(app: &crate::helpers::TestApp, args: &[&str]) -> Output {
+    let mut cmd = flowlet_for(app);
+    cmd.args(args);
     tokio::task::spawn_blocking(move || run(&mut cmd))
         .await
         .unwrap()
@@ -42,10 +50,8 @@ pub async fn flowlet_on_with_stdin(
     args: &[&str],
     stdin: &str,
 ) -> Output {
-    let mut cmd = flowlet();
-    cmd.env("FLOWLET__DATABASE__URL", &app.db_url)
-        .env("FLOWLET__REDIS__URL", redis_url())
-        .args(args);
+    let mut cmd = flowlet_for(app);
+    cmd.args(args);
     let stdin = stdin.to_owned();
     tokio::task::spawn_blocking(move || run_with_stdin(&mut cmd, &stdin))
         .await

@@ -29,6 +29,12 @@ impl<'c> Tx<'c> {
     pub fn conn(&mut self) -> &mut AsyncPgConnection {
         self.conn
     }
+
+    /// The connection, shared: statements whose futures run at once on it (joined) are sent
+    /// together and answered in one round trip (pipelining), in the order they were sent.
+    pub fn shared(&self) -> &AsyncPgConnection {
+        self.conn
+    }
 }
 
 /// Whether an error means "the same work may succeed if simply tried again".
