@@ -113,7 +113,7 @@ pub struct EntryRow {
     pub kind: String,
 }
 
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = kyc_usage, check_for_backend(diesel::pg::Pg))]
 pub struct UsageRow {
     pub customer_id: Uuid,
@@ -544,6 +544,41 @@ pub async fn lock_usage(
         .await
 }
 
+crate::prepared_statement! {
+    /// Locks (creating when missing) several customers' counters (see [`lock_usages`]).
+    LockUsages -> (SqlUuid, Text, Date, BigInt, Date, BigInt) {
+        customers: Vec<Uuid> => Array<SqlUuid>,
+        currencies: Vec<String> => Array<Text>,
+        days: Vec<NaiveDate> => Array<Date>,
+        months: Vec<NaiveDate> => Array<Date>,
+    }
+    "INSERT INTO kyc_usage AS u (customer_id, currency, day, day_total, month, month_total) \
+     SELECT n.customer_id, n.currency, n.day, 0, n.month, 0 \
+     FROM unnest(??::uuid[], ??::text[], ??::date[], ??::date[]) \
+          AS n(customer_id, currency, day, month) \
+     WHERE EXISTS (SELECT 1 FROM kyc_customers c WHERE c.id = n.customer_id) \
+     ORDER BY n.customer_id, n.currency \
+     ON CONFLICT (customer_id, currency) DO UPDATE SET customer_id = excluded.customer_id \
+     RETURNING u.customer_id, u.currency, u.day, u.day_total, u.month, u.month_total"
+}
+
+crate::prepared_statement! {
+    /// Stores several customers' counters (see [`save_usages`]).
+    SaveUsages -> BigInt {
+        customers: Vec<Uuid> => Array<SqlUuid>,
+        currencies: Vec<String> => Array<Text>,
+        days: Vec<NaiveDate> => Array<Date>,
+        day_totals: Vec<i64> => Array<BigInt>,
+        months: Vec<NaiveDate> => Array<Date>,
+        month_totals: Vec<i64> => Array<BigInt>,
+    }
+    "UPDATE kyc_usage u SET day = n.day, day_total = n.day_total, month = n.month, \
+         month_total = n.month_total \
+     FROM unnest(??::uuid[], ??::text[], ??::date[], ??::bigint[], ??::date[], ??::bigint[]) \
+          AS n(customer_id, currency, day, day_total, month, month_total) \
+     WHERE u.customer_id = n.customer_id AND u.currency = n.currency"
+}
+
 /// [`lock_usage`] for several customers and currencies in one statement. `rows` must be
 /// distinct by (customer, currency) and sorted, so row locks are taken in a global order.
 /// Customers that do not exist get no row (and no error): their movements are refused.
@@ -554,20 +589,12 @@ pub async fn lock_usages(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    diesel::sql_query(
-        "INSERT INTO kyc_usage AS u (customer_id, currency, day, day_total, month, month_total) \
-         SELECT n.customer_id, n.currency, n.day, 0, n.month, 0 \
-         FROM unnest($1::uuid[], $2::text[], $3::date[], $4::date[]) \
-              AS n(customer_id, currency, day, month) \
-         WHERE EXISTS (SELECT 1 FROM kyc_customers c WHERE c.id = n.customer_id) \
-         ORDER BY n.customer_id, n.currency \
-         ON CONFLICT (customer_id, currency) DO UPDATE SET customer_id = excluded.customer_id \
-         RETURNING u.customer_id, u.currency, u.day, u.day_total, u.month, u.month_total",
-    )
-    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.customer_id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Date>, _>(rows.iter().map(|r| r.day).collect::<Vec<_>>())
-    .bind::<Array<Date>, _>(rows.iter().map(|r| r.month).collect::<Vec<_>>())
+    LockUsages {
+        customers: rows.iter().map(|r| r.customer_id).collect(),
+        currencies: rows.iter().map(|r| r.currency.clone()).collect(),
+        days: rows.iter().map(|r| r.day).collect(),
+        months: rows.iter().map(|r| r.month).collect(),
+    }
     .load(&mut { conn })
     .await
 }
@@ -577,19 +604,14 @@ pub async fn save_usages(conn: &mut AsyncPgConnection, rows: &[UsageRow]) -> Que
     if rows.is_empty() {
         return Ok(());
     }
-    diesel::sql_query(
-        "UPDATE kyc_usage u SET day = n.day, day_total = n.day_total, month = n.month, \
-             month_total = n.month_total \
-         FROM unnest($1::uuid[], $2::text[], $3::date[], $4::bigint[], $5::date[], $6::bigint[]) \
-              AS n(customer_id, currency, day, day_total, month, month_total) \
-         WHERE u.customer_id = n.customer_id AND u.currency = n.currency",
-    )
-    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.customer_id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Date>, _>(rows.iter().map(|r| r.day).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.day_total).collect::<Vec<_>>())
-    .bind::<Array<Date>, _>(rows.iter().map(|r| r.month).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.month_total).collect::<Vec<_>>())
+    SaveUsages {
+        customers: rows.iter().map(|r| r.customer_id).collect(),
+        currencies: rows.iter().map(|r| r.currency.clone()).collect(),
+        days: rows.iter().map(|r| r.day).collect(),
+        day_totals: rows.iter().map(|r| r.day_total).collect(),
+        months: rows.iter().map(|r| r.month).collect(),
+        month_totals: rows.iter().map(|r| r.month_total).collect(),
+    }
     .execute(conn)
     .await
     .map(drop)

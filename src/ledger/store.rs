@@ -129,52 +129,6 @@ impl WriteSet {
     }
 }
 
-/// A raw statement with a static type, so the connection prepares it once and reuses it
-/// (diesel caches by the query's type; `sql_query` would be parsed and planned on every
-/// batch, which cost more than executing it for small batches). The SQL marks each bind
-/// with `??`, filled in field order.
-macro_rules! prepared_statement {
-    (
-        $(#[$meta:meta])*
-        $name:ident -> $sql_type:ty {
-            $($field:ident : $rust:ty => $st:ty),* $(,)?
-        }
-        $sql:expr
-    ) => {
-        $(#[$meta])*
-        pub struct $name {
-            $(pub $field: $rust,)*
-        }
-
-        impl diesel::query_builder::QueryId for $name {
-            type QueryId = $name;
-            const HAS_STATIC_QUERY_ID: bool = true;
-        }
-
-        impl diesel::query_builder::Query for $name {
-            type SqlType = $sql_type;
-        }
-
-        impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for $name {
-            fn walk_ast<'b>(
-                &'b self,
-                mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-            ) -> QueryResult<()> {
-                let mut parts = $sql.split("??");
-                $(
-                    out.push_sql(parts.next().unwrap_or_default());
-                    out.push_bind_param::<$st, _>(&self.$field)?;
-                )*
-                for rest in parts {
-                    out.push_sql(rest);
-                }
-                Ok(())
-            }
-        }
-
-    };
-}
-
 /// The columns of an account, in `AccountRow` order.
 type AccountColumnsSql = (
     SqlUuid,
@@ -208,7 +162,7 @@ type TransferColumnsSql = (
     Timestamptz,
 );
 
-prepared_statement! {
+crate::prepared_statement! {
     /// Reads accounts, without locking them (see [`write_batch`] for why that is safe).
     ReadAccounts -> AccountColumnsSql { ids: Vec<Uuid> => Array<SqlUuid> }
     "SELECT id, partner_id, currency, code, flags, metadata, debits_pending, debits_posted, \
@@ -216,7 +170,7 @@ prepared_statement! {
      FROM ledger_accounts WHERE id = ANY(??)"
 }
 
-prepared_statement! {
+crate::prepared_statement! {
     /// Stored transfers among the ids.
     LoadTransfers -> TransferColumnsSql { ids: Vec<Uuid> => Array<SqlUuid> }
     "SELECT id, partner_id, debit_account_id, credit_account_id, amount, currency, code, flags, \
@@ -224,13 +178,13 @@ prepared_statement! {
      FROM ledger_transfers WHERE id = ANY(??)"
 }
 
-prepared_statement! {
+crate::prepared_statement! {
     /// Resolutions (posts, voids) of pending transfers.
     LoadResolutions -> (SqlUuid, Int4) { ids: Vec<Uuid> => Array<SqlUuid> }
     "SELECT pending_id, flags FROM ledger_transfers WHERE pending_id = ANY(??)"
 }
 
-prepared_statement! {
+crate::prepared_statement! {
     /// Remembered failures among the ids.
     LoadFailed -> (SqlUuid, Text) { ids: Vec<Uuid> => Array<SqlUuid> }
     "SELECT id, result FROM ledger_failed_transfers WHERE id = ANY(??)"
@@ -298,7 +252,7 @@ pub async fn load_failed(conn: &AsyncPgConnection, ids: Vec<Uuid>) -> QueryResul
     LoadFailed { ids }.load(&mut conn).await
 }
 
-prepared_statement! {
+crate::prepared_statement! {
     /// The batch's single write (see [`write_batch`]).
     WriteBatch -> BigInt {
         t_now: DateTime<Utc> => Timestamptz,
@@ -367,7 +321,7 @@ prepared_statement! {
      SELECT ledger_assert_unchanged(count(*), ??::int8) FROM a"
 }
 
-prepared_statement! {
+crate::prepared_statement! {
     /// The common case of [`WriteBatch`]: no failures to remember and no pending transfers to
     /// track, so the statement has three parts instead of six (cheaper for small batches).
     WriteMovements -> BigInt {
@@ -542,21 +496,27 @@ pub async fn find_account(
         .optional()
 }
 
+crate::prepared_statement! {
+    /// Transaction-scoped advisory locks, in the order given (its SQL type is never read).
+    AdvisoryLocks -> BigInt { keys: Vec<i64> => Array<BigInt> }
+    "SELECT pg_advisory_xact_lock(k) FROM unnest(??::bigint[]) AS k"
+}
+
+crate::prepared_statement! {
+    /// Locks accounts in id order.
+    LockAccounts -> SqlUuid { ids: Vec<Uuid> => Array<SqlUuid> }
+    "SELECT id FROM ledger_accounts WHERE id = ANY(??) ORDER BY id FOR UPDATE"
+}
+
 /// Takes transaction-scoped advisory locks, in the order given (callers sort them).
 pub async fn advisory_locks(conn: &mut &AsyncPgConnection, keys: Vec<i64>) -> QueryResult<usize> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
-        .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(keys)
-        .execute(conn)
-        .await
+    AdvisoryLocks { keys }.execute(conn).await
 }
 
 /// Locks the accounts in id order (a batch retried after a conflict).
 pub async fn lock_accounts(conn: &mut AsyncPgConnection, mut ids: Vec<Uuid>) -> QueryResult<usize> {
     ids.sort_unstable();
-    diesel::sql_query("SELECT id FROM ledger_accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind::<Array<SqlUuid>, _>(ids)
-        .execute(conn)
-        .await
+    LockAccounts { ids }.execute(conn).await
 }
 
 /// The account, locked until the transaction ends (flag changes).

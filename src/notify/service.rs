@@ -63,8 +63,9 @@ pub async fn record_events(tx: &Tx<'_>, events: Vec<NewEvent>) -> Result<Vec<Eve
             created_at,
         })
         .collect();
-    store::insert_events(tx.shared(), &rows).await?;
-    Ok(rows.iter().map(|r| EventId::from_uuid(r.id)).collect())
+    let ids = rows.iter().map(|r| EventId::from_uuid(r.id)).collect();
+    store::insert_events(tx.shared(), rows).await?;
+    Ok(ids)
 }
 
 /// Queues an email in the caller's transaction; the worker sends it after the commit (so a

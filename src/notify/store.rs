@@ -98,32 +98,51 @@ pub async fn insert_event(conn: &mut AsyncPgConnection, event: &EventRow) -> Que
     .map(|q| q.queued)
 }
 
-/// [`insert_event`] for several events in one statement (their ids must be distinct).
-pub async fn insert_events(conn: &AsyncPgConnection, events: &[EventRow]) -> QueryResult<i64> {
-    #[derive(QueryableByName)]
-    struct Queued {
-        #[diesel(sql_type = BigInt)]
-        queued: i64,
+crate::prepared_statement! {
+    /// Several events and their deliveries (see [`insert_events`]).
+    InsertEvents -> BigInt {
+        ids: Vec<Uuid> => Array<SqlUuid>,
+        partners: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        types: Vec<String> => Array<Text>,
+        data: Vec<serde_json::Value> => Array<Jsonb>,
+        at: Vec<DateTime<Utc>> => Array<Timestamptz>,
     }
+    "WITH new AS (SELECT * FROM unnest(??::uuid[], ??::uuid[], ??::text[], ??::jsonb[], ??::timestamptz[]) \
+                  AS n(id, partner_id, type, data, created_at)), \
+          ev AS (INSERT INTO notify_events (id, partner_id, type, data, created_at) \
+                 SELECT id, partner_id, type, data, created_at FROM new RETURNING id), \
+          d AS (INSERT INTO notify_deliveries (id, event_id, endpoint_id, status, next_attempt_at, created_at) \
+                SELECT gen_random_uuid(), n.id, e.id, 'pending', n.created_at, n.created_at \
+                FROM new n JOIN notify_endpoints e ON e.partner_id = n.partner_id \
+                WHERE e.enabled AND e.deleted_at IS NULL \
+                  AND EXISTS (SELECT 1 FROM unnest(e.event_filters) f \
+                              WHERE f = '*' OR f = n.type \
+                                 OR (right(f, 2) = '.*' AND starts_with(n.type, left(f, -1)))) \
+                RETURNING 1) \
+     SELECT count(*) FROM d"
+}
+
+/// [`insert_event`] for several events in one prepared statement (their ids must be
+/// distinct). Returns how many deliveries were queued.
+pub async fn insert_events(conn: &AsyncPgConnection, events: Vec<EventRow>) -> QueryResult<i64> {
     if events.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let partners: Vec<Option<Uuid>> = events.iter().map(|e| e.partner_id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
-    let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.created_at).collect();
-    diesel::sql_query(
-        "WITH new AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[])                       AS n(id, partner_id, type, data, created_at)),               ev AS (INSERT INTO notify_events (id, partner_id, type, data, created_at)                      SELECT id, partner_id, type, data, created_at FROM new RETURNING id),               d AS (INSERT INTO notify_deliveries (id, event_id, endpoint_id, status, next_attempt_at, created_at)                     SELECT gen_random_uuid(), n.id, e.id, 'pending', n.created_at, n.created_at                     FROM new n JOIN notify_endpoints e ON e.partner_id = n.partner_id                     WHERE e.enabled AND e.deleted_at IS NULL                       AND EXISTS (SELECT 1 FROM unnest(e.event_filters) f                                   WHERE f = '*' OR f = n.type                                      OR (right(f, 2) = '.*' AND starts_with(n.type, left(f, -1))))                     RETURNING 1)          SELECT count(*) AS queued FROM d",
-    )
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Nullable<SqlUuid>>, _>(partners)
-    .bind::<Array<Text>, _>(types)
-    .bind::<Array<Jsonb>, _>(data)
-    .bind::<Array<Timestamptz>, _>(at)
-    .get_result::<Queued>(&mut { conn })
-    .await
-    .map(|q| q.queued)
+    let mut statement = InsertEvents {
+        ids: Vec::with_capacity(events.len()),
+        partners: Vec::with_capacity(events.len()),
+        types: Vec::with_capacity(events.len()),
+        data: Vec::with_capacity(events.len()),
+        at: Vec::with_capacity(events.len()),
+    };
+    for e in events {
+        statement.ids.push(e.id);
+        statement.partners.push(e.partner_id);
+        statement.types.push(e.event_type);
+        statement.data.push(e.data);
+        statement.at.push(e.created_at);
+    }
+    statement.get_result(&mut { conn }).await
 }
 
 /// Queues a delivery of `event` to exactly one endpoint (test events, replays).

@@ -1021,7 +1021,7 @@ async fn write_payments(
     // The rows, the events and the stored answers go together: one round trip.
     let shared: &Tx<'_> = tx;
     let (inserted, recorded, stored) = futures_util::future::join3(
-        store::insert_payments(shared.shared(), &rows),
+        store::insert_payments(shared.shared(), rows),
         record_events(shared, events),
         Claim::complete_all_in(shared, &answers),
     )

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -28,50 +29,77 @@ pub struct PaymentRow {
     pub refund_of: Option<Uuid>,
 }
 
-/// Several payments in one statement, whose text does not depend on their number (so it is
-/// prepared once per connection, unlike a multi-row VALUES list).
-pub async fn insert_payments(conn: &AsyncPgConnection, rows: &[PaymentRow]) -> QueryResult<()> {
-    use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+crate::prepared_statement! {
+    /// Several payments (see [`insert_payments`]).
+    InsertPayments -> diesel::sql_types::BigInt {
+        id: Vec<Uuid> => Array<SqlUuid>,
+        partner_id: Vec<Uuid> => Array<SqlUuid>,
+        kind: Vec<String> => Array<Text>,
+        status: Vec<String> => Array<Text>,
+        from_wallet_id: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        to_wallet_id: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        amount: Vec<i64> => Array<BigInt>,
+        currency: Vec<String> => Array<Text>,
+        description: Vec<Option<String>> => Array<Nullable<Text>>,
+        transfer_id: Vec<Uuid> => Array<SqlUuid>,
+        rail: Vec<Option<serde_json::Value>> => Array<Nullable<Jsonb>>,
+        created_at: Vec<DateTime<Utc>> => Array<Timestamptz>,
+        updated_at: Vec<DateTime<Utc>> => Array<Timestamptz>,
+        settlement_transfer_id: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+        settle_after: Vec<Option<DateTime<Utc>>> => Array<Nullable<Timestamptz>>,
+        refund_of: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
+    }
+    "INSERT INTO payment_payments (id, partner_id, kind, status, from_wallet_id, to_wallet_id, \
+         amount, currency, description, transfer_id, rail, created_at, updated_at, \
+         settlement_transfer_id, settle_after, refund_of) \
+     SELECT * FROM unnest(??::uuid[], ??::uuid[], ??::text[], ??::text[], ??::uuid[], \
+         ??::uuid[], ??::bigint[], ??::text[], ??::text[], ??::uuid[], ??::jsonb[], \
+         ??::timestamptz[], ??::timestamptz[], ??::uuid[], ??::timestamptz[], ??::uuid[])"
+}
+
+/// Several payments in one prepared statement.
+pub async fn insert_payments(conn: &AsyncPgConnection, rows: Vec<PaymentRow>) -> QueryResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let column = |f: fn(&PaymentRow) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
-    let optional = |f: fn(&PaymentRow) -> Option<Uuid>| rows.iter().map(f).collect::<Vec<_>>();
-    let text = |f: fn(&PaymentRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
-    let at = |f: fn(&PaymentRow) -> DateTime<Utc>| rows.iter().map(f).collect::<Vec<_>>();
-    diesel::sql_query(
-        "INSERT INTO payment_payments (id, partner_id, kind, status, from_wallet_id, \
-             to_wallet_id, amount, currency, description, transfer_id, rail, created_at, \
-             updated_at, settlement_transfer_id, settle_after, refund_of) \
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], \
-             $6::uuid[], $7::bigint[], $8::text[], $9::text[], $10::uuid[], $11::jsonb[], \
-             $12::timestamptz[], $13::timestamptz[], $14::uuid[], $15::timestamptz[], $16::uuid[])",
-    )
-    .bind::<Array<SqlUuid>, _>(column(|r| r.id))
-    .bind::<Array<SqlUuid>, _>(column(|r| r.partner_id))
-    .bind::<Array<Text>, _>(text(|r| &r.kind))
-    .bind::<Array<Text>, _>(text(|r| &r.status))
-    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.from_wallet_id))
-    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.to_wallet_id))
-    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(text(|r| &r.currency))
-    .bind::<Array<Nullable<Text>>, _>(
-        rows.iter()
-            .map(|r| r.description.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<SqlUuid>, _>(column(|r| r.transfer_id))
-    .bind::<Array<Nullable<Jsonb>>, _>(rows.iter().map(|r| r.rail.as_ref()).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(at(|r| r.created_at))
-    .bind::<Array<Timestamptz>, _>(at(|r| r.updated_at))
-    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.settlement_transfer_id))
-    .bind::<Array<Nullable<Timestamptz>>, _>(
-        rows.iter().map(|r| r.settle_after).collect::<Vec<_>>(),
-    )
-    .bind::<Array<Nullable<SqlUuid>>, _>(optional(|r| r.refund_of))
-    .execute(&mut { conn })
-    .await
-    .map(drop)
+    let n = rows.len();
+    let mut s = InsertPayments {
+        id: Vec::with_capacity(n),
+        partner_id: Vec::with_capacity(n),
+        kind: Vec::with_capacity(n),
+        status: Vec::with_capacity(n),
+        from_wallet_id: Vec::with_capacity(n),
+        to_wallet_id: Vec::with_capacity(n),
+        amount: Vec::with_capacity(n),
+        currency: Vec::with_capacity(n),
+        description: Vec::with_capacity(n),
+        transfer_id: Vec::with_capacity(n),
+        rail: Vec::with_capacity(n),
+        created_at: Vec::with_capacity(n),
+        updated_at: Vec::with_capacity(n),
+        settlement_transfer_id: Vec::with_capacity(n),
+        settle_after: Vec::with_capacity(n),
+        refund_of: Vec::with_capacity(n),
+    };
+    for r in rows {
+        s.id.push(r.id);
+        s.partner_id.push(r.partner_id);
+        s.kind.push(r.kind);
+        s.status.push(r.status);
+        s.from_wallet_id.push(r.from_wallet_id);
+        s.to_wallet_id.push(r.to_wallet_id);
+        s.amount.push(r.amount);
+        s.currency.push(r.currency);
+        s.description.push(r.description);
+        s.transfer_id.push(r.transfer_id);
+        s.rail.push(r.rail);
+        s.created_at.push(r.created_at);
+        s.updated_at.push(r.updated_at);
+        s.settlement_transfer_id.push(r.settlement_transfer_id);
+        s.settle_after.push(r.settle_after);
+        s.refund_of.push(r.refund_of);
+    }
+    s.execute(&mut { conn }).await.map(drop)
 }
 
 pub async fn find_payment(

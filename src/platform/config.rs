@@ -1603,9 +1603,9 @@ mod tests {
 
     #[test]
     fn the_engine_pipeline_leaves_connections_for_requests() {
-        assert_eq!(load(&[]).unwrap().ledger.pipeline_depth, 6);
-        let small = load(&[("FLOWLET__DATABASE__POOL_SIZE", "4")]).unwrap();
-        assert_eq!(small.ledger.pipeline_depth, 3, "at most pool_size - 1");
+        assert_eq!(load(&[]).unwrap().ledger.pipeline_depth, 3);
+        let small = load(&[("FLOWLET__DATABASE__POOL_SIZE", "3")]).unwrap();
+        assert_eq!(small.ledger.pipeline_depth, 2, "at most pool_size - 1");
         let tiny = load(&[("FLOWLET__DATABASE__POOL_SIZE", "1")]).unwrap();
         assert_eq!(tiny.ledger.pipeline_depth, 1);
     }

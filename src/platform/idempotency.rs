@@ -143,46 +143,27 @@ impl Claim {
         tx: &Tx<'_>,
         answers: &[(&Claim, StatusCode, &[u8])],
     ) -> Result<Vec<Result<(), DbError>>, DbError> {
-        #[derive(diesel::QueryableByName)]
-        struct Stored {
-            #[diesel(sql_type = diesel::sql_types::Uuid)]
-            scope: Uuid,
-            #[diesel(sql_type = Text)]
-            key: String,
-        }
         if answers.is_empty() {
             return Ok(Vec::new());
         }
-        let scopes: Vec<Uuid> = answers.iter().map(|(c, _, _)| c.0.scope).collect();
-        let keys: Vec<&str> = answers.iter().map(|(c, _, _)| c.0.key.as_str()).collect();
-        let tokens: Vec<DateTime<Utc>> = answers.iter().map(|(c, _, _)| c.0.token).collect();
-        let statuses: Vec<i16> = answers
-            .iter()
-            .map(|(_, s, _)| i16::try_from(s.as_u16()).unwrap_or(i16::MAX))
-            .collect();
-        let bodies: Vec<&[u8]> = answers.iter().map(|(_, _, b)| *b).collect();
-        let stored: Vec<Stored> = diesel::sql_query(
-            "UPDATE platform_idempotency_keys k \
-             SET status = u.status, response_body = u.body, content_type = $6 \
-             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int2[], $5::bytea[]) \
-                  AS u(scope, key, locked_at, status, body) \
-             WHERE k.scope = u.scope AND k.key = u.key AND k.locked_at = u.locked_at \
-             RETURNING k.scope, k.key",
-        )
-        .bind::<Array<diesel::sql_types::Uuid>, _>(scopes)
-        .bind::<Array<Text>, _>(keys)
-        .bind::<Array<Timestamptz>, _>(tokens)
-        .bind::<Array<SmallInt>, _>(statuses)
-        .bind::<Array<Bytea>, _>(bodies)
-        .bind::<Text, _>(JSON)
-        .load(&mut tx.shared())
-        .await?;
+        let statement = CompleteAll {
+            scopes: answers.iter().map(|(c, _, _)| c.0.scope).collect(),
+            keys: answers.iter().map(|(c, _, _)| c.0.key.clone()).collect(),
+            tokens: answers.iter().map(|(c, _, _)| c.0.token).collect(),
+            statuses: answers
+                .iter()
+                .map(|(_, s, _)| i16::try_from(s.as_u16()).unwrap_or(i16::MAX))
+                .collect(),
+            bodies: answers.iter().map(|(_, _, b)| b.to_vec()).collect(),
+            content_type: JSON.to_owned(),
+        };
+        let stored: Vec<(Uuid, String)> = statement.load(&mut tx.shared()).await?;
         Ok(answers
             .iter()
             .map(|(claim, _, _)| {
                 if stored
                     .iter()
-                    .any(|s| s.scope == claim.0.scope && s.key == claim.0.key)
+                    .any(|(scope, key)| *scope == claim.0.scope && *key == claim.0.key)
                 {
                     claim.0.completed.store(true, Ordering::SeqCst);
                     Ok(())
@@ -199,6 +180,24 @@ impl Claim {
     pub fn is_completed(&self) -> bool {
         AtomicBool::load(&self.0.completed, Ordering::SeqCst)
     }
+}
+
+crate::prepared_statement! {
+    /// Stores the answers of several claims still held (see [`Claim::complete_all_in`]).
+    CompleteAll -> (diesel::sql_types::Uuid, Text) {
+        content_type: String => Text,
+        scopes: Vec<Uuid> => Array<diesel::sql_types::Uuid>,
+        keys: Vec<String> => Array<Text>,
+        tokens: Vec<DateTime<Utc>> => Array<Timestamptz>,
+        statuses: Vec<i16> => Array<SmallInt>,
+        bodies: Vec<Vec<u8>> => Array<Bytea>,
+    }
+    "UPDATE platform_idempotency_keys k \
+     SET status = u.status, response_body = u.body, content_type = ?? \
+     FROM unnest(??::uuid[], ??::text[], ??::timestamptz[], ??::int2[], ??::bytea[]) \
+          AS u(scope, key, locked_at, status, body) \
+     WHERE k.scope = u.scope AND k.key = u.key AND k.locked_at = u.locked_at \
+     RETURNING k.scope, k.key"
 }
 
 /// Why [`Claim::complete_in`] refused: the claim is no longer this request's.

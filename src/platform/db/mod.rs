@@ -8,6 +8,7 @@
 
 pub mod embedded;
 mod migrate;
+mod prepared;
 pub mod schema;
 mod tx;
 
