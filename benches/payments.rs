@@ -12,6 +12,9 @@
 //! - `FLOWLET_BENCH_WALLETS` (1000): verified customers' USD wallets, each funded by a deposit;
 //! - `FLOWLET_BENCH_LOADGEN_THREADS` (1): threads of the load generator's own runtime;
 //! - `FLOWLET_BENCH_ANALYZE` (1): ANALYZE after set-up and warm-up, as autovacuum would;
+//! - `FLOWLET_BENCH_IDEMPOTENCY_KEYS` (1): every payment carries a fresh `Idempotency-Key`, as
+//!   a partner's retry-safe client sends it (its claim, and its stored answer in the payment's
+//!   own transaction, are part of what is measured); 0 sends none;
 //! - any `FLOWLET__...` variable configures the app as it would `flowlet serve` (e.g.
 //!   `FLOWLET__LEDGER__BATCH_LINGER_US`, `FLOWLET__DATABASE__POOL_SIZE`,
 //!   `FLOWLET__SERVER__WORKERS`).
@@ -99,6 +102,7 @@ struct Config {
     wallets: usize,
     loadgen_threads: usize,
     analyze: bool,
+    idempotency_keys: bool,
     /// `FLOWLET__...` variables of this process, applied last.
     app_vars: Vec<(String, String)>,
 }
@@ -126,6 +130,7 @@ impl Config {
             wallets,
             loadgen_threads,
             analyze: env_or::<u8>("FLOWLET_BENCH_ANALYZE", 1)? != 0,
+            idempotency_keys: env_or::<u8>("FLOWLET_BENCH_IDEMPOTENCY_KEYS", 1)? != 0,
             app_vars: std::env::vars()
                 .filter(|(k, _)| k.starts_with("FLOWLET__"))
                 .collect(),
@@ -236,6 +241,7 @@ struct Target {
     payments_url: String,
     authorization: String,
     wallets: Vec<String>,
+    idempotency_keys: bool,
 }
 
 async fn bench(
@@ -256,7 +262,8 @@ async fn bench(
     let serving = tokio::spawn(app.run_until_stopped());
     println!(
         "app: {address}, HTTP workers {}, database pool {}, redis {}, ledger batch_max {} linger {} us \
-         pipeline {}; {} clients ({} load generator thread(s)), {} wallets; {} s after {} s of warm-up",
+         pipeline {}; {} clients ({} load generator thread(s)), {} wallets, idempotency keys {}; \
+         {} s after {} s of warm-up",
         settings
             .server
             .workers
@@ -273,6 +280,7 @@ async fn bench(
         config.clients,
         config.loadgen_threads,
         config.wallets,
+        if config.idempotency_keys { "on" } else { "off" },
         config.run_for.as_secs_f64(),
         config.warmup.as_secs_f64(),
     );
@@ -333,6 +341,7 @@ async fn bench(
         LedgerService::new(db, flowlet::app::engine_config(&settings.ledger), None);
     let violations = ledger.verify().await?;
     let rows = count_p2p(url).await?;
+    let stored_answers = count_stored_answers(url).await?;
     let peak_rss_mb = peak_rss_mb();
 
     let result = Measured::new(&stats, elapsed);
@@ -363,6 +372,19 @@ async fn bench(
     );
     if rows != i64::try_from(answered).unwrap_or(-1) {
         bail!("{rows} P2P payment rows, but {answered} answers 201");
+    }
+    if config.idempotency_keys {
+        println!(
+            "idempotency: {stored_answers} answers stored under their keys (201s {answered}): {}",
+            if stored_answers == i64::try_from(answered).unwrap_or(-1) {
+                "ok"
+            } else {
+                "MISMATCH"
+            }
+        );
+        if stored_answers != i64::try_from(answered).unwrap_or(-1) {
+            bail!("{stored_answers} stored answers, but {answered} answers 201");
+        }
     }
     if failed {
         bail!("some payments did not answer 201: the numbers above are not valid");
@@ -422,6 +444,7 @@ async fn set_up(
         client,
         authorization,
         wallets,
+        idempotency_keys: config.idempotency_keys,
     })
 }
 
@@ -507,6 +530,21 @@ async fn count_p2p(url: &str) -> anyhow::Result<i64> {
     Ok(count.n)
 }
 
+/// Payments whose answer is stored under their idempotency key (the set-up sends none).
+async fn count_stored_answers(url: &str) -> anyhow::Result<i64> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut conn = connect(url).await?;
+    let count: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM platform_idempotency_keys WHERE status = 201")
+            .get_result(&mut conn)
+            .await?;
+    Ok(count.n)
+}
+
 /// What the clients saw.
 #[derive(Default)]
 struct Stats {
@@ -552,7 +590,9 @@ async fn client(target: Arc<Target>, seed: u64, deadline: Instant) -> Stats {
     let mut rng = SplitMix64(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut stats = Stats::default();
     let n = target.wallets.len();
+    let mut sent_count: u64 = 0;
     while Instant::now() < deadline {
+        sent_count += 1;
         let from = rng.below(n);
         let to = (from + 1 + rng.below(n - 1)) % n;
         let amount = 1 + rng.next() % MAX_AMOUNT_MINOR;
@@ -564,14 +604,15 @@ async fn client(target: Arc<Target>, seed: u64, deadline: Instant) -> Stats {
             amount % 100
         );
         let started = Instant::now();
-        let sent = target
+        let mut request = target
             .client
             .post(&target.payments_url)
             .header("authorization", &target.authorization)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
+            .header("content-type", "application/json");
+        if target.idempotency_keys {
+            request = request.header("idempotency-key", format!("bench-{seed}-{sent_count}"));
+        }
+        let sent = request.body(body).send().await;
         let answer = match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();

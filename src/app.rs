@@ -251,11 +251,10 @@ impl Application {
                 settings.ledger.max_request_bytes,
             )],
         });
-        let idempotency_ctx = web::Data::new(IdempotencyContext::new(
-            infra.db.clone(),
-            &settings.idempotency,
-            idempotency_scope,
-        ));
+        let idempotency_ctx = web::Data::new(
+            IdempotencyContext::new(infra.db.clone(), &settings.idempotency, idempotency_scope)
+                .claiming_in_transaction(payment::CLAIMING_IN_TRANSACTION),
+        );
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(ops_state.clone())

@@ -34,6 +34,11 @@ pub enum PaymentError {
     NotRefundable(&'static str),
     #[error("That is more than is left to refund ({remaining}).")]
     RefundExceedsPayment { remaining: String },
+    /// A concurrent request with the same `Idempotency-Key` got there first.
+    #[error(
+        "Another request with this Idempotency-Key is running or has just run; retry it to get its response."
+    )]
+    KeyInUse,
     #[error(transparent)]
     Kyc(KycError),
     #[error(transparent)]
@@ -111,6 +116,7 @@ impl Problem for PaymentError {
             | Self::Refused(_)
             | Self::NotRefundable(_)
             | Self::RefundExceedsPayment { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::KeyInUse => StatusCode::CONFLICT,
             Self::Kyc(e) => e.status(),
             Self::Wallet(e) => e.status(),
             Self::Ledger(e) => e.status(),
@@ -131,6 +137,7 @@ impl Problem for PaymentError {
             Self::Refused(_) => "payment_refused",
             Self::NotRefundable(_) => "payment_not_refundable",
             Self::RefundExceedsPayment { .. } => "refund_exceeds_payment",
+            Self::KeyInUse => "idempotency_key_in_use",
             Self::Kyc(e) => e.code(),
             Self::Wallet(e) => e.code(),
             Self::Ledger(e) => e.code(),

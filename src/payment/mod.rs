@@ -19,8 +19,8 @@ pub use http::{PaymentDoc, configure};
 pub use model::{PaymentId, PaymentKind, PaymentStatus};
 pub use rail::{Rail, SandboxRail, Settlement};
 pub use service::{
-    NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentMetrics, PaymentService,
-    RAIL_ACCOUNT_CODE,
+    CLAIMING_IN_TRANSACTION, NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment,
+    PaymentMetrics, PaymentService, RAIL_ACCOUNT_CODE,
 };
 
 /// The payment module's part of the OpenAPI document.

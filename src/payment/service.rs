@@ -24,13 +24,22 @@ use crate::ledger::{
 use crate::notify::{NewEvent, record_event, record_events};
 use crate::platform::db::{Db, Tx, TxFuture};
 use crate::platform::http::pagination::Page;
-use crate::platform::idempotency::Claim;
+use crate::platform::idempotency::{Claim, is_claim_lost};
 use crate::platform::money::{Amount, Currency, Money};
 use crate::platform::workers::Shutdown;
 use crate::wallet::{FreezeMode, WalletId, WalletRef, WalletService, WalletStatus};
 
 /// Ledger account code of the platform's rail clearing accounts.
 pub const RAIL_ACCOUNT_CODE: i32 = 900;
+
+/// The payment routes whose `Idempotency-Key` is claimed by their posting's own transaction
+/// (everything a payment does happens in it; see `IdempotencyContext::claiming_in_transaction`).
+pub const CLAIMING_IN_TRANSACTION: &[&str] = &[
+    "/v1/payments",
+    "/v1/payments/{id}/refunds",
+    "/v1/deposits",
+    "/v1/withdrawals",
+];
 
 /// `POST /v1/payments`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -1029,8 +1038,13 @@ async fn write_payments(
     inserted.map_err(side_error)?;
     recorded.map_err(side_error)?;
     for ((index, _, _), result) in bodies.iter().zip(stored.map_err(side_error)?) {
-        if let Err(e) = result {
-            refused.push((*index, side_error(e)));
+        match result {
+            Ok(()) => {}
+            // A request racing with the same key committed (or is committing) first.
+            Err(e) if is_claim_lost(&e) => {
+                refused.push((*index, side_error(PaymentError::KeyInUse)))
+            }
+            Err(e) => refused.push((*index, side_error(e))),
         }
     }
     Ok(refused)

@@ -25,6 +25,15 @@
 //!   dies between the handler's commit and this write, the key stays "running" until the lock
 //!   timeout, and a retry after that runs the request again.
 //!
+//! **Claimed in the handler's transaction.** Routes whose every effect is one transaction
+//! (the payment routes, see [`IdempotencyContext::claiming_in_transaction`]) make no claim
+//! before running: the INSERT of their answer in that transaction is the claim (one
+//! set-based statement per ledger batch), so a keyed payment costs no write or commit of its
+//! own. A retry, or a request racing with the same key, runs up to that INSERT, finds the
+//! key taken and commits nothing; the middleware then answers with what is stored under the
+//! key (a replay, 422 for another body) or 409 while the other request is still running. A
+//! refusal (e.g. 422 insufficient funds) is stored after the fact, like any other.
+//!
 //! Every other outcome (400, 401/403/404, 409, 5xx, an error, a panic, a dropped connection)
 //! releases the key, so the client may retry with it. A release only ever deletes a row that is
 //! still running under this request's claim, so a response committed by the handler's
@@ -84,6 +93,9 @@ pub struct IdempotencyContext {
     ttl: Duration,
     lock_timeout: Duration,
     scope_of: ScopeOf,
+    /// Route patterns whose key is claimed in the handler's own transaction (see
+    /// [`IdempotencyContext::claiming_in_transaction`]).
+    in_transaction: Vec<String>,
 }
 
 impl IdempotencyContext {
@@ -93,7 +105,23 @@ impl IdempotencyContext {
             ttl: settings.ttl,
             lock_timeout: settings.lock_timeout,
             scope_of,
+            in_transaction: Vec::new(),
         }
+    }
+
+    /// Routes (patterns, e.g. `/v1/payments`) whose handler stores its answer with
+    /// [`Claim::complete_in`] / [`Claim::complete_all_in`] in the one transaction that holds
+    /// ALL of its effects (nothing happens outside it, no mail, no call out). Their keys are
+    /// not claimed by a statement of their own before the handler runs: the answer's INSERT in
+    /// that transaction is the claim, so a request costs no extra write and commit. A key that
+    /// already has a row (answered, running elsewhere, expired) still goes the usual way.
+    /// Two requests racing with a fresh key both run up to that INSERT; the unique key lets
+    /// one commit and the other's transaction refuses (409 `idempotency_key_in_use`), so the
+    /// effects still happen once.
+    #[must_use]
+    pub fn claiming_in_transaction(mut self, routes: &[&str]) -> Self {
+        self.in_transaction = routes.iter().map(|r| (*r).to_owned()).collect();
+        self
     }
 }
 
@@ -105,6 +133,9 @@ pub struct Claim(Arc<ClaimInner>);
 struct ClaimInner {
     scope: Uuid,
     key: String,
+    /// What the key's row stores, should this request be the one to insert it.
+    fingerprint: Vec<u8>,
+    ttl_secs: f64,
     /// `locked_at` of the row as this request claimed it: the ownership token. A takeover
     /// changes it, so a presumed-dead first request can no longer complete or release.
     token: DateTime<Utc>,
@@ -126,14 +157,12 @@ impl Claim {
         status: StatusCode,
         body: &[u8],
     ) -> Result<(), DbError> {
-        let stored = store_response(tx.conn(), self, status, body, Some(JSON), false).await?;
-        if stored == 0 {
-            return Err(DbError::Query(diesel::result::Error::QueryBuilderError(
-                Box::new(ClaimLost),
-            )));
-        }
-        self.0.completed.store(true, Ordering::SeqCst);
-        Ok(())
+        let tx: &Tx<'_> = tx;
+        Claim::complete_all_in(tx, &[(self, status, body)])
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(Ok(()))
     }
 
     /// [`Claim::complete_in`] for several requests' claims in one statement (a batch of the
@@ -146,31 +175,33 @@ impl Claim {
         if answers.is_empty() {
             return Ok(Vec::new());
         }
-        let statement = CompleteAll {
-            scopes: answers.iter().map(|(c, _, _)| c.0.scope).collect(),
-            keys: answers.iter().map(|(c, _, _)| c.0.key.clone()).collect(),
-            tokens: answers.iter().map(|(c, _, _)| c.0.token).collect(),
-            statuses: answers
-                .iter()
-                .map(|(_, s, _)| i16::try_from(s.as_u16()).unwrap_or(i16::MAX))
-                .collect(),
-            bodies: answers.iter().map(|(_, _, b)| b.to_vec()).collect(),
-            content_type: JSON.to_owned(),
-        };
-        let stored: Vec<(Uuid, String)> = statement.load(&mut tx.shared()).await?;
+        // One statement may store a key once: a later claim of a key already in this batch
+        // lost the race (its request gets 409).
+        let mut seen: std::collections::HashSet<(Uuid, &str)> = std::collections::HashSet::new();
+        let fresh: Vec<bool> = answers
+            .iter()
+            .map(|(c, _, _)| seen.insert((c.0.scope, c.0.key.as_str())))
+            .collect();
+        let sent: Vec<(&Claim, StatusCode, &[u8], Option<&str>)> = answers
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, fresh)| **fresh)
+            .map(|((claim, status, body), _)| (*claim, *status, *body, Some(JSON)))
+            .collect();
+        let stored = store_answers(tx.shared(), &sent).await?;
         Ok(answers
             .iter()
-            .map(|(claim, _, _)| {
-                if stored
-                    .iter()
-                    .any(|(scope, key)| *scope == claim.0.scope && *key == claim.0.key)
+            .zip(fresh)
+            .map(|((claim, _, _), fresh)| {
+                if fresh
+                    && stored
+                        .iter()
+                        .any(|(scope, key)| *scope == claim.0.scope && *key == claim.0.key)
                 {
                     claim.0.completed.store(true, Ordering::SeqCst);
                     Ok(())
                 } else {
-                    Err(DbError::Query(diesel::result::Error::QueryBuilderError(
-                        Box::new(ClaimLost),
-                    )))
+                    Err(claim_lost())
                 }
             })
             .collect())
@@ -183,26 +214,83 @@ impl Claim {
 }
 
 crate::prepared_statement! {
-    /// Stores the answers of several claims still held (see [`Claim::complete_all_in`]).
-    CompleteAll -> (diesel::sql_types::Uuid, Text) {
-        content_type: String => Text,
+    /// Stores answers under their keys (see [`store_answers`]).
+    StoreAnswers -> (diesel::sql_types::Uuid, Text) {
         scopes: Vec<Uuid> => Array<diesel::sql_types::Uuid>,
         keys: Vec<String> => Array<Text>,
-        tokens: Vec<DateTime<Utc>> => Array<Timestamptz>,
+        fingerprints: Vec<Vec<u8>> => Array<Bytea>,
         statuses: Vec<i16> => Array<SmallInt>,
         bodies: Vec<Vec<u8>> => Array<Bytea>,
+        content_types: Vec<Option<String>> => Array<Nullable<Text>>,
+        tokens: Vec<DateTime<Utc>> => Array<Timestamptz>,
+        ttl_secs: Vec<f64> => Array<Double>,
     }
-    "UPDATE platform_idempotency_keys k \
-     SET status = u.status, response_body = u.body, content_type = ?? \
-     FROM unnest(??::uuid[], ??::text[], ??::timestamptz[], ??::int2[], ??::bytea[]) \
-          AS u(scope, key, locked_at, status, body) \
-     WHERE k.scope = u.scope AND k.key = u.key AND k.locked_at = u.locked_at \
+    "INSERT INTO platform_idempotency_keys AS k (scope, key, fingerprint, status, response_body, \
+         content_type, locked_at, created_at, expires_at) \
+     SELECT u.scope, u.key, u.fingerprint, u.status, u.body, u.content_type, u.locked_at, now(), \
+            now() + make_interval(secs => u.ttl) \
+     FROM unnest(??::uuid[], ??::text[], ??::bytea[], ??::int2[], ??::bytea[], ??::text[], \
+                 ??::timestamptz[], ??::float8[]) \
+          AS u(scope, key, fingerprint, status, body, content_type, locked_at, ttl) \
+     ON CONFLICT (scope, key) DO UPDATE \
+         SET fingerprint = excluded.fingerprint, status = excluded.status, \
+             response_body = excluded.response_body, content_type = excluded.content_type, \
+             locked_at = excluded.locked_at, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at \
+         WHERE (k.locked_at = excluded.locked_at AND k.status IS NULL) OR k.expires_at < now() \
      RETURNING k.scope, k.key"
+}
+
+/// Stores each answer under its claim's key, if the key is still this request's: a row still
+/// running under the claim's token gets the answer; a claim made in the transaction (no row
+/// yet, or only an expired one) writes the row. Returns the keys stored; a key missing there is lost (taken over after the
+/// lock timeout, or claimed by a racing request). The claims must be distinct.
+async fn store_answers(
+    conn: &AsyncPgConnection,
+    answers: &[(&Claim, StatusCode, &[u8], Option<&str>)],
+) -> Result<Vec<(Uuid, String)>, DbError> {
+    if answers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = StoreAnswers {
+        scopes: answers.iter().map(|(c, ..)| c.0.scope).collect(),
+        keys: answers.iter().map(|(c, ..)| c.0.key.clone()).collect(),
+        fingerprints: answers
+            .iter()
+            .map(|(c, ..)| c.0.fingerprint.clone())
+            .collect(),
+        // HTTP statuses are 100..=999, which always fit.
+        statuses: answers
+            .iter()
+            .map(|(_, s, ..)| i16::try_from(s.as_u16()).unwrap_or(i16::MAX))
+            .collect(),
+        bodies: answers.iter().map(|(_, _, b, _)| b.to_vec()).collect(),
+        content_types: answers.iter().map(|(.., t)| t.map(str::to_owned)).collect(),
+        tokens: answers.iter().map(|(c, ..)| c.0.token).collect(),
+        ttl_secs: answers.iter().map(|(c, ..)| c.0.ttl_secs).collect(),
+    };
+    Ok(statement.load(&mut { conn }).await?)
+}
+
+fn claim_lost() -> DbError {
+    DbError::Query(diesel::result::Error::QueryBuilderError(Box::new(
+        ClaimLost,
+    )))
+}
+
+/// Whether `e` says that the request's claim on its key was lost (taken over after the lock
+/// timeout, or claimed by a racing request): the request must not commit, and answers 409
+/// `idempotency_key_in_use`.
+pub fn is_claim_lost(e: &DbError) -> bool {
+    matches!(e, DbError::Query(diesel::result::Error::QueryBuilderError(inner)) if inner.is::<ClaimLost>())
 }
 
 /// Why [`Claim::complete_in`] refused: the claim is no longer this request's.
 #[derive(Debug, thiserror::Error)]
-#[error("the idempotency key was taken over by another request after the lock timeout")]
+#[error(
+    "the idempotency key is no longer this request's (taken over after the lock timeout, or \
+     claimed by a concurrent request)"
+)]
 struct ClaimLost;
 
 /// The claim of this request, if it carries an `Idempotency-Key` (and is an authenticated
@@ -240,7 +328,8 @@ pub async fn idempotency(
         Ok(key) => key,
         Err(e) => return Ok(req.into_response(e.error_response())),
     };
-    let limit = limits.body_limit_for(&req.match_pattern().unwrap_or_default());
+    let pattern = req.match_pattern().unwrap_or_default();
+    let limit = limits.body_limit_for(&pattern);
     let body = match read_body(&mut req, limit).await {
         Ok(body) => body,
         Err(e) => return Ok(req.into_response(e.error_response())),
@@ -248,7 +337,21 @@ pub async fn idempotency(
     let fingerprint = fingerprint(req.method(), req.uri(), &body);
     req.set_payload(Payload::from(body));
 
-    let claim = match ctx.claim(scope, key, &fingerprint).await {
+    let in_transaction = ctx.in_transaction.contains(&pattern);
+    let claimed = if in_transaction {
+        // The answer's INSERT in the handler's transaction claims the key; nothing before.
+        let token = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        Ok(Claimed::Run(Claim::new(
+            scope,
+            key,
+            &fingerprint,
+            ctx.ttl,
+            token,
+        )))
+    } else {
+        ctx.claim(scope, key, &fingerprint).await
+    };
+    let claim = match claimed {
         Ok(Claimed::Run(claim)) => claim,
         Ok(Claimed::Replay(stored)) => return Ok(req.into_response(stored.replay())),
         Err(e) => return Ok(req.into_response(e.error_response())),
@@ -271,6 +374,26 @@ pub async fn idempotency(
     if completed && status.is_success() {
         guard.disarm();
         return Ok(res.map_into_boxed_body());
+    }
+    if in_transaction && !completed {
+        // Refused, or lost the key to another request: what is stored under the key (or
+        // being made) answers instead, as if this request had found it before running.
+        match ctx
+            .answered_elsewhere(claim.0.scope, &claim.0.key, &fingerprint)
+            .await
+        {
+            Ok(Some(answer)) => {
+                guard.disarm();
+                let (http_req, _) = res.into_parts();
+                return Ok(ServiceResponse::new(http_req, answer));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                guard.disarm();
+                let (http_req, _) = res.into_parts();
+                return Ok(ServiceResponse::new(http_req, e.error_response()));
+            }
+        }
     }
     if !completed && (status.is_success() || status == StatusCode::UNPROCESSABLE_ENTITY) {
         let (http_req, res) = res.into_parts();
@@ -423,7 +546,70 @@ struct Existing {
     stale: bool,
 }
 
+crate::prepared_statement! {
+    /// Claims a key (see [`IdempotencyContext::claim`]); prepared once per connection.
+    ///
+    /// The claim commits without waiting for its WAL to reach the disk (`synchronous_commit`
+    /// off for this one transaction): so a request costs one flush, its posting's, not two.
+    /// That is safe because the WAL is one sequence: the request's own transaction, which
+    /// stores its answer under the key and commits durably, flushes the claim with it. A
+    /// crash can only lose a claim whose request never committed anything; a retry then
+    /// claims the key afresh and runs, exactly as it would after that crash anyway.
+    ClaimKey -> Timestamptz {
+        scope: Uuid => diesel::sql_types::Uuid,
+        key: String => Text,
+        fingerprint: Vec<u8> => Bytea,
+        ttl_secs: f64 => Double,
+    }
+    "INSERT INTO platform_idempotency_keys \
+         (scope, key, fingerprint, locked_at, created_at, expires_at) \
+     SELECT ??, ??, ??, now(), now(), now() + make_interval(secs => ??) \
+     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
+     ON CONFLICT (scope, key) DO NOTHING \
+     RETURNING locked_at"
+}
+
 impl IdempotencyContext {
+    /// For a route that claims in its own transaction and did not store an answer (it refused,
+    /// or lost its key to another request): the answer another request stored, or is working
+    /// on, under the key, which this request must give instead of its own (it committed
+    /// nothing): a replay, 422 `idempotency_key_reused` for another fingerprint, or 409
+    /// `idempotency_key_in_use`. `None`: no live row, this request's answer stands.
+    async fn answered_elsewhere(
+        &self,
+        scope: Uuid,
+        key: &str,
+        fingerprint: &[u8],
+    ) -> Result<Option<HttpResponse>, ApiError> {
+        let mut conn = self.db.conn().await?;
+        let existing: Option<Existing> = diesel::sql_query(
+            "SELECT fingerprint, status, response_body, content_type, locked_at, \
+                    expires_at < now() AS expired, false AS stale \
+             FROM platform_idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(scope)
+        .bind::<Text, _>(key)
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(DbError::from)?;
+        let Some(existing) = existing.filter(|e| !e.expired) else {
+            return Ok(None);
+        };
+        if existing.fingerprint.as_slice() != fingerprint {
+            return Ok(Some(reused().error_response()));
+        }
+        Ok(Some(match (existing.status, existing.response_body) {
+            (Some(status), Some(body)) => StoredResponse {
+                status,
+                body,
+                content_type: existing.content_type,
+            }
+            .replay(),
+            _ => in_use().error_response(),
+        }))
+    }
+
     /// Claims `key` for a request with `fingerprint`, or says why it may not run.
     async fn claim(
         &self,
@@ -435,23 +621,24 @@ impl IdempotencyContext {
         let ttl_secs = self.ttl.as_secs_f64();
         let lock_secs = self.lock_timeout.as_secs_f64();
         for _ in 0..CLAIM_ATTEMPTS {
-            let inserted: Option<Token> = diesel::sql_query(
-                "INSERT INTO platform_idempotency_keys \
-                     (scope, key, fingerprint, locked_at, created_at, expires_at) \
-                 VALUES ($1, $2, $3, now(), now(), now() + make_interval(secs => $4)) \
-                 ON CONFLICT (scope, key) DO NOTHING \
-                 RETURNING locked_at",
-            )
-            .bind::<diesel::sql_types::Uuid, _>(scope)
-            .bind::<Text, _>(&key)
-            .bind::<Bytea, _>(fingerprint)
-            .bind::<Double, _>(ttl_secs)
+            let inserted: Option<DateTime<Utc>> = ClaimKey {
+                scope,
+                key: key.clone(),
+                fingerprint: fingerprint.to_vec(),
+                ttl_secs,
+            }
             .get_result(&mut conn)
             .await
             .optional()
             .map_err(DbError::from)?;
-            if let Some(token) = inserted {
-                return Ok(Claimed::Run(Claim::new(scope, key, token.locked_at)));
+            if let Some(locked_at) = inserted {
+                return Ok(Claimed::Run(Claim::new(
+                    scope,
+                    key,
+                    fingerprint,
+                    self.ttl,
+                    locked_at,
+                )));
             }
             let existing: Option<Existing> = diesel::sql_query(
                 "SELECT fingerprint, status, response_body, content_type, locked_at, \
@@ -494,19 +681,20 @@ impl IdempotencyContext {
                         tracing::info!(
                             "idempotency key taken over from a request that never finished"
                         );
-                        return Ok(Claimed::Run(Claim::new(scope, key, token.locked_at)));
+                        return Ok(Claimed::Run(Claim::new(
+                            scope,
+                            key,
+                            fingerprint,
+                            self.ttl,
+                            token.locked_at,
+                        )));
                     }
                     // Someone else took it over or finished it first: look again.
                     None => continue,
                 }
             }
             if existing.fingerprint.as_slice() != fingerprint {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was used with a different request (method, path or \
-                     body); use a new key for a new request.",
-                ));
+                return Err(reused());
             }
             return match (existing.status, existing.response_body) {
                 (Some(status), Some(body)) => Ok(Claimed::Replay(StoredResponse {
@@ -521,6 +709,15 @@ impl IdempotencyContext {
     }
 }
 
+fn reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "This Idempotency-Key was used with a different request (method, path or body); use a \
+         new key for a new request.",
+    )
+}
+
 fn in_use() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
@@ -530,10 +727,18 @@ fn in_use() -> ApiError {
 }
 
 impl Claim {
-    fn new(scope: Uuid, key: String, token: DateTime<Utc>) -> Claim {
+    fn new(
+        scope: Uuid,
+        key: String,
+        fingerprint: &[u8],
+        ttl: Duration,
+        token: DateTime<Utc>,
+    ) -> Claim {
         Claim(Arc::new(ClaimInner {
             scope,
             key,
+            fingerprint: fingerprint.to_vec(),
+            ttl_secs: ttl.as_secs_f64(),
             token,
             completed: AtomicBool::new(false),
         }))
@@ -548,41 +753,9 @@ async fn store_after(
     body: &[u8],
     content_type: Option<&str>,
 ) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    store_response(&mut conn, claim, status, body, content_type, true).await?;
+    let conn = db.conn().await?;
+    store_answers(&conn, &[(claim, status, body, content_type)]).await?;
     Ok(())
-}
-
-/// Stores a response under a claim still held by this request; `only_running` leaves a row
-/// alone that already has a response. Returns the rows changed (0: the claim is gone).
-async fn store_response(
-    conn: &mut AsyncPgConnection,
-    claim: &Claim,
-    status: StatusCode,
-    body: &[u8],
-    content_type: Option<&str>,
-    only_running: bool,
-) -> Result<usize, DbError> {
-    let sql = if only_running {
-        "UPDATE platform_idempotency_keys \
-         SET status = $4, response_body = $5, content_type = $6 \
-         WHERE scope = $1 AND key = $2 AND locked_at = $3 AND status IS NULL"
-    } else {
-        "UPDATE platform_idempotency_keys \
-         SET status = $4, response_body = $5, content_type = $6 \
-         WHERE scope = $1 AND key = $2 AND locked_at = $3"
-    };
-    // HTTP statuses are 100..=999, which always fit.
-    let status = i16::try_from(status.as_u16()).unwrap_or(i16::MAX);
-    Ok(diesel::sql_query(sql)
-        .bind::<diesel::sql_types::Uuid, _>(claim.0.scope)
-        .bind::<Text, _>(&claim.0.key)
-        .bind::<Timestamptz, _>(claim.0.token)
-        .bind::<SmallInt, _>(status)
-        .bind::<Bytea, _>(body)
-        .bind::<Nullable<Text>, _>(content_type)
-        .execute(conn)
-        .await?)
 }
 
 /// Deletes the claim's row if it is still running under this claim, so the key may be used

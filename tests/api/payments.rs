@@ -774,6 +774,80 @@ async fn fifty_concurrent_payments_with_one_key_move_money_once() {
     app.assert_ledger_invariants().await;
 }
 
+/// Payments claim their key with the INSERT of their answer in the posting's own transaction
+/// (no claim of its own before): answers, refusals and keys held elsewhere still behave as
+/// API.md says.
+#[tokio::test]
+async fn a_payment_claims_its_key_in_its_own_transaction() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = funded_pair(&app, &partner).await;
+    let send = |key: &'static str, amount: &'static str| {
+        let request = app
+            .request(reqwest::Method::POST, "/v1/payments", &partner.key)
+            .header("Idempotency-Key", key)
+            .json(
+                &json!({"from_wallet_id": a, "to_wallet_id": b, "amount": amount,
+                          "currency": "USD"}),
+            );
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let replayed = resp.headers().contains_key("idempotent-replayed");
+            (status, replayed, resp.bytes().await.unwrap())
+        }
+    };
+    let stored = |key: &'static str| {
+        let app = &app;
+        async move {
+            app.sql_count(&format!(
+                "SELECT count(*) AS n FROM platform_idempotency_keys \
+                 WHERE key = '{key}' AND status IS NOT NULL"
+            ))
+            .await
+        }
+    };
+    let (status, replayed, paid) = send("pay-1", "10.00").await;
+    assert_eq!((status, replayed), (201, false));
+    assert_eq!(
+        stored("pay-1").await,
+        1,
+        "the answer is stored under the key"
+    );
+    assert_eq!(send("pay-1", "10.00").await, (201, true, paid));
+    let before = money_rows(&app).await;
+
+    // A refusal is stored after the fact, and replayed.
+    let (status, replayed, refused) = send("pay-2", "1000.00").await;
+    assert_eq!((status, replayed), (422, false));
+    assert!(String::from_utf8_lossy(&refused).contains("insufficient_funds"));
+    assert_eq!(stored("pay-2").await, 1);
+    assert_eq!(send("pay-2", "1000.00").await, (422, true, refused));
+    // Another body under a used key.
+    let (status, _, bytes) = send("pay-2", "1.00").await;
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&bytes).contains("idempotency_key_reused"));
+
+    assert_eq!(money_rows(&app).await, before, "the refusals moved nothing");
+
+    // A key another request holds (claimed, no answer yet: the state a running or crashed
+    // first request leaves) is in use.
+    assert_eq!(send("pay-3", "1.00").await.0, 201);
+    let before = money_rows(&app).await;
+    app.sql(
+        "UPDATE platform_idempotency_keys SET status = NULL, response_body = NULL, \
+         content_type = NULL, locked_at = now() WHERE key = 'pay-3'",
+    )
+    .await;
+    let (status, _, bytes) = send("pay-3", "1.00").await;
+    assert_eq!(status, 409);
+    assert!(String::from_utf8_lossy(&bytes).contains("idempotency_key_in_use"));
+    assert_eq!(money_rows(&app).await, before, "nothing moved");
+    assert_eq!(available(&app, &partner.key, &a).await, "89.00");
+    app.assert_ledger_invariants().await;
+}
+
 /// An app whose sandbox rail settles withdrawals after `delay_ms`.
 async fn app_settling_after(delay_ms: u64) -> TestApp {
     crate::helpers::spawn_app_with(

@@ -1,0 +1,1 @@
+ALTER TABLE platform_idempotency_keys RESET (fillfactor);
