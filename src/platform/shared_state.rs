@@ -1396,6 +1396,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_epoch_comes_back_with_the_rate_limit_check_and_moves_on_when_bumped() {
+        let prefix = unique_prefix();
+        let state = redis_with_prefix(&prefix).await;
+        let quota = Quota {
+            limit: 100,
+            period: Duration::from_secs(60),
+        };
+        let first = state.epoch("keys").await.expect("an epoch with Redis");
+        assert_eq!(state.epoch("keys").await.as_deref(), Some(first.as_str()));
+        let (decision, seen) = state
+            .rate_limiter()
+            .check_with_epoch("k", quota, "keys")
+            .await
+            .unwrap();
+        assert!(decision.allowed);
+        assert_eq!(decision.remaining, 99, "the check counted the request");
+        assert_eq!(seen.as_deref(), Some(first.as_str()));
+        state.bump_epoch("keys").await.unwrap();
+        let (_, moved) = state
+            .rate_limiter()
+            .check_with_epoch("k", quota, "keys")
+            .await
+            .unwrap();
+        assert!(moved.is_some() && moved != Some(first.clone()));
+        // Lost with Redis's data: no value is read, and the next one is new, never the old.
+        let mut conn = redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("DEL")
+            .arg(format!("{prefix}{EPOCH_NAMESPACE}keys"))
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        let (_, lost) = state
+            .rate_limiter()
+            .check_with_epoch("k", quota, "keys")
+            .await
+            .unwrap();
+        assert_eq!(lost, None);
+        let again = state.epoch("keys").await.unwrap();
+        assert!(again != first && Some(again.clone()) != moved);
+        // Without Redis there is no shared epoch: nothing may be cached under one.
+        let local = SharedState::in_process();
+        assert_eq!(local.epoch("keys").await, None);
+        local.bump_epoch("keys").await.unwrap();
+        let (_, none) = local
+            .rate_limiter()
+            .check_with_epoch("k", quota, "keys")
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+    }
+
+    #[tokio::test]
     async fn connecting_to_a_closed_port_fails_fast_with_unavailable() {
         let started = Instant::now();
         let err = SharedState::redis("redis://127.0.0.1:1", &unique_prefix(), 4)
