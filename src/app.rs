@@ -174,6 +174,14 @@ impl Application {
         workers.spawn("ledger-expiry", move |shutdown| {
             expiring.run_expiry(expiry, shutdown)
         });
+        let verify_metrics = ledger::VerifyMetrics::new(metrics.registry())
+            .context("registering the ledger verification metrics")?;
+        if let Some(interval) = settings.ledger.verify_interval {
+            let verifying = ledger.clone();
+            workers.spawn("ledger-verify", move |shutdown| {
+                verifying.run_verify(interval, verify_metrics, shutdown)
+            });
+        }
         let notifier = notifier(settings, infra, Some(&metrics))?;
         let outbox = notifier.clone();
         workers.spawn("outbox", move |shutdown| outbox.run(shutdown));

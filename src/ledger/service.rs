@@ -65,6 +65,32 @@ pub struct ExpiryConfig {
     pub batch: i64,
 }
 
+/// What the periodic verification reports on /metrics.
+#[derive(Clone)]
+pub struct VerifyMetrics {
+    violations: prometheus::IntGauge,
+    last_run: prometheus::Gauge,
+}
+
+impl VerifyMetrics {
+    pub fn new(registry: &prometheus::Registry) -> Result<VerifyMetrics, prometheus::Error> {
+        let violations = prometheus::IntGauge::new(
+            "ledger_verify_violations",
+            "Invariant violations the last periodic ledger verification found (0: sound).",
+        )?;
+        let last_run = prometheus::Gauge::new(
+            "ledger_verify_last_run_timestamp_seconds",
+            "Unix time the last periodic ledger verification finished (0: none yet).",
+        )?;
+        registry.register(Box::new(violations.clone()))?;
+        registry.register(Box::new(last_run.clone()))?;
+        Ok(VerifyMetrics {
+            violations,
+            last_run,
+        })
+    }
+}
+
 /// The ledger service: the engine's handle plus direct reads.
 #[derive(Clone)]
 pub struct LedgerService {
@@ -314,6 +340,46 @@ impl LedgerService {
     }
 
     /// The expiry worker: a pass every `interval` until shutdown.
+    /// The verification worker: checks the invariants (as `admin ledger verify` does) soon
+    /// after start and then every `interval`, and reports the outcome on /metrics, so an
+    /// alert fires when the books stop balancing or the check stops running. Every violation
+    /// is also logged.
+    pub async fn run_verify(
+        self,
+        interval: Duration,
+        metrics: VerifyMetrics,
+        mut shutdown: Shutdown,
+    ) {
+        let mut wait = interval.min(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                () = shutdown.requested() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = interval;
+            match self.verify().await {
+                Ok(violations) => {
+                    for v in &violations {
+                        tracing::error!(
+                            ledger.check = %v.check,
+                            ledger.subject = %v.subject,
+                            ledger.detail = %v.detail,
+                            "ledger invariant violated"
+                        );
+                    }
+                    metrics
+                        .violations
+                        .set(i64::try_from(violations.len()).unwrap_or(i64::MAX));
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    metrics.last_run.set(now);
+                }
+                Err(e) => tracing::error!(error.cause = %e, "verifying the ledger failed"),
+            }
+        }
+    }
+
     pub async fn run_expiry(self, config: ExpiryConfig, mut shutdown: Shutdown) {
         loop {
             tokio::select! {

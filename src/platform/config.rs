@@ -175,6 +175,8 @@ pub struct LedgerSettings {
     pub pipeline_depth: usize,
     pub expiry_interval: Duration,
     pub expiry_batch: i64,
+    /// How often each replica re-checks the ledger's invariants (`None`: never).
+    pub verify_interval: Option<Duration>,
 }
 
 /// Idempotency keys of POST requests (API.md "Idempotency").
@@ -615,6 +617,7 @@ struct RawLedger {
     pipeline_depth: usize,
     expiry_interval_ms: u64,
     expiry_batch: i64,
+    verify_interval_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -1036,6 +1039,8 @@ impl RawLedger {
             pipeline_depth: self.pipeline_depth.max(1),
             expiry_interval: Duration::from_millis(self.expiry_interval_ms),
             expiry_batch: self.expiry_batch,
+            verify_interval: (self.verify_interval_secs > 0)
+                .then(|| Duration::from_secs(self.verify_interval_secs)),
         })
     }
 }

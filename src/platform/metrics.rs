@@ -16,6 +16,8 @@ use prometheus::{
 pub struct PoolUsage {
     pub active: usize,
     pub idle: usize,
+    /// The most connections the pool opens.
+    pub max: usize,
 }
 
 /// The platform's own metrics; modules register theirs on [`Metrics::registry`].
@@ -26,6 +28,7 @@ pub struct Metrics {
     http_request_duration_seconds: HistogramVec,
     database_connections_active: IntGauge,
     database_connections_idle: IntGauge,
+    database_connections_max: IntGauge,
 }
 
 impl Metrics {
@@ -60,13 +63,19 @@ impl Metrics {
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(database_connections_active.clone()))?;
+        let database_connections_max = IntGauge::new(
+            "database_connections_max",
+            "The most database connections the pool opens (saturation: active / max).",
+        )?;
         registry.register(Box::new(database_connections_idle.clone()))?;
+        registry.register(Box::new(database_connections_max.clone()))?;
         Ok(Self {
             registry,
             http_requests_total,
             http_request_duration_seconds,
             database_connections_active,
             database_connections_idle,
+            database_connections_max,
         })
     }
 
@@ -92,6 +101,8 @@ impl Metrics {
             .set(i64::try_from(pool.active).unwrap_or(i64::MAX));
         self.database_connections_idle
             .set(i64::try_from(pool.idle).unwrap_or(i64::MAX));
+        self.database_connections_max
+            .set(i64::try_from(pool.max).unwrap_or(i64::MAX));
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
@@ -106,7 +117,13 @@ mod tests {
     fn rendered_text_holds_every_platform_metric() {
         let metrics = Metrics::new().unwrap();
         metrics.observe_request("GET", "/health", 200, Duration::from_millis(3));
-        let text = metrics.render(PoolUsage { active: 2, idle: 5 }).unwrap();
+        let text = metrics
+            .render(PoolUsage {
+                active: 2,
+                idle: 5,
+                max: 16,
+            })
+            .unwrap();
         assert!(
             text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#),
             "{text}"
@@ -117,5 +134,6 @@ mod tests {
         );
         assert!(text.contains("database_connections_active 2"), "{text}");
         assert!(text.contains("database_connections_idle 5"), "{text}");
+        assert!(text.contains("database_connections_max 16"), "{text}");
     }
 }

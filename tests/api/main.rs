@@ -17,6 +17,7 @@ mod helpers;
 mod idempotency;
 mod kyc;
 mod ledger;
+mod observability;
 mod payments;
 mod platform;
 mod rate_limits;

@@ -162,6 +162,7 @@ impl Db {
         PoolUsage {
             active: status.size.saturating_sub(status.available),
             idle: status.available,
+            max: status.max_size,
         }
     }
 
