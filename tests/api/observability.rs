@@ -1,11 +1,14 @@
 //! What operators watch: the periodic ledger verification on /metrics, and the chart's Grafana
 //! dashboard and alert rules naming only metrics that /metrics really exposes.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestOptions, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, spawn_app, spawn_app_with};
+use crate::kyc::load_test_list;
+use crate::payments::{deposit, open_wallet, verified_customer};
 
 /// The samples of /metrics, by metric name (histograms under their base name).
 async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
@@ -84,4 +87,85 @@ async fn the_ledger_is_verified_periodically_and_a_broken_invariant_shows_on_met
     })
     .await;
     assert!(gauge(&broken, "ledger_verify_violations").unwrap() >= 1.0);
+}
+/// Metric names in a dashboard or a rule expression: tokens of our prefixes, histogram series
+/// named by their base name.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    const PREFIXES: [&str; 7] = [
+        "http_",
+        "database_",
+        "ledger_",
+        "payment_",
+        "payments_",
+        "webhook_",
+        "outbox_",
+    ];
+    text.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|t| PREFIXES.iter().any(|p| t.starts_with(p)))
+        .map(|t| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| t.strip_suffix(suffix))
+                .unwrap_or(t)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_charts_dashboard_and_alerts_name_only_metrics_that_metrics_exposes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chart");
+    let dashboard = std::fs::read_to_string(root.join("dashboards/flowlet.json"))
+        .expect("chart/dashboards/flowlet.json");
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let mut rules = String::new();
+    for entry in std::fs::read_dir(root.join("templates")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        if text.contains("kind: PrometheusRule") {
+            rules.push_str(&text);
+        }
+    }
+    assert!(!rules.is_empty(), "the chart has a PrometheusRule");
+    let used: BTreeSet<String> = metric_names(&dashboard)
+        .into_iter()
+        .chain(metric_names(&rules))
+        .collect();
+    for expected in [
+        "http_requests_total",
+        "ledger_transfers_total",
+        "payments_total",
+        "outbox_pending",
+        "ledger_verify_violations",
+        "database_connections_max",
+    ] {
+        assert!(used.contains(expected), "{expected} is watched: {used:?}");
+    }
+
+    // Every family shows once it has a sample: requests, money moved, a webhook attempted.
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let receiver = app
+        .post_as(
+            &partner.key,
+            "/v1/webhook-endpoints",
+            &json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(receiver.status().as_u16(), 201);
+    let customer = verified_customer(&app, &partner).await;
+    let wallet = open_wallet(&app, &partner.key, &customer, "USD").await;
+    deposit(&app, &partner.key, &wallet, "10.00").await;
+    let exposed = wait_for_metrics(&app, "a webhook delivery attempt", |s| {
+        s.samples
+            .iter()
+            .any(|x| x.metric == "webhook_deliveries_total")
+    })
+    .await;
+    let names: BTreeSet<String> = exposed.samples.iter().map(|s| s.metric.clone()).collect();
+    let unknown: Vec<&String> = used.iter().filter(|m| !names.contains(*m)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the chart watches metrics /metrics does not expose: {unknown:?} (exposed: {names:?})"
+    );
 }
