@@ -1432,33 +1432,11 @@ impl KycService {
         partner: PartnerId,
         movement: &Movement,
     ) -> Result<(), KycError> {
-        let now = self.now();
-        let customer = store::share_customer(tx.conn(), movement.customer_id.uuid())
+        self.authorize_all_in(tx, &[(partner, *movement)])
             .await?
-            .filter(|r| r.partner_id == partner.uuid())
-            .ok_or(KycError::NotFound("customer"))?;
-        let tier = tier_u8(customer.kyc_tier);
-        if let model::Direction::Incoming = movement.direction {
-            // Only the balance cap applies to incoming money: no counters to read or lock.
-            let today = now.date_naive();
-            model::evaluate(
-                &self.inner.settings.tiers,
-                tier,
-                movement,
-                Usage::empty(today),
-                now,
-            )
-            .map_err(KycError::Denied)?;
-            return Ok(());
-        }
-        let currency = movement.amount.currency().code();
-        let usage = locked_usage(tx, customer.id, currency, now).await?;
-        let updated = model::evaluate(&self.inner.settings.tiers, tier, movement, usage, now)
-            .map_err(KycError::Denied)?;
-        if updated != usage {
-            store::save_usage(tx.conn(), &usage_row(customer.id, currency, updated)).await?;
-        }
-        Ok(())
+            .into_iter()
+            .next()
+            .unwrap_or(Ok(()))
     }
 
     /// See [`Compliance::authorize_all`](super::Compliance::authorize_all): three statements

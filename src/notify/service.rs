@@ -36,16 +36,12 @@ pub struct NewEvent {
 /// Records an event in the caller's transaction, with one delivery per matching endpoint:
 /// if the transaction rolls back, the event never existed and nothing is ever delivered.
 pub async fn record_event(tx: &mut Tx<'_>, event: NewEvent) -> Result<EventId, DbError> {
-    let id = EventId::new();
-    let row = EventRow {
-        id: id.uuid(),
-        partner_id: event.partner_id.map(|p| p.uuid()),
-        event_type: event.event_type,
-        data: event.data,
-        created_at: Utc::now().trunc_subsecs(6),
-    };
-    store::insert_event(tx.conn(), &row).await?;
-    Ok(id)
+    let tx: &Tx<'_> = tx;
+    record_events(tx, vec![event])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| DbError::Unavailable("recording an event returned no id".into()))
 }
 
 /// [`record_event`] for several events in one statement (a batch of payments' events).

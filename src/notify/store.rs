@@ -67,39 +67,8 @@ pub struct AttemptRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Records an event and, in the same statement, one pending delivery per enabled endpoint
-/// of its partner whose filters match its type (exact, `prefix.*`, or `*`). Returns how
-/// many deliveries were queued.
-pub async fn insert_event(conn: &mut AsyncPgConnection, event: &EventRow) -> QueryResult<i64> {
-    #[derive(QueryableByName)]
-    struct Queued {
-        #[diesel(sql_type = BigInt)]
-        queued: i64,
-    }
-    diesel::sql_query(
-        "WITH ev AS (INSERT INTO notify_events (id, partner_id, type, data, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id), \
-              d AS (INSERT INTO notify_deliveries (id, event_id, endpoint_id, status, next_attempt_at, created_at) \
-                    SELECT gen_random_uuid(), $1, e.id, 'pending', $5, $5 FROM notify_endpoints e \
-                    WHERE $2 IS NOT NULL AND e.partner_id = $2 AND e.enabled AND e.deleted_at IS NULL \
-                      AND EXISTS (SELECT 1 FROM unnest(e.event_filters) f \
-                                  WHERE f = '*' OR f = $3 \
-                                     OR (right(f, 2) = '.*' AND starts_with($3, left(f, -1)))) \
-                    RETURNING 1) \
-         SELECT count(*) AS queued FROM d",
-    )
-    .bind::<SqlUuid, _>(event.id)
-    .bind::<Nullable<SqlUuid>, _>(event.partner_id)
-    .bind::<Text, _>(&event.event_type)
-    .bind::<Jsonb, _>(&event.data)
-    .bind::<Timestamptz, _>(event.created_at)
-    .get_result::<Queued>(conn)
-    .await
-    .map(|q| q.queued)
-}
-
 crate::prepared_statement! {
-    /// Several events and their deliveries (see [`insert_events`]).
+    /// Events and their deliveries (see [`insert_events`]).
     InsertEvents -> BigInt {
         ids: Vec<Uuid> => Array<SqlUuid>,
         partners: Vec<Option<Uuid>> => Array<Nullable<SqlUuid>>,
@@ -122,8 +91,9 @@ crate::prepared_statement! {
      SELECT count(*) FROM d"
 }
 
-/// [`insert_event`] for several events in one prepared statement (their ids must be
-/// distinct). Returns how many deliveries were queued.
+/// Records events and, in the same prepared statement, one pending delivery per enabled
+/// endpoint of each event's partner whose filters match its type (exact, `prefix.*`, or `*`).
+/// The ids must be distinct. Returns how many deliveries were queued.
 pub async fn insert_events(conn: &AsyncPgConnection, events: Vec<EventRow>) -> QueryResult<i64> {
     if events.is_empty() {
         return Ok(0);

@@ -264,7 +264,6 @@ fn side_error(e: impl Into<PaymentError>) -> SideWriteError {
 }
 
 /// What a payment's attached write needs.
-#[derive(Clone)]
 struct Attached {
     partner: PartnerId,
     row: PaymentRow,

@@ -243,8 +243,9 @@ crate::prepared_statement! {
 
 /// Stores each answer under its claim's key, if the key is still this request's: a row still
 /// running under the claim's token gets the answer; a claim made in the transaction (no row
-/// yet, or only an expired one) writes the row. Returns the keys stored; a key missing there is lost (taken over after the
-/// lock timeout, or claimed by a racing request). The claims must be distinct.
+/// yet, or only an expired one) writes the row. Returns the keys stored; a key missing there
+/// is lost (taken over after the lock timeout, or claimed by a racing request). The claims
+/// must be distinct.
 async fn store_answers(
     conn: &AsyncPgConnection,
     answers: &[(&Claim, StatusCode, &[u8], Option<&str>)],
@@ -582,31 +583,13 @@ impl IdempotencyContext {
         fingerprint: &[u8],
     ) -> Result<Option<HttpResponse>, ApiError> {
         let mut conn = self.db.conn().await?;
-        let existing: Option<Existing> = diesel::sql_query(
-            "SELECT fingerprint, status, response_body, content_type, locked_at, \
-                    expires_at < now() AS expired, false AS stale \
-             FROM platform_idempotency_keys WHERE scope = $1 AND key = $2",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(scope)
-        .bind::<Text, _>(key)
-        .get_result(&mut conn)
-        .await
-        .optional()
-        .map_err(DbError::from)?;
+        let existing = find_existing(&mut conn, scope, key, self.lock_timeout).await?;
         let Some(existing) = existing.filter(|e| !e.expired) else {
             return Ok(None);
         };
-        if existing.fingerprint.as_slice() != fingerprint {
-            return Ok(Some(reused().error_response()));
-        }
-        Ok(Some(match (existing.status, existing.response_body) {
-            (Some(status), Some(body)) => StoredResponse {
-                status,
-                body,
-                content_type: existing.content_type,
-            }
-            .replay(),
-            _ => in_use().error_response(),
+        Ok(Some(match existing.answer_for(fingerprint) {
+            Ok(stored) => stored.replay(),
+            Err(e) => e.error_response(),
         }))
     }
 
@@ -640,19 +623,7 @@ impl IdempotencyContext {
                     locked_at,
                 )));
             }
-            let existing: Option<Existing> = diesel::sql_query(
-                "SELECT fingerprint, status, response_body, content_type, locked_at, \
-                        expires_at < now() AS expired, \
-                        status IS NULL AND locked_at < now() - make_interval(secs => $3) AS stale \
-                 FROM platform_idempotency_keys WHERE scope = $1 AND key = $2",
-            )
-            .bind::<diesel::sql_types::Uuid, _>(scope)
-            .bind::<Text, _>(&key)
-            .bind::<Double, _>(lock_secs)
-            .get_result(&mut conn)
-            .await
-            .optional()
-            .map_err(DbError::from)?;
+            let existing = find_existing(&mut conn, scope, &key, self.lock_timeout).await?;
             // Released between the two statements: try to insert again.
             let Some(existing) = existing else { continue };
             if existing.expired || existing.stale {
@@ -693,19 +664,48 @@ impl IdempotencyContext {
                     None => continue,
                 }
             }
-            if existing.fingerprint.as_slice() != fingerprint {
-                return Err(reused());
-            }
-            return match (existing.status, existing.response_body) {
-                (Some(status), Some(body)) => Ok(Claimed::Replay(StoredResponse {
-                    status,
-                    body,
-                    content_type: existing.content_type,
-                })),
-                _ => Err(in_use()),
-            };
+            return existing.answer_for(fingerprint).map(Claimed::Replay);
         }
         Err(in_use())
+    }
+}
+
+/// The key's row, if any; `stale`: running for longer than `lock_timeout`.
+async fn find_existing(
+    conn: &mut AsyncPgConnection,
+    scope: Uuid,
+    key: &str,
+    lock_timeout: Duration,
+) -> Result<Option<Existing>, DbError> {
+    Ok(diesel::sql_query(
+        "SELECT fingerprint, status, response_body, content_type, locked_at, \
+                expires_at < now() AS expired, \
+                status IS NULL AND locked_at < now() - make_interval(secs => $3) AS stale \
+         FROM platform_idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(scope)
+    .bind::<Text, _>(key)
+    .bind::<Double, _>(lock_timeout.as_secs_f64())
+    .get_result(conn)
+    .await
+    .optional()?)
+}
+
+impl Existing {
+    /// What a request with `fingerprint` gets from this live row: its stored answer to
+    /// replay, 422 when the key was used for another request, 409 while that one still runs.
+    fn answer_for(self, fingerprint: &[u8]) -> Result<StoredResponse, ApiError> {
+        if self.fingerprint.as_slice() != fingerprint {
+            return Err(reused());
+        }
+        match (self.status, self.response_body) {
+            (Some(status), Some(body)) => Ok(StoredResponse {
+                status,
+                body,
+                content_type: self.content_type,
+            }),
+            _ => Err(in_use()),
+        }
     }
 }
 

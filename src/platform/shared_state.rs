@@ -964,33 +964,32 @@ struct ResilientRateLimiter {
 }
 
 impl ResilientRateLimiter {
+    /// Redis first (reading the epoch `epoch` too, when given); Redis unreachable: this
+    /// process, and no shared epoch, so the caller must not trust what it cached.
     async fn decide(
         &self,
         key: &str,
         quota: Quota,
         count: bool,
-    ) -> Result<RateDecision, SharedStateError> {
-        let remote = if count {
-            self.redis.check(key, quota).await
-        } else {
-            self.redis.peek(key, quota).await
-        };
-        match remote {
-            Ok(decision) => {
+        epoch: Option<&str>,
+    ) -> Result<(RateDecision, Option<String>), SharedStateError> {
+        match self.redis.gcra_reading(key, quota, count, epoch).await {
+            Ok(answer) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("Redis answers again; rate limits are shared across replicas");
                 }
-                Ok(decision)
+                Ok(answer)
             }
             Err(SharedStateError::Unavailable(cause)) => {
                 if !self.degraded.swap(true, Ordering::Relaxed) {
                     tracing::error!(error.cause = %cause, "Redis is unreachable; rate limits fall back to this process");
                 }
-                if count {
+                let local = if count {
                     self.local.check(key, quota).await
                 } else {
                     self.local.peek(key, quota).await
-                }
+                };
+                Ok((local?, None))
             }
             Err(other) => Err(other),
         }
@@ -1004,26 +1003,7 @@ impl RateLimiter for ResilientRateLimiter {
         quota: Quota,
         epoch: &'a str,
     ) -> BoxFuture<'a, Result<(RateDecision, Option<String>), SharedStateError>> {
-        Box::pin(async move {
-            match self.redis.gcra_reading(key, quota, true, Some(epoch)).await {
-                Ok(answer) => {
-                    if self.degraded.swap(false, Ordering::Relaxed) {
-                        tracing::info!(
-                            "Redis answers again; rate limits are shared across replicas"
-                        );
-                    }
-                    Ok(answer)
-                }
-                // No shared epoch without Redis: the caller must not trust what it cached.
-                Err(SharedStateError::Unavailable(cause)) => {
-                    if !self.degraded.swap(true, Ordering::Relaxed) {
-                        tracing::error!(error.cause = %cause, "Redis is unreachable; rate limits fall back to this process");
-                    }
-                    Ok((self.local.check(key, quota).await?, None))
-                }
-                Err(other) => Err(other),
-            }
-        })
+        Box::pin(self.decide(key, quota, true, Some(epoch)))
     }
 
     fn check<'a>(
@@ -1031,7 +1011,7 @@ impl RateLimiter for ResilientRateLimiter {
         key: &'a str,
         quota: Quota,
     ) -> BoxFuture<'a, Result<RateDecision, SharedStateError>> {
-        Box::pin(self.decide(key, quota, true))
+        Box::pin(async move { Ok(self.decide(key, quota, true, None).await?.0) })
     }
 
     fn peek<'a>(
@@ -1039,7 +1019,7 @@ impl RateLimiter for ResilientRateLimiter {
         key: &'a str,
         quota: Quota,
     ) -> BoxFuture<'a, Result<RateDecision, SharedStateError>> {
-        Box::pin(self.decide(key, quota, false))
+        Box::pin(async move { Ok(self.decide(key, quota, false, None).await?.0) })
     }
 }
 

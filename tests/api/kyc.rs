@@ -1555,26 +1555,20 @@ fn limit_of(result: Result<(), KycError>) -> (LimitKind, String, String) {
     }
 }
 
+/// A customer approved at tier 1 and one who never applied, of the partner with `key`.
+async fn approved_and_unverified(app: &TestApp, key: &str) -> (CustomerId, CustomerId) {
+    let approved = create(app, key, &person("Emma", "Johnson", "1990-05-17", "DE")).await;
+    submit(app, key, &approved, &passport("C01X00T47")).await;
+    let unverified = create(app, key, &person("Tom", "Newman", "1990-05-17", "DE")).await;
+    (approved.parse().unwrap(), unverified.parse().unwrap())
+}
+
 #[tokio::test]
 async fn the_compliance_trait_enforces_tier_limits_by_day_and_month_on_a_fake_clock() {
     let app = spawn_app().await;
     load_test_list(&app).await;
     let (partner, other) = (app.new_partner().await, app.new_partner().await);
-    let approved = create(
-        &app,
-        &partner.key,
-        &person("Emma", "Johnson", "1990-05-17", "DE"),
-    )
-    .await;
-    submit(&app, &partner.key, &approved, &passport("C01X00T47")).await;
-    let unverified = create(
-        &app,
-        &partner.key,
-        &person("Tom", "Newman", "1990-05-17", "DE"),
-    )
-    .await;
-    let (approved, unverified): (CustomerId, CustomerId) =
-        (approved.parse().unwrap(), unverified.parse().unwrap());
+    let (approved, unverified) = approved_and_unverified(&app, &partner.key).await;
 
     let (now, clock) = fake_clock("2026-03-30T22:00:00Z");
     let kyc = KycService::new(app.pool(), &app.settings.kyc, clock).unwrap();
@@ -1723,21 +1717,7 @@ async fn authorize_all_answers_each_movement_as_if_one_after_another() {
     let app = spawn_app().await;
     load_test_list(&app).await;
     let (partner, other) = (app.new_partner().await, app.new_partner().await);
-    let approved = create(
-        &app,
-        &partner.key,
-        &person("Emma", "Johnson", "1990-05-17", "DE"),
-    )
-    .await;
-    submit(&app, &partner.key, &approved, &passport("C01X00T47")).await;
-    let unverified = create(
-        &app,
-        &partner.key,
-        &person("Tom", "Newman", "1990-05-17", "DE"),
-    )
-    .await;
-    let (approved, unverified): (CustomerId, CustomerId) =
-        (approved.parse().unwrap(), unverified.parse().unwrap());
+    let (approved, unverified) = approved_and_unverified(&app, &partner.key).await;
     let (_now, clock) = fake_clock("2026-03-30T12:00:00Z");
     let kyc = KycService::new(app.pool(), &app.settings.kyc, clock).unwrap();
     let pay = |amount: &str| outgoing(approved, amount, OutgoingKind::Payment);
