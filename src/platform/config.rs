@@ -18,6 +18,7 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::platform::db::embedded::Placement;
 use crate::platform::money::{Currency, Money};
 
 const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -119,6 +120,9 @@ pub struct DatabaseSettings {
     /// `None`: run the embedded PostgreSQL in `embedded_dir`.
     pub url: Option<SecretString>,
     pub embedded_dir: PathBuf,
+    /// `Exact` when an operator set `embedded_dir`; the default may move under the temp dir
+    /// when the server's user (root runs it as `postgres`) cannot reach it.
+    pub embedded_placement: Placement,
     pub pool_size: usize,
     pub pool_timeout: Duration,
     pub connect_timeout: Duration,
@@ -560,7 +564,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
-    embedded_dir: String,
+    embedded_dir: Option<String>,
     pool_size: usize,
     pool_timeout_ms: u64,
     connect_timeout_ms: u64,
@@ -785,6 +789,10 @@ impl RawSettings {
                 "must be greater than 0",
             ));
         }
+        let (embedded_dir, embedded_placement) = match non_empty(self.database.embedded_dir) {
+            Some(dir) => (PathBuf::from(dir), Placement::Exact),
+            None => (PathBuf::from(DEFAULT_EMBEDDED_DIR), Placement::Relocatable),
+        };
         let url = non_empty(self.database.url);
         if let Some(url) = &url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
@@ -828,7 +836,8 @@ impl RawSettings {
             },
             database: DatabaseSettings {
                 url: url.map(SecretString::from),
-                embedded_dir: PathBuf::from(self.database.embedded_dir),
+                embedded_dir,
+                embedded_placement,
                 pool_size: self.database.pool_size,
                 pool_timeout: Duration::from_millis(self.database.pool_timeout_ms),
                 connect_timeout: Duration::from_millis(self.database.connect_timeout_ms),
@@ -1307,6 +1316,9 @@ impl RawRateLimit {
     }
 }
 
+/// Where the embedded PostgreSQL lives unless `database.embedded_dir` says otherwise.
+const DEFAULT_EMBEDDED_DIR: &str = ".flowlet/postgres";
+
 /// An empty environment variable means "unset", as operators expect from `FOO=`.
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -1327,6 +1339,7 @@ mod tests {
         assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
         assert!(s.database.url.is_none());
         assert_eq!(s.database.embedded_dir, PathBuf::from(".flowlet/postgres"));
+        assert_eq!(s.database.embedded_placement, Placement::Relocatable);
         assert!(s.redis.url.is_none());
         assert_eq!(s.log.format, LogFormat::Pretty);
         assert_eq!(s.server.body_limit_bytes, 1024 * 1024);
@@ -1346,6 +1359,11 @@ mod tests {
         assert_eq!(s.server.bind.port(), 9000);
         assert_eq!(s.database_url(), Some("postgres://u@db:5432/flowlet"));
         assert_eq!(s.database.embedded_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(
+            s.database.embedded_placement,
+            Placement::Exact,
+            "a directory an operator chose is never moved"
+        );
         assert_eq!(s.redis_url(), Some("redis://cache:6379"));
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.database.pool_size, 3);

@@ -36,7 +36,11 @@ impl Infra {
         let (database_url, embedded) = match settings.database_url() {
             Some(url) => (SecretString::from(url.to_owned()), None),
             None => {
-                let embedded = EmbeddedPostgres::start(&settings.database.embedded_dir).await?;
+                let embedded = EmbeddedPostgres::start(
+                    &settings.database.embedded_dir,
+                    settings.database.embedded_placement,
+                )
+                .await?;
                 let url = embedded.url_for_database(EMBEDDED_DATABASE);
                 ensure_database(&embedded.url(), EMBEDDED_DATABASE).await?;
                 (SecretString::from(url), Some(embedded))

@@ -16,3 +16,9 @@ pub mod shared_state;
 pub mod telemetry;
 pub mod tls;
 pub mod workers;
+
+/// The Redis the unit tests use (found, or started for the run): one file shared with
+/// `tests/api`, never part of the library.
+#[cfg(test)]
+#[path = "../../tests/support/redis_server.rs"]
+pub(crate) mod test_redis;

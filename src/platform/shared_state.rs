@@ -1076,9 +1076,9 @@ impl Cache for RedisStore {
 mod tests {
     use super::*;
 
-    /// The Redis the tests use: FLOWLET_TEST_REDIS_URL, else the local default.
+    /// The Redis the tests use (FLOWLET_TEST_REDIS_URL, 127.0.0.1:6379, or one of their own).
     fn redis_url() -> String {
-        std::env::var("FLOWLET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        crate::platform::test_redis::url().to_owned()
     }
 
     fn unique_prefix() -> String {
@@ -1088,7 +1088,7 @@ mod tests {
     async fn redis_with_prefix(prefix: &str) -> SharedState {
         SharedState::redis(&redis_url(), prefix, 4)
             .await
-            .expect("these tests need Redis (FLOWLET_TEST_REDIS_URL or 127.0.0.1:6379)")
+            .expect("the tests' Redis answers")
     }
 
     async fn redis_state() -> SharedState {

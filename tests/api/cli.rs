@@ -1,6 +1,7 @@
 //! The `flowlet` binary as an operator runs it: serve, migrate, admin, signals, exit codes.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -187,13 +188,18 @@ async fn serve_with_a_database_url_answers_and_exits_0_on_sigterm() {
 
 #[tokio::test]
 async fn serve_without_a_database_url_runs_its_own_postgres_and_reuses_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = dir.path().join("pg");
+    // A fresh clone under a 0700 home, as root's is in containers and CI runners: as root,
+    // PostgreSQL runs as `postgres`, which cannot enter it, so the default directory moves
+    // under the temp dir. Nothing is configured at all.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let clone = home.path().join("clone");
+    std::fs::create_dir(&clone).unwrap();
     let start = || {
         let port = free_port();
         let child = flowlet()
             .arg("serve")
-            .env("FLOWLET__DATABASE__EMBEDDED_DIR", &embedded)
+            .current_dir(&clone)
             .env("FLOWLET__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("FLOWLET__SERVER__WORKERS", "1")
             .stdout(Stdio::piped())
@@ -211,19 +217,41 @@ async fn serve_without_a_database_url_runs_its_own_postgres_and_reuses_it() {
     assert_eq!(wait_for(port, "/ready", Duration::from_secs(10)).await, 200);
     let first = terminate(child);
     let first_logs = String::from_utf8_lossy(&first.stderr).into_owned();
+    let data = embedded_data_dir(&first_logs);
+    let _cleanup = RemoveOnDrop(data.parent().unwrap().to_path_buf());
     assert_eq!(first.status.code(), Some(0), "{first_logs}");
     assert!(
         first_logs.contains("initialising a new embedded PostgreSQL cluster"),
         "{first_logs}"
     );
     assert!(first_logs.contains("migrations applied"), "{first_logs}");
-    assert_embedded_stopped(&embedded.join("data"));
+    if nix::unistd::Uid::effective().is_root() {
+        let tmp = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+        assert!(data.starts_with(&tmp), "{}", data.display());
+        assert!(
+            !clone.join(".flowlet/postgres").exists(),
+            "no cluster in the clone"
+        );
+        assert!(
+            first_logs.contains("using a private one under the temp dir instead"),
+            "{first_logs}"
+        );
+    } else {
+        let expected = std::fs::canonicalize(&clone).unwrap();
+        assert_eq!(data, expected.join(".flowlet/postgres/data"));
+    }
+    assert_embedded_stopped(&data);
 
     let (port, child) = start();
     assert_eq!(wait_for(port, "/ready", Duration::from_secs(60)).await, 200);
     let second = terminate(child);
     let second_logs = String::from_utf8_lossy(&second.stderr).into_owned();
     assert_eq!(second.status.code(), Some(0), "{second_logs}");
+    assert_eq!(
+        embedded_data_dir(&second_logs),
+        data,
+        "the same place again"
+    );
     assert!(
         !second_logs.contains("initialising"),
         "the data was reused: {second_logs}"
@@ -232,7 +260,53 @@ async fn serve_without_a_database_url_runs_its_own_postgres_and_reuses_it() {
         !second_logs.contains("migrations applied"),
         "already migrated: {second_logs}"
     );
-    assert_embedded_stopped(&embedded.join("data"));
+    assert_embedded_stopped(&data);
+}
+
+#[test]
+fn an_embedded_dir_an_operator_chose_is_never_moved() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // Only root hands the server to another user.
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let chosen = home.path().join("pg");
+    let out = run(flowlet()
+        .arg("serve")
+        .env("FLOWLET__DATABASE__EMBEDDED_DIR", &chosen)
+        .env(
+            "FLOWLET__SERVER__BIND",
+            format!("127.0.0.1:{}", free_port()),
+        ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains("FLOWLET__DATABASE__EMBEDDED_DIR"),
+        "{stderr}"
+    );
+    assert!(!chosen.exists(), "nothing was created there");
+}
+
+/// Where the embedded PostgreSQL's cluster was, from a `serve`'s JSON logs.
+fn embedded_data_dir(logs: &str) -> PathBuf {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|line| {
+            let fields = line.get("fields").unwrap_or(&line);
+            let message = fields["message"].as_str()?;
+            (message == "starting embedded PostgreSQL")
+                .then(|| PathBuf::from(fields["data_dir"].as_str().unwrap()))
+        })
+        .unwrap_or_else(|| panic!("no start logged: {logs}"))
+}
+
+/// Removes a directory when the test ends, passed or not.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        drop(std::fs::remove_dir_all(&self.0));
+    }
 }
 
 /// The postmaster removes its pid file on a clean stop.

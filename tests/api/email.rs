@@ -1,20 +1,23 @@
-//! Email end to end against a real SMTP server: Python's `aiosmtpd` (installed by `.ci/run`),
-//! started by the test on a free port, storing what it receives in a Maildir. The stored
-//! messages are parsed by Python's `email` package, not by anything of ours.
+//! Email end to end against a real SMTP server run inside the test process: `mailin`'s SMTP
+//! state machine behind a tokio listener on a free port, keeping what it receives in memory.
+//! The stored messages are parsed by `mail-parser` (MIME, encodings), not by anything of ours.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowlet::auth::Role;
 use flowlet::notify::{Template, enqueue_email};
 use flowlet::platform::db::DbError;
+use mail_parser::{MessageParser, PartType};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{TestApp, TestOptions, spawn_app_with};
 
-/// One message as the SMTP server stored it.
-#[derive(Debug, serde::Deserialize)]
+/// One message as the SMTP server received it.
+#[derive(Debug)]
 pub struct Stored {
     /// The envelope recipients (`RCPT TO`), as the server recorded them.
     pub rcpt_to: String,
@@ -23,15 +26,15 @@ pub struct Stored {
     pub subject: String,
     pub text: String,
     pub html: String,
-    /// The whole message as sent, headers and all parts, decoded.
+    /// The whole message: its header block as sent, then the subject and every part, decoded.
     pub raw: String,
 }
 
-/// A real SMTP server for one test; killed when dropped.
+/// A real SMTP server for one test; stops listening when dropped.
 pub struct SmtpSink {
     pub port: u16,
-    child: Child,
-    maildir: tempfile::TempDir,
+    received: Arc<Mutex<Vec<Stored>>>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 /// A port nothing listens on right now.
@@ -43,36 +46,152 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One SMTP session's decisions: accept everything, keep each message when its DATA ends.
+struct Session {
+    received: Arc<Mutex<Vec<Stored>>>,
+    rcpt_to: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl mailin::Handler for Session {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _8bit: bool,
+        to: &[String],
+    ) -> mailin::Response {
+        self.rcpt_to = to.to_vec();
+        self.data.clear();
+        mailin::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin::Response {
+        let stored = parse(&self.data, self.rcpt_to.join(", "));
+        self.received.lock().unwrap().push(stored);
+        mailin::response::OK
+    }
+}
+
+/// A received message, as a mail client would read it.
+fn parse(data: &[u8], rcpt_to: String) -> Stored {
+    let message = MessageParser::default()
+        .parse(data)
+        .expect("the message parses as RFC 5322");
+    let address = |a: Option<&mail_parser::Address>| {
+        a.and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (mut text, mut html, mut decoded) = (String::new(), String::new(), Vec::new());
+    for part in &message.parts {
+        match &part.body {
+            // The first part of each type is the body, as mail clients show it.
+            PartType::Text(body) => {
+                if text.is_empty() {
+                    text = body.to_string();
+                }
+                decoded.push(body.to_string());
+            }
+            PartType::Html(body) => {
+                if html.is_empty() {
+                    html = body.to_string();
+                }
+                decoded.push(body.to_string());
+            }
+            _ => {}
+        }
+    }
+    let root = message.root_part();
+    let headers = data
+        .get(
+            usize::try_from(root.offset_header).unwrap()
+                ..usize::try_from(root.offset_body).unwrap(),
+        )
+        .unwrap();
+    let subject = message.subject().unwrap_or_default().to_owned();
+    Stored {
+        rcpt_to,
+        to: address(message.to()),
+        from: address(message.from()),
+        raw: format!(
+            "{}\nSubject: {subject}\n{}",
+            String::from_utf8_lossy(headers),
+            decoded.join("\n")
+        ),
+        subject,
+        text,
+        html,
+    }
+}
+
+/// Drives one client's SMTP session to its end.
+async fn serve_session(stream: TcpStream, received: Arc<Mutex<Vec<Stored>>>) {
+    let peer = stream
+        .peer_addr()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let handler = Session {
+        received,
+        rcpt_to: Vec::new(),
+        data: Vec::new(),
+    };
+    let mut session = mailin::SessionBuilder::new("sink.test").build(peer, handler);
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    if writer
+        .write_all(&session.greeting().buffer().unwrap())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let response = session.process(&line);
+        match response.action {
+            mailin::Action::Reply | mailin::Action::Close | mailin::Action::UpgradeTls => {
+                if writer.write_all(&response.buffer().unwrap()).await.is_err()
+                    || !matches!(response.action, mailin::Action::Reply)
+                {
+                    return;
+                }
+            }
+            mailin::Action::NoReply => {}
+        }
+    }
+}
+
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
         Self::start_on(free_port()).await
     }
 
     pub async fn start_on(port: u16) -> SmtpSink {
-        let maildir = tempfile::tempdir().unwrap();
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("box"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 -m aiosmtpd (pip install aiosmtpd; .ci/run does)");
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "aiosmtpd did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .expect("the SMTP sink binds its port");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sessions = received.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_session(stream, sessions.clone()));
+            }
+        });
         SmtpSink {
             port,
-            child,
-            maildir,
+            received,
+            server,
         }
     }
 
@@ -80,59 +199,22 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    fn box_dir(&self) -> PathBuf {
-        self.maildir.path().join("box")
+    /// How many messages arrived so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
     }
 
-    /// Every message stored so far, parsed by Python's `email` package.
-    pub fn stored(&self) -> Vec<Stored> {
-        const PARSE: &str = r#"
-import email, email.policy, json, mailbox, sys
-out = []
-for msg in mailbox.Maildir(sys.argv[1], factory=None, create=False):
-    m = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
-    text = m.get_body(preferencelist=('plain',))
-    html = m.get_body(preferencelist=('html',))
-    parts = [p.get_content() for p in m.walk() if not p.is_multipart()]
-    out.append({
-        "rcpt_to": str(m.get("X-RcptTo", "")),
-        "to": str(m.get("To", "")),
-        "from": str(m.get("From", "")),
-        "subject": str(m.get("Subject", "")),
-        "text": text.get_content() if text else "",
-        "html": html.get_content() if html else "",
-        "raw": "\n".join(f"{k}: {v}" for k, v in m.items()) + "\n" + "\n".join(parts),
-    })
-print(json.dumps(out))
-"#;
-        if !self.box_dir().join("new").exists() {
-            return Vec::new();
-        }
-        let output = Command::new("python3")
-            .args(["-c", PARSE])
-            .arg(self.box_dir())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    /// Waits until `n` messages arrived (or fails after 10 s).
+    /// Waits until `n` messages arrived (or fails after 10 s) and takes them.
     pub async fn wait_for(&self, n: usize) -> Vec<Stored> {
         let started = Instant::now();
         loop {
-            let got = self.stored();
-            if got.len() >= n {
-                return got;
+            if self.count() >= n {
+                return std::mem::take(&mut *self.received.lock().unwrap());
             }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "only {} of {n} emails arrived",
-                got.len()
+                self.count()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -141,8 +223,7 @@ print(json.dumps(out))
 
 impl Drop for SmtpSink {
     fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
+        self.server.abort();
     }
 }
 
@@ -305,11 +386,7 @@ async fn every_template_arrives_with_text_and_html_and_a_rolled_back_email_is_ne
 
     let mut mail = sink.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        sink.stored().len(),
-        3,
-        "the rolled-back email never goes out"
-    );
+    assert_eq!(sink.count(), 0, "the rolled-back email never goes out");
     mail.sort_by(|a, b| a.subject.cmp(&b.subject));
     let subjects: Vec<&str> = mail.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(

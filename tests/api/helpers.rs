@@ -4,8 +4,10 @@
 //!
 //! PostgreSQL: `FLOWLET_TEST_DATABASE_URL` when set (any database on the server; the harness
 //! creates its own next to it), else the local server on 127.0.0.1:5432, else an embedded one
-//! under `target/flowlet-test-pg` (left running for the next run). Redis:
-//! `FLOWLET_TEST_REDIS_URL`, else redis://127.0.0.1:6379.
+//! under `target/flowlet-test-pg` (left running for the next run; as root, when the `postgres`
+//! user cannot reach it, a private directory under the temp dir instead). Redis:
+//! `FLOWLET_TEST_REDIS_URL`, else redis://127.0.0.1:6379 when it answers, else a private
+//! `redis-server` started for the run and stopped with it.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -22,7 +24,7 @@ use flowlet::app::Application;
 use flowlet::auth::{AuthService, Caller, PartnerId, RequestMeta, Role};
 use flowlet::ledger::LedgerService;
 use flowlet::platform::config::{Settings, Sources};
-use flowlet::platform::db::embedded::EmbeddedPostgres;
+use flowlet::platform::db::embedded::{EmbeddedPostgres, Placement};
 use flowlet::platform::db::{Db, PoolOptions};
 use flowlet::platform::error::ApiError;
 use flowlet::platform::money::{Amount, Currency, Money};
@@ -149,9 +151,10 @@ pub fn test_settings(db_url: &str, extra: Vec<(String, String)>) -> Settings {
     Settings::load_from(&Sources::with_vars(vars)).expect("test settings are valid")
 }
 
-/// The Redis tests use.
+/// The Redis tests use: `FLOWLET_TEST_REDIS_URL`, else 127.0.0.1:6379 when it answers, else a
+/// private `redis-server` started for this run (see `tests/support/redis_server.rs`).
 pub fn redis_url() -> String {
-    std::env::var("FLOWLET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    crate::redis_server::url().to_owned()
 }
 
 impl TestApp {
@@ -620,7 +623,7 @@ async fn embedded_server_url() -> String {
     let dir = target_dir().join("flowlet-test-pg");
     let pg = EMBEDDED
         .get_or_init(|| async {
-            EmbeddedPostgres::start(&dir)
+            EmbeddedPostgres::start(&dir, Placement::Relocatable)
                 .await
                 .expect("no PostgreSQL for tests: set FLOWLET_TEST_DATABASE_URL, run one on 127.0.0.1:5432, or install PostgreSQL's binaries")
         })

@@ -21,4 +21,6 @@ mod observability;
 mod payments;
 mod platform;
 mod rate_limits;
+#[path = "../support/redis_server.rs"]
+mod redis_server;
 mod webhooks;

@@ -15,7 +15,7 @@
 
 use std::ffi::OsStr;
 use std::io::ErrorKind;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Output, Stdio};
@@ -121,6 +121,26 @@ pub enum EmbeddedError {
         user: String,
         /// The first ancestor that user may not search.
         blocked_at: PathBuf,
+    },
+
+    /// The fallback directory under the temp dir exists but is not safely ours.
+    #[error(
+        "the embedded PostgreSQL runs as the `{user}` system user, which cannot reach {}, so it \
+         would use {} instead, but that already exists and {reason} (another user may have \
+         made it): remove it, set database.embedded_dir (env FLOWLET__DATABASE__EMBEDDED_DIR) to \
+         a directory that user can reach, or set FLOWLET__DATABASE__URL to an existing server",
+        requested.display(),
+        fallback.display()
+    )]
+    UnsafeFallback {
+        /// The embedded directory asked for.
+        requested: PathBuf,
+        /// Where it would have gone instead.
+        fallback: PathBuf,
+        /// The system user the server would run as.
+        user: String,
+        /// What is wrong with the fallback.
+        reason: String,
     },
 
     /// The existing cluster belongs to another user than the one the server runs as.
@@ -508,6 +528,17 @@ impl Cluster {
     }
 }
 
+/// Whether the embedded server's directory may be moved when its user cannot reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Exactly the directory given (an operator chose it): unreachable is an error.
+    Exact,
+    /// The directory given or, when the server runs as another user (we are root) who cannot
+    /// reach it (a clone under root's 0700 home), a private directory under the system temp
+    /// dir named from our user and the requested path, so the next start finds it again.
+    Relocatable,
+}
+
 /// A PostgreSQL server run (or reused) by this process for its own use.
 ///
 /// Exists so that Flowlet can run with no database configured: hand
@@ -532,19 +563,26 @@ impl EmbeddedPostgres {
     /// This is how the service gets a database when none is configured: `dir`
     /// is created if needed and holds the cluster (`data/`) and the server log
     /// (`postgres.log`). As root, the server runs as the `postgres` system user,
-    /// which must be able to reach `dir`.
-    pub async fn start(dir: &Path) -> Result<EmbeddedPostgres, EmbeddedError> {
+    /// which must be able to reach `dir`; with [`Placement::Relocatable`] a
+    /// directory it cannot reach is replaced by one under the temp dir (logged,
+    /// and [`EmbeddedPostgres::dir`] tells which).
+    pub async fn start(
+        dir: &Path,
+        placement: Placement,
+    ) -> Result<EmbeddedPostgres, EmbeddedError> {
         // A short synchronous look at a few directories (and maybe pg_config).
         let bin_dir = find_bin_dir()?;
         let run_as = RunAs::determine()?;
+        let dir = choose_dir(dir, placement, &run_as)?;
 
-        tokio::fs::create_dir_all(dir)
+        tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io_err(format!("creating {}", dir.display())))?;
-        let dir = tokio::fs::canonicalize(dir)
+        let dir = tokio::fs::canonicalize(&dir)
             .await
             .map_err(io_err(format!("resolving {}", dir.display())))?;
         if run_as.switch {
+            // Directories create_dir_all just made follow the umask: check again.
             if let Some(blocked_at) = first_unsearchable_ancestor(&dir, &run_as)? {
                 return Err(EmbeddedError::Unreachable {
                     dir,
@@ -633,6 +671,11 @@ impl EmbeddedPostgres {
             self.port,
             percent_encode(db)
         )
+    }
+
+    /// The directory holding the cluster and its log (where [`Placement::Relocatable`] put it).
+    pub fn dir(&self) -> &Path {
+        &self.cluster.dir
     }
 
     /// The TCP port the server listens on (on 127.0.0.1), for tools that want
@@ -909,12 +952,143 @@ fn chown(path: &Path, run_as: &RunAs) -> Result<(), EmbeddedError> {
     )))
 }
 
-/// The first proper ancestor of `dir` that `user` may not search (enter), if any.
+/// The directory the server will use: `requested` unless the server's user cannot reach it
+/// and `placement` allows a private fallback under the temp dir.
+fn choose_dir(
+    requested: &Path,
+    placement: Placement,
+    run_as: &RunAs,
+) -> Result<PathBuf, EmbeddedError> {
+    if !run_as.switch {
+        return Ok(requested.to_path_buf());
+    }
+    let requested = resolve_existing_prefix(requested)?;
+    let Some(blocked_at) = first_unsearchable_ancestor(&requested, run_as)? else {
+        return Ok(requested);
+    };
+    let unreachable = || EmbeddedError::Unreachable {
+        dir: requested.clone(),
+        user: run_as.name.clone(),
+        blocked_at: blocked_at.clone(),
+    };
+    if placement == Placement::Exact {
+        return Err(unreachable());
+    }
+    let fallback = resolve_existing_prefix(&std::env::temp_dir())?.join(fallback_name(&requested));
+    if first_unsearchable_ancestor(&fallback, run_as)?.is_some() {
+        return Err(unreachable());
+    }
+    create_private_dir(&requested, &fallback, run_as)?;
+    info!(
+        requested = %requested.display(),
+        dir = %fallback.display(),
+        user = %run_as.name,
+        blocked_at = %blocked_at.display(),
+        "the embedded PostgreSQL's user cannot reach its directory; using a private one under \
+         the temp dir instead (found again on the next start)"
+    );
+    Ok(fallback)
+}
+
+/// `flowlet-<our user>-<hash of the requested path>`: stable across starts, distinct per user
+/// and per project checkout.
+fn fallback_name(requested: &Path) -> String {
+    use sha2::Digest;
+    let uid = Uid::effective();
+    let user = User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    let digest = sha2::Sha256::digest(requested.as_os_str().as_encoded_bytes());
+    let hash: String = digest
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let user: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("flowlet-{user}-{hash}")
+}
+
+/// Creates `dir` (mode 0700) in a world-writable temp dir, or accepts it if it is already
+/// ours: a real directory (not a symlink) owned by us or the server user, closed to others.
+/// Anything else may have been planted by another user, so it is refused, never reused.
+fn create_private_dir(requested: &Path, dir: &Path, run_as: &RunAs) -> Result<(), EmbeddedError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(format!("creating {}", dir.display()))(e)),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).map_err(io_err(format!("reading {}", dir.display())))?;
+    let reason = if !meta.file_type().is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.uid() != run_as.uid && meta.uid() != Uid::effective().as_raw() {
+        Some(format!("belongs to uid {}", meta.uid()))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!(
+            "has mode {:o}, open to other users",
+            meta.mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(EmbeddedError::UnsafeFallback {
+            requested: requested.to_path_buf(),
+            fallback: dir.to_path_buf(),
+            user: run_as.name.clone(),
+            reason,
+        }),
+    }
+}
+
+/// `path` made absolute with its longest existing prefix resolved (symlinks followed) and the
+/// rest appended as given: what the path will be once created, checkable before creating it.
+fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, EmbeddedError> {
+    let absolute =
+        std::path::absolute(path).map_err(io_err(format!("resolving {}", path.display())))?;
+    let mut missing = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(mut real) => {
+                real.extend(missing.iter().rev());
+                return Ok(real);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                match (existing.parent(), existing.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        missing.push(name);
+                        existing = parent;
+                    }
+                    _ => return Ok(absolute.clone()),
+                }
+            }
+            Err(e) => return Err(io_err(format!("resolving {}", existing.display()))(e)),
+        }
+    }
+}
+
+/// The first proper ancestor of `dir` that `user` may not search (enter), if any. Ancestors
+/// that do not exist yet are skipped: we create them, and the caller checks again after.
 fn first_unsearchable_ancestor(dir: &Path, user: &RunAs) -> Result<Option<PathBuf>, EmbeddedError> {
     let groups = user_groups(user);
     for ancestor in dir.ancestors().skip(1) {
-        let meta = std::fs::metadata(ancestor)
-            .map_err(io_err(format!("reading {}", ancestor.display())))?;
+        let meta = match std::fs::metadata(ancestor) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(format!("reading {}", ancestor.display()))(e)),
+        };
         let mode = meta.permissions().mode();
         let bit = if meta.uid() == user.uid {
             0o100
@@ -1064,7 +1238,9 @@ mod tests {
     #[tokio::test]
     async fn starting_in_an_empty_dir_initialises_a_cluster_and_accepts_connections() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pg = EmbeddedPostgres::start(dir.path()).await.expect("start");
+        let pg = EmbeddedPostgres::start(dir.path(), Placement::Exact)
+            .await
+            .expect("start");
         assert!(pg.owned);
         assert!(dir.path().join("data/PG_VERSION").is_file());
         assert!(dir.path().join("postgres.log").is_file());
@@ -1087,7 +1263,7 @@ mod tests {
     async fn a_second_start_reuses_the_data() {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = Instant::now();
-        let pg = EmbeddedPostgres::start(dir.path())
+        let pg = EmbeddedPostgres::start(dir.path(), Placement::Exact)
             .await
             .expect("cold start");
         eprintln!("cold start (initdb + start): {:?}", t.elapsed());
@@ -1100,7 +1276,7 @@ mod tests {
         eprintln!("stop: {:?}", t.elapsed());
 
         let t = Instant::now();
-        let pg = EmbeddedPostgres::start(dir.path())
+        let pg = EmbeddedPostgres::start(dir.path(), Placement::Exact)
             .await
             .expect("warm start");
         eprintln!("warm start: {:?}", t.elapsed());
@@ -1116,8 +1292,12 @@ mod tests {
     #[tokio::test]
     async fn starting_twice_on_the_same_dir_attaches_instead_of_starting_a_second_server() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let owner = EmbeddedPostgres::start(dir.path()).await.expect("start");
-        let attached = EmbeddedPostgres::start(dir.path()).await.expect("attach");
+        let owner = EmbeddedPostgres::start(dir.path(), Placement::Exact)
+            .await
+            .expect("start");
+        let attached = EmbeddedPostgres::start(dir.path(), Placement::Exact)
+            .await
+            .expect("attach");
         assert!(owner.owned);
         assert!(!attached.owned);
         assert_eq!(attached.port(), owner.port());
@@ -1137,7 +1317,9 @@ mod tests {
     #[tokio::test]
     async fn stop_shuts_the_server_down() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pg = EmbeddedPostgres::start(dir.path()).await.expect("start");
+        let pg = EmbeddedPostgres::start(dir.path(), Placement::Exact)
+            .await
+            .expect("start");
         let port = pg.port();
         let cluster = pg.cluster.clone();
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
@@ -1169,7 +1351,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("data")).expect("mkdir");
         std::fs::write(dir.path().join("data/PG_VERSION"), "9.6\n").expect("write");
-        let err = EmbeddedPostgres::start(dir.path())
+        let err = EmbeddedPostgres::start(dir.path(), Placement::Exact)
             .await
             .expect_err("must refuse");
         let EmbeddedError::VersionMismatch {
@@ -1216,7 +1398,7 @@ mod tests {
         std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o700))
             .expect("chmod");
         let dir = outer.path().join("pg");
-        let err = EmbeddedPostgres::start(&dir)
+        let err = EmbeddedPostgres::start(&dir, Placement::Exact)
             .await
             .expect_err("must refuse");
         let EmbeddedError::Unreachable {
@@ -1228,6 +1410,152 @@ mod tests {
         assert_eq!(blocked_at, outer.path());
         assert_eq!(user, "postgres");
         assert!(err.to_string().contains("FLOWLET__DATABASE__EMBEDDED_DIR"));
+        assert!(!dir.exists(), "nothing is created where it cannot be used");
+    }
+
+    /// Removes a directory when the test ends, passed or not.
+    struct RemoveOnDrop(PathBuf);
+
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            drop(std::fs::remove_dir_all(&self.0));
+        }
+    }
+
+    #[tokio::test]
+    async fn as_root_a_default_dir_under_a_0700_home_moves_to_the_temp_dir_and_is_found_again() {
+        if !Uid::effective().is_root() {
+            return;
+        }
+        // A clone under root's home (0700), as in containers and CI runners.
+        let home = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let requested = home.path().join("clone/.flowlet/postgres");
+        let expected = std::env::temp_dir().join(fallback_name(
+            &resolve_existing_prefix(&requested).expect("resolve"),
+        ));
+        let expected = resolve_existing_prefix(&expected).expect("resolve");
+        let _cleanup = RemoveOnDrop(expected.clone());
+
+        let pg = EmbeddedPostgres::start(&requested, Placement::Relocatable)
+            .await
+            .expect("starts from the fallback directory");
+        assert_eq!(pg.dir(), expected);
+        assert!(!requested.exists(), "nothing is left under the home");
+        let name = expected
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("flowlet-root-"), "{name}");
+        let meta = std::fs::symlink_metadata(&expected).expect("stat");
+        let postgres = User::from_name(SUPERUSER)
+            .expect("lookup")
+            .expect("postgres user");
+        assert_eq!(
+            meta.uid(),
+            postgres.uid.as_raw(),
+            "owned by the server's user"
+        );
+        assert_eq!(meta.mode() & 0o777, 0o700, "closed to everyone else");
+        psql(
+            &pg,
+            "create table kept (v text); insert into kept values ('found again')",
+        );
+        pg.stop().await.expect("stop");
+
+        let pg = EmbeddedPostgres::start(&requested, Placement::Relocatable)
+            .await
+            .expect("second start");
+        assert_eq!(pg.dir(), expected, "the same directory on the next start");
+        assert_eq!(psql(&pg, "select v from kept"), "found again");
+        pg.stop().await.expect("stop");
+    }
+
+    #[test]
+    fn a_fallback_dir_someone_else_could_have_planted_is_refused() {
+        let run_as = RunAs::determine().expect("run as");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let requested = Path::new("/home/someone/clone/.flowlet/postgres");
+        let refused = |dir: &Path| match create_private_dir(requested, dir, &run_as) {
+            Err(EmbeddedError::UnsafeFallback { reason, .. }) => reason,
+            other => panic!(
+                "expected UnsafeFallback for {}, got {other:?}",
+                dir.display()
+            ),
+        };
+
+        // Absent: created, private.
+        let fresh = tmp.path().join("fresh");
+        create_private_dir(requested, &fresh, &run_as).expect("created");
+        let mode = std::fs::metadata(&fresh).expect("stat").mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // Ours and private: reused.
+        create_private_dir(requested, &fresh, &run_as).expect("reused");
+
+        // A symlink to a directory (even our own) could point anywhere.
+        let link = tmp.path().join("link");
+        symlink(&fresh, &link).expect("symlink");
+        assert_eq!(refused(&link), "is not a directory");
+        // Open to others.
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(refused(&open).contains("777"));
+        // A plain file.
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        assert_eq!(refused(&file), "is not a directory");
+        // Another user's (root can make one to test this).
+        if Uid::effective().is_root() {
+            let theirs = tmp.path().join("theirs");
+            std::fs::create_dir(&theirs).expect("mkdir");
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+            std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).expect("chown");
+            assert_eq!(refused(&theirs), "belongs to uid 4242");
+        }
+        let message = EmbeddedError::UnsafeFallback {
+            requested: requested.to_path_buf(),
+            fallback: link,
+            user: "postgres".into(),
+            reason: "is not a directory".into(),
+        }
+        .to_string();
+        assert!(
+            message.contains("FLOWLET__DATABASE__EMBEDDED_DIR"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_fallback_name_comes_from_the_user_and_the_requested_path() {
+        let a = fallback_name(Path::new("/root/a/.flowlet/postgres"));
+        let b = fallback_name(Path::new("/root/b/.flowlet/postgres"));
+        assert_eq!(a, fallback_name(Path::new("/root/a/.flowlet/postgres")));
+        assert_ne!(a, b);
+        let uid = Uid::effective();
+        let user = User::from_uid(uid)
+            .expect("lookup")
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        assert!(a.starts_with(&format!("flowlet-{user}-")), "{a}");
+        assert_eq!(a.len(), format!("flowlet-{user}-").len() + 16);
+    }
+
+    #[test]
+    fn a_path_is_resolved_as_far_as_it_exists() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = std::fs::canonicalize(tmp.path()).expect("canonicalize");
+        std::fs::create_dir(real.join("real")).expect("mkdir");
+        symlink(real.join("real"), real.join("link")).expect("symlink");
+        assert_eq!(
+            resolve_existing_prefix(&real.join("link/not/yet")).expect("resolve"),
+            real.join("real/not/yet")
+        );
+        let relative = resolve_existing_prefix(Path::new("no-such-dir/pg")).expect("resolve");
+        assert!(relative.is_absolute());
+        assert!(relative.ends_with("no-such-dir/pg"));
     }
 
     /// A fake bin dir with executable `initdb` and `pg_ctl` (and maybe only one of them).
