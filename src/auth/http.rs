@@ -21,6 +21,7 @@ use super::model::{
 };
 use super::service::{AuthService, Caller, RequestMeta};
 use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::Json;
 use crate::platform::http::current_request_id;
 use crate::platform::http::pagination::PageQuery;
 use crate::platform::shared_state::RateDecision;
@@ -234,7 +235,7 @@ pub struct LoginRequest {
 async fn login(
     svc: web::Data<AuthService>,
     meta: RequestMeta,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<web::Json<AccessToken>, ApiError> {
     let body = body.into_inner();
     Ok(web::Json(
@@ -289,7 +290,7 @@ pub struct PasswordResetRequest {
 async fn password_reset(
     svc: web::Data<AuthService>,
     meta: RequestMeta,
-    body: web::Json<PasswordResetRequest>,
+    body: Json<PasswordResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     svc.request_password_reset(&body.email, &meta).await?;
     Ok(HttpResponse::Accepted().finish())
@@ -313,7 +314,7 @@ pub struct PasswordResetConfirm {
 async fn password_reset_confirm(
     svc: web::Data<AuthService>,
     meta: RequestMeta,
-    body: web::Json<PasswordResetConfirm>,
+    body: Json<PasswordResetConfirm>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     svc.confirm_password_reset(body.token, body.new_password, &meta)
@@ -340,7 +341,7 @@ async fn create_partner(
     svc: web::Data<AuthService>,
     principal: Principal,
     meta: RequestMeta,
-    body: web::Json<CreatePartner>,
+    body: Json<CreatePartner>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = svc
         .create_partner(
@@ -393,7 +394,7 @@ async fn create_user(
     svc: web::Data<AuthService>,
     principal: Principal,
     meta: RequestMeta,
-    body: web::Json<CreateUser>,
+    body: Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let partner = parse_partner_field(body.partner_id.as_deref())?;
@@ -432,7 +433,7 @@ async fn create_api_key(
     svc: web::Data<AuthService>,
     principal: Principal,
     meta: RequestMeta,
-    body: web::Json<CreateApiKey>,
+    body: Json<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let partner = parse_partner_field(body.partner_id.as_deref())?;

@@ -13,6 +13,7 @@ use super::service::{
 };
 use crate::auth::{Access, Area, AuthError, PartnerId, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -85,7 +86,7 @@ fn application_id(raw: &str) -> Result<ApplicationId, ApiError> {
 async fn create_customer(
     kyc: web::Data<KycService>,
     principal: Principal,
-    body: web::Json<NewCustomer>,
+    body: Json<NewCustomer>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner_of(&principal, Access::Write)?;
     let customer = kyc.create_customer(partner, body.into_inner()).await?;
@@ -172,7 +173,7 @@ async fn submit(
     kyc: web::Data<KycService>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<Submission>,
+    body: Json<Submission>,
 ) -> Result<HttpResponse, ApiError> {
     allowed(&principal, Access::Write)?;
     let application = kyc
@@ -296,7 +297,7 @@ async fn decide(
     kyc: web::Data<KycService>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<DecisionBody>,
+    body: Json<DecisionBody>,
 ) -> Result<web::Json<Application>, ApiError> {
     if !principal.is_platform_admin() {
         return Err(AuthError::forbidden("Only platform admins decide KYC applications.").into());

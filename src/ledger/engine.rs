@@ -268,6 +268,19 @@ impl From<diesel::result::Error> for BatchError {
     }
 }
 
+/// Whether a batch's failure may come from one request's data: an attached write's own error,
+/// or a statement the database refused (a value it cannot store, a constraint). Not a lost
+/// connection or an unavailable database: splitting the batch would not help those.
+fn caused_by_a_request(error: &LedgerError) -> bool {
+    match error {
+        LedgerError::SideWrite(_) => true,
+        LedgerError::Db(DbError::Query(e)) => {
+            matches!(e, diesel::result::Error::DatabaseError(..)) && !is_connection_lost(e)
+        }
+        _ => false,
+    }
+}
+
 /// The connection broke (server restart, network): a new one may well work.
 fn is_connection_lost(e: &diesel::result::Error) -> bool {
     matches!(
@@ -431,12 +444,33 @@ impl Engine {
 
 impl Core {
     /// Runs a batch to an answer for every request in it.
-    async fn process(&self, mut batch: Vec<Submission>) {
+    ///
+    /// One request must never fail its neighbours: when an attempt fails in a way that may
+    /// come from one request's data (an attached write's error, a statement the database
+    /// refused), the batch is split in two and each half runs on its own, first half first
+    /// (arrival order), until the request at fault runs alone and gets the error by itself.
+    async fn process(&self, batch: Vec<Submission>) {
         let started = Instant::now();
+        let mut parts = vec![batch];
+        while let Some(part) = parts.pop() {
+            if let Some((first, second)) = self.process_part(part, started).await {
+                parts.push(second);
+                parts.push(first);
+            }
+        }
+    }
+
+    /// Runs one part of a batch to an answer for every request in it, or hands it back split
+    /// in two when a failure must be traced to its request.
+    async fn process_part(
+        &self,
+        mut batch: Vec<Submission>,
+        started: Instant,
+    ) -> Option<(Vec<Submission>, Vec<Submission>)> {
         let mut attempt = 0;
         loop {
             if batch.is_empty() {
-                return;
+                return None;
             }
             // After a conflict with another batch (another replica), the retry locks what it
             // touches up front: optimistic first, pessimistic after, so hot accounts cannot
@@ -447,7 +481,7 @@ impl Core {
                     for (submission, outcomes) in batch.into_iter().zip(results) {
                         let _ = submission.reply.send(Ok(outcomes));
                     }
-                    return;
+                    return None;
                 }
                 Err(BatchError::Refused(mut refused)) => {
                     // From the back, so the indexes still to remove stay valid.
@@ -464,6 +498,12 @@ impl Core {
                     tracing::debug!(ledger.attempt = attempt, error.cause = %error, "batch conflicted; retrying");
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
                 }
+                Err(BatchError::Fatal(error)) if batch.len() > 1 && caused_by_a_request(&error) => {
+                    tracing::warn!(error.cause = %error, ledger.batch_requests = batch.len(),
+                        "a batch failed on a request's data; splitting it to find that request");
+                    let second = batch.split_off(batch.len() / 2);
+                    return Some((batch, second));
+                }
                 Err(BatchError::Retry(error) | BatchError::Fatal(error)) => {
                     tracing::error!(error.cause = %error, ledger.batch_requests = batch.len(), "batch failed");
                     let message = error.to_string();
@@ -474,7 +514,7 @@ impl Core {
                             .unwrap_or_else(|| LedgerError::Internal(anyhow::anyhow!("{message}")));
                         let _ = submission.reply.send(Err(err));
                     }
-                    return;
+                    return None;
                 }
             }
         }

@@ -16,6 +16,7 @@ use super::model::{
 use super::service::{Account, HistoryEntry, LedgerService, NewAccount, check_metadata};
 use crate::auth::{Access, Area, AuthError, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
 use crate::platform::idempotency::{Claim, Idempotency};
 use crate::platform::money::{Amount, Currency, Money};
@@ -155,7 +156,7 @@ fn account_view(account: Account) -> AccountView {
 async fn create_account(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    body: web::Json<CreateAccount>,
+    body: Json<CreateAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = scope_of(&principal, Access::Write)?;
     let body = body.into_inner();
@@ -501,7 +502,7 @@ async fn create_transfers(
     ledger: web::Data<LedgerService>,
     principal: Principal,
     Idempotency(claim): Idempotency,
-    body: web::Json<CreateTransfers>,
+    body: Json<CreateTransfers>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = scope_of(&principal, Access::Write)?;
     let inputs = body.into_inner().transfers;

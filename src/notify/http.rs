@@ -10,6 +10,7 @@ use super::model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret,
 use super::service::Notifier;
 use crate::auth::{Access, Area, AuthError, AuthService, PartnerId, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -87,7 +88,7 @@ async fn create_endpoint(
     notifier: web::Data<Notifier>,
     auth: web::Data<AuthService>,
     principal: Principal,
-    body: web::Json<CreateEndpoint>,
+    body: Json<CreateEndpoint>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner_of(&principal, Access::Write)?;
     let alert_email = auth.get_partner(&principal, partner).await?.email;
@@ -179,7 +180,7 @@ async fn update_endpoint(
     notifier: web::Data<Notifier>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<UpdateEndpoint>,
+    body: Json<UpdateEndpoint>,
 ) -> Result<web::Json<Endpoint>, ApiError> {
     let partner = partner_of(&principal, Access::Write)?;
     let body = body.into_inner();

@@ -9,6 +9,7 @@ use super::model::{PaymentId, PaymentKind, PaymentStatus};
 use super::service::{NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentService};
 use crate::auth::{Access, Area, AuthError, PartnerId, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
 use crate::platform::idempotency::Idempotency;
 use crate::wallet::WalletId;
@@ -60,7 +61,7 @@ async fn pay(
     payments: web::Data<PaymentService>,
     principal: Principal,
     Idempotency(claim): Idempotency,
-    body: web::Json<NewPayment>,
+    body: Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner(&principal)?;
     let payment = payments.pay(partner, body.into_inner(), claim).await?;
@@ -80,7 +81,7 @@ async fn deposit(
     payments: web::Data<PaymentService>,
     principal: Principal,
     Idempotency(claim): Idempotency,
-    body: web::Json<NewDeposit>,
+    body: Json<NewDeposit>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner(&principal)?;
     let payment = payments.deposit(partner, body.into_inner(), claim).await?;
@@ -101,7 +102,7 @@ async fn withdraw(
     payments: web::Data<PaymentService>,
     principal: Principal,
     Idempotency(claim): Idempotency,
-    body: web::Json<NewWithdrawal>,
+    body: Json<NewWithdrawal>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner(&principal)?;
     let payment = payments.withdraw(partner, body.into_inner(), claim).await?;
@@ -122,7 +123,7 @@ async fn refund(
     principal: Principal,
     Idempotency(claim): Idempotency,
     path: web::Path<String>,
-    body: web::Json<NewRefund>,
+    body: Json<NewRefund>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner(&principal)?;
     let id: PaymentId = path

@@ -906,6 +906,10 @@ async fn write_payments(
             .item
             .downcast_ref::<Attached>()
             .ok_or_else(|| side_error(anyhow::anyhow!("a payment batch got another item")))?;
+        // This may be a re-run of a batch that rolled back: what it stored is gone.
+        if let Some(claim) = &attached.claim {
+            claim.reset_completion();
+        }
         if let Some(applied) = item
             .outcomes
             .first()

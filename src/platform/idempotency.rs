@@ -207,6 +207,13 @@ impl Claim {
             .collect())
     }
 
+    /// Forgets an earlier completion whose transaction rolled back: a writer that runs again
+    /// (a ledger batch re-run) calls this first, so a request the re-run refuses is not taken
+    /// for completed, and its refusal is stored for replays like any other answer.
+    pub fn reset_completion(&self) {
+        self.0.completed.store(false, Ordering::SeqCst);
+    }
+
     /// Whether [`Claim::complete_in`] ran (its transaction may still have rolled back).
     pub fn is_completed(&self) -> bool {
         AtomicBool::load(&self.0.completed, Ordering::SeqCst)

@@ -12,6 +12,7 @@ use super::service::{
 use crate::auth::{Access, Area, AuthError, Principal};
 use crate::kyc::CustomerId;
 use crate::platform::error::{ApiError, ProblemBody};
+use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
 use crate::platform::idempotency::Idempotency;
 
@@ -66,7 +67,7 @@ async fn create(
     wallets: web::Data<WalletService>,
     principal: Principal,
     Idempotency(claim): Idempotency,
-    body: web::Json<NewWallet>,
+    body: Json<NewWallet>,
 ) -> Result<HttpResponse, ApiError> {
     allowed(&principal, Access::Write)?;
     let partner = principal
@@ -249,7 +250,7 @@ async fn freeze(
     wallets: web::Data<WalletService>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<FreezeBody>,
+    body: Json<FreezeBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
     let mode = match body.mode.as_deref() {
         None => FreezeMode::All,
@@ -277,7 +278,7 @@ async fn unfreeze(
     wallets: web::Data<WalletService>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<ReasonBody>,
+    body: Json<ReasonBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
     change(&wallets, &principal, &path, Change::Unfreeze, &body.reason).await
 }
@@ -294,7 +295,7 @@ async fn close(
     wallets: web::Data<WalletService>,
     principal: Principal,
     path: web::Path<String>,
-    body: web::Json<ReasonBody>,
+    body: Json<ReasonBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
     change(&wallets, &principal, &path, Change::Close, &body.reason).await
 }

@@ -6,5 +6,5 @@ mod extractors;
 mod middleware;
 pub mod pagination;
 
-pub use extractors::{json_config, path_config, query_config};
+pub use extractors::{Json, check_storable, json_config, path_config, query_config};
 pub use middleware::{REQUEST_ID_HEADER, RequestContext, current_request_id, request_context};
