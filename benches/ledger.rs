@@ -683,11 +683,11 @@ async fn naive_transfer(
     if (d.flags | c.flags) & AccountFlags::CLOSED != 0 {
         return Ok(ResultCode::AccountClosed);
     }
-    let (Some(d_posted), Some(c_posted)) = (
-        d.debits_posted.checked_add(amount),
-        c.credits_posted.checked_add(amount),
-    ) else {
-        return Ok(ResultCode::Overflow);
+    let Some(d_posted) = d.debits_posted.checked_add(amount) else {
+        return Ok(ResultCode::OverflowsDebitsPosted);
+    };
+    let Some(c_posted) = c.credits_posted.checked_add(amount) else {
+        return Ok(ResultCode::OverflowsCreditsPosted);
     };
     if d.flags & AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
         && d_posted.saturating_add(d.debits_pending) > d.credits_posted

@@ -167,6 +167,7 @@ pub enum ResultCode {
     ExistsWithDifferentFields,
     IdAlreadyFailed,
     AccountNotFound,
+    AccountNotOwned,
     CurrencyMismatch,
     AccountClosed,
     DebitsBlocked,
@@ -178,14 +179,20 @@ pub enum ResultCode {
     PendingTransferAlreadyVoided,
     PendingTransferExpired,
     ExceedsPendingAmount,
-    Overflow,
+    OverflowsDebitsPending,
+    OverflowsCreditsPending,
+    OverflowsDebitsPosted,
+    OverflowsCreditsPosted,
+    OverflowsDebits,
+    OverflowsCredits,
+    OverflowsTimeout,
     ExceedsCredits,
     ExceedsDebits,
 }
 
 impl ResultCode {
     /// Every code, in the documented order (precedence), `ok` first.
-    pub const ALL: [ResultCode; 27] = [
+    pub const ALL: [ResultCode; 34] = [
         Self::Ok,
         Self::LinkedEventFailed,
         Self::LinkedEventChainOpen,
@@ -199,6 +206,7 @@ impl ResultCode {
         Self::ExistsWithDifferentFields,
         Self::IdAlreadyFailed,
         Self::AccountNotFound,
+        Self::AccountNotOwned,
         Self::CurrencyMismatch,
         Self::AccountClosed,
         Self::DebitsBlocked,
@@ -210,7 +218,13 @@ impl ResultCode {
         Self::PendingTransferAlreadyVoided,
         Self::PendingTransferExpired,
         Self::ExceedsPendingAmount,
-        Self::Overflow,
+        Self::OverflowsDebitsPending,
+        Self::OverflowsCreditsPending,
+        Self::OverflowsDebitsPosted,
+        Self::OverflowsCreditsPosted,
+        Self::OverflowsDebits,
+        Self::OverflowsCredits,
+        Self::OverflowsTimeout,
         Self::ExceedsCredits,
         Self::ExceedsDebits,
     ];
@@ -230,6 +244,7 @@ impl ResultCode {
             Self::ExistsWithDifferentFields => "exists_with_different_fields",
             Self::IdAlreadyFailed => "id_already_failed",
             Self::AccountNotFound => "account_not_found",
+            Self::AccountNotOwned => "account_not_owned",
             Self::CurrencyMismatch => "currency_mismatch",
             Self::AccountClosed => "account_closed",
             Self::DebitsBlocked => "debits_blocked",
@@ -241,7 +256,13 @@ impl ResultCode {
             Self::PendingTransferAlreadyVoided => "pending_transfer_already_voided",
             Self::PendingTransferExpired => "pending_transfer_expired",
             Self::ExceedsPendingAmount => "exceeds_pending_amount",
-            Self::Overflow => "overflow",
+            Self::OverflowsDebitsPending => "overflows_debits_pending",
+            Self::OverflowsCreditsPending => "overflows_credits_pending",
+            Self::OverflowsDebitsPosted => "overflows_debits_posted",
+            Self::OverflowsCreditsPosted => "overflows_credits_posted",
+            Self::OverflowsDebits => "overflows_debits",
+            Self::OverflowsCredits => "overflows_credits",
+            Self::OverflowsTimeout => "overflows_timeout",
             Self::ExceedsCredits => "exceeds_credits",
             Self::ExceedsDebits => "exceeds_debits",
         }
@@ -311,6 +332,9 @@ pub struct AccountState {
     pub totals: Totals,
     /// Number of entries written so far; the next entry gets `seq + 1`.
     pub seq: i64,
+    /// The partner's own books (made through the ledger API): the only accounts a partner's
+    /// raw transfers may move money on. Wallets, rails and cards are the system's.
+    pub partner_books: bool,
 }
 
 /// A transfer as requested (amounts already in minor units).
@@ -681,6 +705,7 @@ fn evaluate_movement(
     };
     let debit = visible_account(snapshot, scope, debit_id)?;
     let credit = visible_account(snapshot, scope, credit_id)?;
+    owned(scope, debit, credit)?;
     if debit.currency != currency || credit.currency != currency {
         return Err(ResultCode::CurrencyMismatch);
     }
@@ -700,7 +725,11 @@ fn evaluate_movement(
             .flags
             .has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
     {
-        let headroom = debit.totals.available().ok_or(ResultCode::Overflow)?.max(0);
+        let headroom = debit
+            .totals
+            .available()
+            .ok_or(ResultCode::OverflowsDebits)?
+            .max(0);
         amount = amount.min(headroom);
         if amount == 0 {
             return Err(ResultCode::ExceedsCredits);
@@ -716,7 +745,7 @@ fn evaluate_movement(
             .debits_posted
             .checked_sub(credit.totals.credits_posted)
             .and_then(|v| v.checked_sub(credit.totals.credits_pending))
-            .ok_or(ResultCode::Overflow)?
+            .ok_or(ResultCode::OverflowsCredits)?
             .max(0);
         amount = amount.min(headroom);
         if amount == 0 {
@@ -725,15 +754,19 @@ fn evaluate_movement(
     }
     let (d_pending, d_posted) = if pending { (amount, 0) } else { (0, amount) };
     let debit_totals = Totals {
-        debits_pending: add(debit.totals.debits_pending, d_pending)?,
-        debits_posted: add(debit.totals.debits_posted, d_posted)?,
+        debits_pending: add(debit.totals.debits_pending, d_pending, ResultCode::OverflowsDebitsPending)?,
+        debits_posted: add(debit.totals.debits_posted, d_posted, ResultCode::OverflowsDebitsPosted)?,
         ..debit.totals
     };
     let credit_totals = Totals {
-        credits_pending: add(credit.totals.credits_pending, d_pending)?,
-        credits_posted: add(credit.totals.credits_posted, d_posted)?,
+        credits_pending: add(credit.totals.credits_pending, d_pending, ResultCode::OverflowsCreditsPending)?,
+        credits_posted: add(credit.totals.credits_posted, d_posted, ResultCode::OverflowsCreditsPosted)?,
         ..credit.totals
     };
+    within_range(&debit_totals, &credit_totals)?;
+    if t.timeout_secs.is_some_and(|secs| i32::try_from(secs).is_err()) {
+        return Err(ResultCode::OverflowsTimeout);
+    }
     if breaks_debit_limit(debit.flags, &debit_totals) {
         return Err(ResultCode::ExceedsCredits);
     }
@@ -811,6 +844,12 @@ fn evaluate_resolution(
     if !pending.flags.has(TransferFlags::PENDING) {
         return Err(ResultCode::PendingTransferNotPending);
     }
+    if let (Some(debit), Some(credit)) = (
+        snapshot.accounts.get(&pending.debit_account_id),
+        snapshot.accounts.get(&pending.credit_account_id),
+    ) {
+        owned(scope, debit, credit)?;
+    }
     if t.debit_account_id
         .is_some_and(|d| d != pending.debit_account_id)
         || t.credit_account_id
@@ -850,15 +889,16 @@ fn evaluate_resolution(
         .ok_or(ResultCode::AccountNotFound)?;
     let release = pending.amount;
     let debit_totals = Totals {
-        debits_pending: sub(debit.totals.debits_pending, release)?,
-        debits_posted: add(debit.totals.debits_posted, amount)?,
+        debits_pending: sub(debit.totals.debits_pending, release, ResultCode::OverflowsDebitsPending)?,
+        debits_posted: add(debit.totals.debits_posted, amount, ResultCode::OverflowsDebitsPosted)?,
         ..debit.totals
     };
     let credit_totals = Totals {
-        credits_pending: sub(credit.totals.credits_pending, release)?,
-        credits_posted: add(credit.totals.credits_posted, amount)?,
+        credits_pending: sub(credit.totals.credits_pending, release, ResultCode::OverflowsCreditsPending)?,
+        credits_posted: add(credit.totals.credits_posted, amount, ResultCode::OverflowsCreditsPosted)?,
         ..credit.totals
     };
+    within_range(&debit_totals, &credit_totals)?;
     let stored = StoredTransfer {
         id: t.id,
         partner_id: pending.partner_id,
@@ -874,7 +914,9 @@ fn evaluate_resolution(
         metadata: t.metadata.clone(),
         created_at: now,
     };
-    let pending_delta = release.checked_neg().ok_or(ResultCode::Overflow)?;
+    let pending_delta = release
+        .checked_neg()
+        .ok_or(ResultCode::OverflowsDebitsPending)?;
     Ok(Applied {
         entries: [
             Entry {
@@ -900,12 +942,35 @@ fn evaluate_resolution(
     })
 }
 
-fn add(a: i64, b: i64) -> Result<i64, ResultCode> {
-    a.checked_add(b).ok_or(ResultCode::Overflow)
+fn add(a: i64, b: i64, overflow: ResultCode) -> Result<i64, ResultCode> {
+    a.checked_add(b).ok_or(overflow)
 }
 
-fn sub(a: i64, b: i64) -> Result<i64, ResultCode> {
-    a.checked_sub(b).ok_or(ResultCode::Overflow)
+fn sub(a: i64, b: i64, overflow: ResultCode) -> Result<i64, ResultCode> {
+    a.checked_sub(b).ok_or(overflow)
+}
+
+/// Each side's pending plus posted total stays a 64-bit number too (TigerBeetle's
+/// `overflows_debits` / `overflows_credits`), so balances, limits and every check over the
+/// books can be computed without overflowing.
+fn within_range(debit: &Totals, credit: &Totals) -> Result<(), ResultCode> {
+    if debit.debits_pending.checked_add(debit.debits_posted).is_none() {
+        return Err(ResultCode::OverflowsDebits);
+    }
+    if credit.credits_pending.checked_add(credit.credits_posted).is_none() {
+        return Err(ResultCode::OverflowsCredits);
+    }
+    Ok(())
+}
+
+/// A partner's raw transfers move money only on its own books (rule 13).
+fn owned(scope: Scope, debit: &AccountState, credit: &AccountState) -> Result<(), ResultCode> {
+    match scope {
+        Scope::Partner(_) if !debit.partner_books || !credit.partner_books => {
+            Err(ResultCode::AccountNotOwned)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `debits_must_not_exceed_credits`: posted + pending debits at most posted credits.

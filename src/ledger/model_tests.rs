@@ -31,6 +31,8 @@ const FULL: u128 = 9;
 const FROZEN: u128 = 10;
 /// Blocks credits.
 const NO_CREDITS: u128 = 11;
+/// Partner 1's, but the system's to move (a wallet): not partner 1's own books.
+const WALLET: u128 = 12;
 /// Not in the snapshot.
 const MISSING: u128 = 99;
 
@@ -75,6 +77,7 @@ fn account(n: u128, currency: Currency, flags: i32, owner: Option<u128>) -> Acco
         flags: AccountFlags(flags),
         totals: Totals::default(),
         seq: 0,
+        partner_books: owner.is_some(),
     }
 }
 
@@ -114,6 +117,10 @@ fn world() -> Snapshot {
         full,
         frozen,
         account(NO_CREDITS, usd(), AccountFlags::CREDITS_BLOCKED, Some(P1)),
+        AccountState {
+            partner_books: false,
+            ..account(WALLET, usd(), limit, Some(P1))
+        },
     ];
     Snapshot {
         accounts: accounts.into_iter().map(|a| (a.id, a)).collect(),
@@ -177,6 +184,13 @@ fn linked(t: NewTransfer) -> NewTransfer {
 
 fn timeout(t: NewTransfer, secs: u32) -> NewTransfer {
     with(t, |t| t.timeout_secs = Some(secs))
+}
+
+/// Changes one account's totals (setting up an overflow).
+fn set(snapshot: &mut Snapshot, n: u128, change: fn(&mut Totals)) {
+    if let Some(account) = snapshot.accounts.get_mut(&acct(n)) {
+        change(&mut account.totals);
+    }
 }
 
 fn codes(outcomes: &[Outcome]) -> Vec<ResultCode> {
@@ -334,6 +348,11 @@ fn code_rows() -> Vec<Row> {
             vec![R::AccountNotFound],
         ),
         row(
+            "account_not_owned: a partner's transfer into its customer's wallet",
+            vec![plain(10, SRC, WALLET, 5)],
+            vec![R::AccountNotOwned],
+        ),
+        row(
             "currency_mismatch: a USD transfer to a EUR account",
             vec![plain(10, SRC, EURO, 5)],
             vec![R::CurrencyMismatch],
@@ -398,9 +417,44 @@ fn code_rows() -> Vec<Row> {
         )
         .after(vec![pending(20, SRC, DST, 50)]),
         row(
-            "overflow: credits past i64::MAX",
+            "overflows_debits_pending: pending debits past i64::MAX",
+            vec![pending(10, SRC, DST, 6)],
+            vec![R::OverflowsDebitsPending],
+        )
+        .prepared(|s| set(s, SRC, |t| t.debits_pending = i64::MAX - 5)),
+        row(
+            "overflows_credits_pending: pending credits past i64::MAX",
+            vec![pending(10, SRC, DST, 6)],
+            vec![R::OverflowsCreditsPending],
+        )
+        .prepared(|s| set(s, DST, |t| t.credits_pending = i64::MAX - 5)),
+        row(
+            "overflows_debits_posted: posted debits past i64::MAX",
+            vec![plain(10, SRC, DST, 6)],
+            vec![R::OverflowsDebitsPosted],
+        )
+        .prepared(|s| set(s, SRC, |t| t.debits_posted = i64::MAX - 5)),
+        row(
+            "overflows_credits_posted: credits past i64::MAX",
             vec![plain(10, SRC, FULL, 6)],
-            vec![R::Overflow],
+            vec![R::OverflowsCreditsPosted],
+        ),
+        row(
+            "overflows_debits: pending plus posted debits past i64::MAX",
+            vec![plain(10, SRC, DST, 6)],
+            vec![R::OverflowsDebits],
+        )
+        .prepared(|s| set(s, SRC, |t| t.debits_pending = i64::MAX - 5)),
+        row(
+            "overflows_credits: pending plus posted credits past i64::MAX",
+            vec![plain(10, SRC, DST, 6)],
+            vec![R::OverflowsCredits],
+        )
+        .prepared(|s| set(s, DST, |t| t.credits_pending = i64::MAX - 5)),
+        row(
+            "overflows_timeout: a timeout beyond 2^31 - 1 seconds",
+            vec![timeout(pending(10, SRC, DST, 5), 2_147_483_648)],
+            vec![R::OverflowsTimeout],
         ),
         row(
             "exceeds_credits: debiting more than a limited account's credits",
@@ -577,9 +631,9 @@ fn a_transfer_breaking_two_rules_gets_the_code_listed_first() {
         .after(vec![timeout(pending(20, SRC, DST, 50), 10)])
         .at(10),
         row(
-            "credits past i64::MAX from a limited account: overflow",
+            "credits past i64::MAX from a limited account: overflows_credits_posted",
             vec![plain(10, LIMITED, FULL, 101)],
-            vec![R::Overflow],
+            vec![R::OverflowsCreditsPosted],
         ),
         row(
             "a limited account to a capped one, too much for both: exceeds_credits",
@@ -1218,7 +1272,7 @@ fn an_overflow_near_i64_max_changes_nothing() {
     let before = s.clone();
     assert_eq!(
         single(&mut s, plain(10, SRC, FULL, 6)).code,
-        ResultCode::Overflow
+        ResultCode::OverflowsCreditsPosted
     );
     assert_eq!(s.accounts, before.accounts);
     assert!(s.existing.is_empty());
@@ -1227,7 +1281,7 @@ fn an_overflow_near_i64_max_changes_nothing() {
 }
 
 #[test]
-fn a_limit_sum_beyond_i64_max_exceeds_credits_or_debits_not_overflow() {
+fn a_pending_plus_posted_sum_beyond_i64_max_overflows_instead_of_exceeding_a_limit() {
     let mut s = world();
     let mut rich = account(
         20,
@@ -1247,14 +1301,15 @@ fn a_limit_sum_beyond_i64_max_exceeds_credits_or_debits_not_overflow() {
     owed.totals.credits_posted = i64::MAX - 10;
     s.accounts.insert(rich.id, rich);
     s.accounts.insert(owed.id, owed);
-    // Every total stays in range; only posted + pending would not.
+    // Every total stays in range; posted + pending would not: TigerBeetle's order says
+    // overflows_* before exceeds_*, and nothing over the books can overflow afterwards.
     assert_eq!(
         single(&mut s, pending(10, 20, DST, 20)).code,
-        ResultCode::ExceedsCredits
+        ResultCode::OverflowsDebits
     );
     assert_eq!(
         single(&mut s, pending(11, SRC, 21, 20)).code,
-        ResultCode::ExceedsDebits
+        ResultCode::OverflowsCredits
     );
     ok(&mut s, pending(12, 20, DST, 10));
     ok(&mut s, pending(13, SRC, 21, 10));
@@ -1340,6 +1395,8 @@ impl RefTransfer {
 #[derive(Debug, Clone)]
 struct RefAccount {
     partner: Option<PartnerId>,
+    /// The partner's own books (else the system's, even when a partner's: a wallet).
+    books: bool,
     currency: Currency,
     flags: AccountFlags,
     totals: Totals,
@@ -1352,7 +1409,7 @@ struct Reference {
     failed: HashMap<TransferId, ResultCode>,
 }
 
-/// Rules 12-24 depend on the ledger's state: their ids are burnt.
+/// Rules 12-33 depend on the ledger's state: their ids are burnt.
 fn burns(code: ResultCode) -> bool {
     let rank = |c| ResultCode::ALL.iter().position(|x| *x == c);
     rank(code) >= rank(ResultCode::AccountNotFound)
@@ -1362,8 +1419,30 @@ fn wide(v: i64) -> i128 {
     i128::from(v)
 }
 
-fn narrow(v: i128) -> Result<i64, ResultCode> {
-    i64::try_from(v).map_err(|_| ResultCode::Overflow)
+fn narrow(v: i128, overflow: ResultCode) -> Result<i64, ResultCode> {
+    i64::try_from(v).map_err(|_| overflow)
+}
+
+/// Rule 13: a partner's raw transfers move money only on its own books.
+fn owned(scope: Scope, d: &RefAccount, c: &RefAccount) -> Result<(), ResultCode> {
+    if matches!(scope, Scope::Partner(_)) && !(d.books && c.books) {
+        Err(ResultCode::AccountNotOwned)
+    } else {
+        Ok(())
+    }
+}
+
+/// Rules 29-30: each side's pending plus posted stays within 64 bits.
+fn sums_fit(d: &Totals, c: &Totals) -> Result<(), ResultCode> {
+    narrow(
+        wide(d.debits_pending) + wide(d.debits_posted),
+        ResultCode::OverflowsDebits,
+    )?;
+    narrow(
+        wide(c.credits_pending) + wide(c.credits_posted),
+        ResultCode::OverflowsCredits,
+    )?;
+    Ok(())
 }
 
 impl Reference {
@@ -1501,6 +1580,7 @@ impl Reference {
         };
         let mut d = visible(debit)?;
         let mut c = visible(credit)?;
+        owned(scope, &d, &c)?;
         if d.currency != currency || c.currency != currency {
             return Err(R::CurrencyMismatch);
         }
@@ -1536,11 +1616,27 @@ impl Reference {
         }
         let pending = t.flags.has(TransferFlags::PENDING);
         if pending {
-            d.totals.debits_pending = narrow(wide(d.totals.debits_pending) + amount)?;
-            c.totals.credits_pending = narrow(wide(c.totals.credits_pending) + amount)?;
+            d.totals.debits_pending = narrow(
+                wide(d.totals.debits_pending) + amount,
+                R::OverflowsDebitsPending,
+            )?;
+            c.totals.credits_pending = narrow(
+                wide(c.totals.credits_pending) + amount,
+                R::OverflowsCreditsPending,
+            )?;
         } else {
-            d.totals.debits_posted = narrow(wide(d.totals.debits_posted) + amount)?;
-            c.totals.credits_posted = narrow(wide(c.totals.credits_posted) + amount)?;
+            d.totals.debits_posted = narrow(
+                wide(d.totals.debits_posted) + amount,
+                R::OverflowsDebitsPosted,
+            )?;
+            c.totals.credits_posted = narrow(
+                wide(c.totals.credits_posted) + amount,
+                R::OverflowsCreditsPosted,
+            )?;
+        }
+        sums_fit(&d.totals, &c.totals)?;
+        if t.timeout_secs.is_some_and(|secs| secs > 2_147_483_647) {
+            return Err(R::OverflowsTimeout);
         }
         let (dt, ct) = (d.totals, c.totals);
         if debit_limited
@@ -1553,7 +1649,7 @@ impl Reference {
         {
             return Err(R::ExceedsDebits);
         }
-        let moved = narrow(amount)?;
+        let moved = narrow(amount, R::OverflowsDebits)?;
         self.accounts.insert(debit, d);
         self.accounts.insert(credit, c);
         let expires_at = t
@@ -1596,6 +1692,7 @@ impl Reference {
         if p.kind == RefKind::Plain {
             return Err(R::PendingTransferNotPending);
         }
+        owned(scope, &self.accounts[&p.debit], &self.accounts[&p.credit])?;
         if t.debit_account_id.unwrap_or(p.debit) != p.debit
             || t.credit_account_id.unwrap_or(p.credit) != p.credit
         {
@@ -1621,10 +1718,23 @@ impl Reference {
         };
         let mut d = self.accounts[&p.debit].clone();
         let mut c = self.accounts[&p.credit].clone();
-        d.totals.debits_pending = narrow(wide(d.totals.debits_pending) - wide(p.moved))?;
-        d.totals.debits_posted = narrow(wide(d.totals.debits_posted) + wide(amount))?;
-        c.totals.credits_pending = narrow(wide(c.totals.credits_pending) - wide(p.moved))?;
-        c.totals.credits_posted = narrow(wide(c.totals.credits_posted) + wide(amount))?;
+        d.totals.debits_pending = narrow(
+            wide(d.totals.debits_pending) - wide(p.moved),
+            R::OverflowsDebitsPending,
+        )?;
+        d.totals.debits_posted = narrow(
+            wide(d.totals.debits_posted) + wide(amount),
+            R::OverflowsDebitsPosted,
+        )?;
+        c.totals.credits_pending = narrow(
+            wide(c.totals.credits_pending) - wide(p.moved),
+            R::OverflowsCreditsPending,
+        )?;
+        c.totals.credits_posted = narrow(
+            wide(c.totals.credits_posted) + wide(amount),
+            R::OverflowsCreditsPosted,
+        )?;
+        sums_fit(&d.totals, &c.totals)?;
         self.accounts.insert(p.debit, d);
         self.accounts.insert(p.credit, c);
         let resolved = RefTransfer {
@@ -1655,7 +1765,7 @@ impl Reference {
 struct AccountSpec {
     /// 0 none, 1 `debits_must_not_exceed_credits`, 2 `credits_must_not_exceed_debits`.
     limit: u8,
-    /// 0 partner 1, 1 partner 2, 2 the system.
+    /// 0 partner 1, 1 partner 2, 2 the system, 3 the system's for partner 1 (a wallet).
     owner: u8,
     closed: bool,
 }
@@ -1715,7 +1825,7 @@ struct RequestSpec {
 fn account_spec() -> impl Strategy<Value = AccountSpec> {
     (
         prop_oneof![2 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
-        prop_oneof![16 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
+        prop_oneof![16 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 2 => Just(3u8)],
         proptest::bool::weighted(0.05),
     )
         .prop_map(|(limit, owner, closed)| AccountSpec {
@@ -2016,13 +2126,15 @@ fn check_run(accounts: &[AccountSpec], requests: &[RequestSpec]) -> Result<(), T
         };
         let closed = if spec.closed { AccountFlags::CLOSED } else { 0 };
         let owner = match spec.owner {
-            0 => Some(P1),
+            0 | 3 => Some(P1),
             1 => Some(P2),
             _ => None,
         };
-        let state = account(n, currency, limit | closed, owner);
+        let mut state = account(n, currency, limit | closed, owner);
+        state.partner_books = spec.owner < 2;
         let mirror = RefAccount {
             partner: state.partner_id,
+            books: state.partner_books,
             currency,
             flags: state.flags,
             totals: Totals::default(),

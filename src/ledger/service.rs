@@ -122,6 +122,7 @@ impl LedgerService {
         transfers: Vec<NewTransfer>,
         side: Option<SideWrite>,
     ) -> Result<Vec<Outcome>, LedgerError> {
+        check_transfers(&transfers)?;
         self.engine
             .submit(scope, transfers, Vec::new(), side.map(Attachment::Each))
             .await
@@ -136,18 +137,21 @@ impl LedgerService {
         locks: Vec<i64>,
         side: Attachment,
     ) -> Result<Vec<Outcome>, LedgerError> {
+        check_transfers(&transfers)?;
         self.engine
             .submit(scope, transfers, locks, Some(side))
             .await
     }
 
-    /// Creates accounts in their own transaction.
+    /// Creates accounts in their own transaction: a partner's own books when `scope` is a
+    /// partner (the ledger API), the only accounts its raw transfers may move money on.
     pub async fn create_accounts(
         &self,
         scope: Scope,
         accounts: Vec<NewAccount>,
     ) -> Result<Vec<Account>, LedgerError> {
-        let rows = account_rows(scope, accounts)?;
+        let books = matches!(scope, Scope::Partner(_));
+        let rows = account_rows(scope, accounts, books)?;
         let mut conn = self.db.conn().await?;
         store::insert_accounts(&mut conn, &rows)
             .await
@@ -156,13 +160,15 @@ impl LedgerService {
     }
 
     /// Creates accounts inside the caller's transaction (e.g. with the wallet that owns it).
+    /// They belong to the system, whoever they are for: money moves on them only through the
+    /// calling module (a partner sees a wallet's account, but cannot post to it).
     pub async fn create_accounts_in(
         &self,
         tx: &mut Tx<'_>,
         scope: Scope,
         accounts: Vec<NewAccount>,
     ) -> Result<Vec<Account>, LedgerError> {
-        let rows = account_rows(scope, accounts)?;
+        let rows = account_rows(scope, accounts, false)?;
         store::insert_accounts(tx.conn(), &rows)
             .await
             .map_err(duplicate_account)?;
@@ -210,21 +216,22 @@ impl LedgerService {
         account_view(row)
     }
 
-    /// A transfer visible in `scope`.
+    /// A transfer visible in `scope`: one it made, or one that touches one of its accounts
+    /// (a partner reconciles the transfers behind its wallets' deposits, payments and
+    /// settlements too).
     pub async fn transfer(
         &self,
         scope: Scope,
         id: TransferId,
     ) -> Result<StoredTransfer, LedgerError> {
-        let mut conn = self.db.conn().await?;
-        let row = store::find_transfer(&mut conn, id.uuid())
+        self.transfers(scope, vec![id])
             .await?
-            .filter(|r| scope.sees(r.partner_id.map(PartnerId::from_uuid)))
-            .ok_or(LedgerError::TransferNotFound)?;
-        stored_transfer(row)
+            .pop()
+            .ok_or(LedgerError::TransferNotFound)
     }
 
-    /// The transfers among `ids` visible in `scope` (any order; unknown ids are left out).
+    /// The transfers among `ids` visible in `scope` (see [`Self::transfer`]; any order,
+    /// unknown ids are left out).
     pub async fn transfers(
         &self,
         scope: Scope,
@@ -232,8 +239,31 @@ impl LedgerService {
     ) -> Result<Vec<StoredTransfer>, LedgerError> {
         let conn = self.db.conn().await?;
         let rows = store::load_transfers(&conn, ids.iter().map(|i| i.uuid()).collect()).await?;
+        let Scope::Partner(partner) = scope else {
+            return rows.into_iter().map(stored_transfer).collect();
+        };
+        let mine = |owner: Option<Uuid>| owner == Some(partner.uuid());
+        let unsure: Vec<Uuid> = rows
+            .iter()
+            .filter(|r| !mine(r.partner_id))
+            .flat_map(|r| [r.debit_account_id, r.credit_account_id])
+            .collect();
+        let owners: std::collections::HashMap<Uuid, Option<Uuid>> = if unsure.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            store::read_accounts(&conn, unsure)
+                .await?
+                .into_iter()
+                .map(|a| (a.id, a.partner_id))
+                .collect()
+        };
+        let touches_mine = |account: Uuid| owners.get(&account).is_some_and(|o| mine(*o));
         rows.into_iter()
-            .filter(|r| scope.sees(r.partner_id.map(PartnerId::from_uuid)))
+            .filter(|r| {
+                mine(r.partner_id)
+                    || touches_mine(r.debit_account_id)
+                    || touches_mine(r.credit_account_id)
+            })
             .map(stored_transfer)
             .collect()
     }
@@ -403,7 +433,11 @@ fn duplicate_account(e: diesel::result::Error) -> LedgerError {
     }
 }
 
-fn account_rows(scope: Scope, accounts: Vec<NewAccount>) -> Result<Vec<AccountRow>, LedgerError> {
+fn account_rows(
+    scope: Scope,
+    accounts: Vec<NewAccount>,
+    partner_books: bool,
+) -> Result<Vec<AccountRow>, LedgerError> {
     let now = Utc::now();
     accounts
         .into_iter()
@@ -428,16 +462,37 @@ fn account_rows(scope: Scope, accounts: Vec<NewAccount>) -> Result<Vec<AccountRo
                 credits_posted: 0,
                 entry_seq: 0,
                 created_at: now,
+                partner_books,
             })
         })
         .collect()
 }
 
-/// Metadata is a JSON object of bounded size.
+/// Every transfer's metadata is storable (see [`check_metadata`]): a module's mistake is its
+/// own request's 400, never a failed batch.
+fn check_transfers(transfers: &[NewTransfer]) -> Result<(), LedgerError> {
+    for (i, t) in transfers.iter().enumerate() {
+        check_metadata(t.metadata.as_ref()).map_err(|e| match e {
+            LedgerError::Validation { message, .. } => {
+                LedgerError::validation(format!("transfers[{i}].metadata"), message)
+            }
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// Metadata is a JSON object of bounded size that PostgreSQL can store.
 pub fn check_metadata(metadata: Option<&serde_json::Value>) -> Result<(), LedgerError> {
     match metadata {
         None => Ok(()),
-        Some(serde_json::Value::Object(_)) => {
+        Some(value @ serde_json::Value::Object(_)) => {
+            if let Err((field, message)) = crate::platform::http::check_storable(value) {
+                return Err(LedgerError::validation(
+                    "metadata",
+                    format!("{field}: {message}"),
+                ));
+            }
             let size = serde_json::to_vec(metadata.unwrap_or(&serde_json::Value::Null))
                 .map(|v| v.len())
                 .unwrap_or(usize::MAX);
@@ -473,6 +528,7 @@ pub(super) fn account_state(row: AccountRow) -> Result<AccountState, LedgerError
             credits_posted: row.credits_posted,
         },
         seq: row.entry_seq,
+        partner_books: row.partner_books,
     })
 }
 

@@ -30,6 +30,9 @@ pub struct AccountRow {
     pub credits_posted: i64,
     pub entry_seq: i64,
     pub created_at: DateTime<Utc>,
+    /// Made by its partner through the ledger API: the partner's own books, the only
+    /// accounts its raw transfers may move money on.
+    pub partner_books: bool,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, QueryableByName)]
@@ -143,6 +146,7 @@ type AccountColumnsSql = (
     Int8,
     Int8,
     Timestamptz,
+    Bool,
 );
 
 /// The columns of a transfer, in `TransferRow` order.
@@ -166,7 +170,7 @@ crate::prepared_statement! {
     /// Reads accounts, without locking them (see [`write_batch`] for why that is safe).
     ReadAccounts -> AccountColumnsSql { ids: Vec<Uuid> => Array<SqlUuid> }
     "SELECT id, partner_id, currency, code, flags, metadata, debits_pending, debits_posted, \
-            credits_pending, credits_posted, entry_seq, created_at \
+            credits_pending, credits_posted, entry_seq, created_at, partner_books \
      FROM ledger_accounts WHERE id = ANY(??)"
 }
 
@@ -544,18 +548,6 @@ pub async fn set_account_flags(
         .set(ledger_accounts::flags.eq(flags))
         .execute(conn)
         .await
-}
-
-pub async fn find_transfer(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-) -> QueryResult<Option<TransferRow>> {
-    ledger_transfers::table
-        .find(id)
-        .select(TransferRow::as_select())
-        .first(conn)
-        .await
-        .optional()
 }
 
 /// An account's entries, newest first, before `before_seq`, at most `limit`.

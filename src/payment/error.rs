@@ -134,7 +134,8 @@ impl Problem for PaymentError {
             Self::InsufficientFunds => "insufficient_funds",
             Self::WalletFrozen => "wallet_frozen",
             Self::WalletClosed => "wallet_closed",
-            Self::Refused(_) => "payment_refused",
+            // The ledger's own code, as the ledger said it (never renamed).
+            Self::Refused(code) => code.as_str(),
             Self::NotRefundable(_) => "payment_not_refundable",
             Self::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             Self::KeyInUse => "idempotency_key_in_use",

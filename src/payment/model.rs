@@ -120,8 +120,8 @@ mod tests {
             Refusal::CurrencyMismatch
         );
         assert_eq!(
-            refusal(ResultCode::Overflow),
-            Refusal::Other(ResultCode::Overflow)
+            refusal(ResultCode::OverflowsCreditsPosted),
+            Refusal::Other(ResultCode::OverflowsCreditsPosted)
         );
     }
 

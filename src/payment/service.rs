@@ -387,8 +387,10 @@ impl PaymentService {
                 "description": description,
             })),
         };
+        // The payment module moves the money, on accounts it checked are the partner's
+        // wallets: the system's scope (a partner's own scope may not touch wallet accounts).
         self.post(
-            Scope::Partner(partner),
+            Scope::System,
             transfer,
             Attached {
                 partner,
@@ -720,8 +722,10 @@ impl PaymentService {
             timeout_secs: None,
             metadata: Some(json!({ "payment_id": id, "type": "refund", "refund_of": original })),
         };
+        // The payment module moves the money, on accounts it checked are the partner's
+        // wallets: the system's scope (a partner's own scope may not touch wallet accounts).
         self.post(
-            Scope::Partner(partner),
+            Scope::System,
             transfer,
             Attached {
                 partner,

@@ -196,3 +196,110 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_com
     workers.stop(std::time::Duration::from_secs(5)).await;
     app.assert_ledger_invariants().await;
 }
+
+async fn get_json(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
+    let resp = app.get_as(key, path).await;
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+async fn raw_transfer(app: &TestApp, key: &str, transfer: Value) -> String {
+    let resp = app
+        .post_as(key, "/v1/ledger/transfers", &json!({ "transfers": [transfer] }))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    body["results"][0]["result"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn wallet_money_moves_only_through_payments_and_partners_read_every_transfer_of_their_wallets()
+{
+    use crate::payments::{app_settling_after, funded_pair, pay, settled, withdraw};
+    let app = app_settling_after(100).await;
+    crate::kyc::load_test_list(&app).await;
+    let (partner, other) = (app.new_partner().await, app.new_partner().await);
+    let (a, b) = funded_pair(&app, &partner).await;
+    let (settlement, _) = books(&app, &partner).await;
+    let wallet = |id: &str| {
+        let (app, key, id) = (&app, partner.key.clone(), id.to_owned());
+        async move { get_json(app, &key, &format!("/v1/wallets/{id}")).await.1 }
+    };
+    let account_a = wallet(&a).await["ledger_account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let account_b = wallet(&b).await["ledger_account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The raw ledger API cannot put money into a wallet, take it out, or move it between
+    // wallets: no KYC limit, payment record or event would be written.
+    let before = (
+        app.count("ledger_transfers").await,
+        app.count("ledger_failed_transfers").await,
+    );
+    for (debit, credit) in [
+        (&settlement, &account_a),
+        (&account_a, &settlement),
+        (&account_a, &account_b),
+    ] {
+        let result = raw_transfer(
+            &app,
+            &partner.key,
+            json!({"debit_account_id": debit, "credit_account_id": credit,
+                   "amount": "1.00", "currency": "USD"}),
+        )
+        .await;
+        assert_eq!(result, "account_not_owned", "{debit} -> {credit}");
+    }
+    assert_eq!(app.count("ledger_transfers").await, before.0, "nothing moved");
+    assert_eq!(
+        app.count("ledger_failed_transfers").await,
+        before.1 + 3,
+        "the ids are burnt like any refusal on the ledger's state"
+    );
+    // It may still read its wallets' accounts.
+    let (status, account) = get_json(
+        &app,
+        &partner.key,
+        &format!("/v1/ledger/accounts/{account_a}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(account["balance"]["posted"], "100.00");
+
+    // Payments still move wallet money, and every transfer behind them reads back, for the
+    // partner whose wallets they touch and nobody else.
+    assert_eq!(
+        pay(&app, &partner.key, &a, &b, json!("10.00"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let out = withdraw(&app, &partner.key, &a, "5.00").await;
+    let out = settled(&app, &partner.key, out["id"].as_str().unwrap()).await;
+    assert_eq!(out["status"], "completed");
+    let (_, lines) = get_json(&app, &partner.key, &format!("/v1/wallets/{a}/transactions")).await;
+    let transfers: Vec<String> = lines["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["transfer_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(transfers.len(), 4, "deposit, payment, hold, settlement: {lines}");
+    for id in &transfers {
+        let path = format!("/v1/ledger/transfers/{id}");
+        let (status, transfer) = get_json(&app, &partner.key, &path).await;
+        assert_eq!(status, 200, "{id}: {transfer}");
+        assert_eq!(transfer["id"], id.as_str());
+        let resp = app.get_as(&other.key, &path).await;
+        assert_problem(resp, 404, "not_found").await;
+    }
+    // Reading is not moving: the partner cannot settle or release a hold itself.
+    let hold = &transfers[1];
+    let result = raw_transfer(&app, &partner.key, json!({"void_pending_id": hold})).await;
+    assert_eq!(result, "pending_transfer_not_found");
+    app.assert_ledger_invariants().await;
+}

@@ -65,7 +65,7 @@ pub(crate) async fn deposit(app: &TestApp, key: &str, wallet: &str, amount: &str
     resp.json().await.unwrap()
 }
 
-async fn pay(app: &TestApp, key: &str, from: &str, to: &str, amount: Value) -> reqwest::Response {
+pub(crate) async fn pay(app: &TestApp, key: &str, from: &str, to: &str, amount: Value) -> reqwest::Response {
     app.post_as(
         key,
         "/v1/payments",
@@ -92,7 +92,7 @@ async fn money_rows(app: &TestApp) -> (i64, i64, i64) {
 }
 
 /// Two verified customers' USD wallets, A funded with 100.00.
-async fn funded_pair(app: &TestApp, partner: &TestPartner) -> (String, String) {
+pub(crate) async fn funded_pair(app: &TestApp, partner: &TestPartner) -> (String, String) {
     let alice = verified_customer(app, partner).await;
     let bob = verified_customer(app, partner).await;
     let a = open_wallet(app, &partner.key, &alice, "USD").await;
@@ -849,7 +849,7 @@ async fn a_payment_claims_its_key_in_its_own_transaction() {
 }
 
 /// An app whose sandbox rail settles withdrawals after `delay_ms`.
-async fn app_settling_after(delay_ms: u64) -> TestApp {
+pub(crate) async fn app_settling_after(delay_ms: u64) -> TestApp {
     crate::helpers::spawn_app_with(
         crate::helpers::TestOptions::default()
             .var(
@@ -861,7 +861,7 @@ async fn app_settling_after(delay_ms: u64) -> TestApp {
     .await
 }
 
-async fn withdraw(app: &TestApp, key: &str, wallet: &str, amount: &str) -> Value {
+pub(crate) async fn withdraw(app: &TestApp, key: &str, wallet: &str, amount: &str) -> Value {
     let resp = app
         .post_as(
             key,
@@ -880,7 +880,7 @@ async fn withdraw(app: &TestApp, key: &str, wallet: &str, amount: &str) -> Value
 }
 
 /// Waits until the payment leaves `pending` (or 10 s pass) and returns it.
-async fn settled(app: &TestApp, key: &str, id: &str) -> Value {
+pub(crate) async fn settled(app: &TestApp, key: &str, id: &str) -> Value {
     let started = std::time::Instant::now();
     loop {
         let payment = get(app, key, &format!("/v1/payments/{id}")).await;

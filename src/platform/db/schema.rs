@@ -90,6 +90,7 @@ diesel::table! {
         credits_posted -> Int8,
         entry_seq -> Int8,
         created_at -> Timestamptz,
+        partner_books -> Bool,
     }
 }
 
