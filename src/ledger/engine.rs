@@ -27,7 +27,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use futures_util::FutureExt;
@@ -281,18 +281,10 @@ fn caused_by_a_request(error: &LedgerError) -> bool {
     }
 }
 
-/// The connection broke (server restart, network): a new one may well work.
+/// The connection broke or the server is going away (restart, network): a new connection
+/// may well work, and the batch's fate must be learned before it runs again.
 fn is_connection_lost(e: &diesel::result::Error) -> bool {
-    matches!(
-        e,
-        diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UnableToSendCommand,
-            _
-        ) | diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::ClosedConnection,
-            _
-        ) | diesel::result::Error::BrokenTransactionManager
-    )
+    crate::platform::db::is_unavailable(e)
 }
 
 /// Another replica wrote the same transfer id (or resolved the same pending transfer) first.
@@ -537,20 +529,26 @@ impl Core {
     }
 
     /// One transaction for the whole batch.
+    ///
+    /// Should the connection break once the batch was decided (while its write or COMMIT
+    /// travels), the transaction may or may not have committed: the database is asked what
+    /// became of it (`txid_status`) before anything runs again, so a batch that committed is
+    /// answered as committed, never run a second time (where its own transfers would answer
+    /// `exists`). If that cannot be learned, every request gets `database_unavailable`: the
+    /// client retries with the same ids and keys, which is safe either way.
     async fn attempt(
         &self,
         batch: &mut [Submission],
         pessimistic: bool,
     ) -> Result<Vec<Vec<Outcome>>, BatchError> {
-        // Microseconds: what PostgreSQL stores, so expiry decisions agree with stored values.
-        let now = Utc::now().trunc_subsecs(6);
         let mut conn = self
             .db
             .conn()
             .await
             .map_err(|e| BatchError::Fatal(LedgerError::Db(e)))?;
+        let mut progress = Progress::default();
         let result = self
-            .in_transaction(&mut conn, batch, now, pessimistic)
+            .in_transaction(&mut conn, batch, pessimistic, &mut progress)
             .await;
         if result.is_err()
             && in_transaction(&mut conn)
@@ -559,17 +557,70 @@ impl Core {
             tracing::error!(error.cause = %rollback, "rollback of a ledger batch failed; dropping the connection");
             drop(deadpool::managed::Object::take(conn));
         }
-        result
+        match result {
+            Err(BatchError::Retry(LedgerError::Db(DbError::Query(e))))
+                if is_connection_lost(&e) =>
+            {
+                let (Some(txid), Some(results)) = (progress.txid, progress.results) else {
+                    return Err(BatchError::Retry(LedgerError::Db(DbError::Query(e))));
+                };
+                match self.fate_of(txid).await {
+                    Fate::Committed => {
+                        tracing::warn!(
+                            ledger.txid = txid,
+                            "the connection broke at commit; the batch had committed"
+                        );
+                        Ok(results)
+                    }
+                    Fate::RolledBack => Err(BatchError::Retry(LedgerError::Db(DbError::Query(e)))),
+                    Fate::Unknown => {
+                        tracing::error!(ledger.txid = txid, error.cause = %e,
+                            "the connection broke at commit and the batch's fate is unknown");
+                        Err(BatchError::Fatal(LedgerError::Db(DbError::Unavailable(
+                            "the outcome of a ledger commit could not be learned".into(),
+                        ))))
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// What became of transaction `txid`, asked on a fresh connection, waiting a little for
+    /// the server to notice a dead client (`in progress`) and to come back if it went away.
+    async fn fate_of(&self, txid: i64) -> Fate {
+        let deadline = Instant::now() + FATE_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(mut conn) = self.db.conn().await {
+                match store::txid_status(&mut conn, txid).await {
+                    Ok(Some(status)) if status == "committed" => return Fate::Committed,
+                    Ok(Some(status)) if status == "aborted" => return Fate::RolledBack,
+                    // Too old to tell (wrapped around): cannot happen within seconds.
+                    Ok(None) => return Fate::Unknown,
+                    // "in progress": the server has not noticed yet.
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        tracing::debug!(error.cause = %e, "asking for a batch's fate failed");
+                        drop(deadpool::managed::Object::take(conn));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Fate::Unknown
     }
 
     /// BEGIN travels with the first reads and COMMIT with the write: a batch costs two round
-    /// trips (three when it posts or voids pending transfers) plus the commit's flush.
+    /// trips (three when it posts or voids pending transfers) plus the commit's flush. The
+    /// transaction's id and start time come back with BEGIN's round trip; the start time is
+    /// the batch's clock (one clock for every replica: the database's), stamping transfers
+    /// and entries and deciding expiry.
     async fn in_transaction(
         &self,
         conn: &mut AsyncPgConnection,
         batch: &mut [Submission],
-        now: DateTime<Utc>,
         pessimistic: bool,
+        progress: &mut Progress,
     ) -> Result<Vec<Vec<Outcome>>, BatchError> {
         let mut lock_keys: Vec<i64> = batch
             .iter()
@@ -596,20 +647,25 @@ impl Core {
         const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
         let mut pending_rows = Vec::new();
         let mut begun = false;
+        let mut now: Option<DateTime<Utc>> = None;
         if !pending_ids.is_empty() {
             // Pending transfers are immutable: read them first, to learn their accounts.
             let shared: &AsyncPgConnection = conn;
-            let (began, rows) = futures_util::future::join(
+            let (began, info, rows) = futures_util::future::join3(
                 async move {
                     let mut c = shared;
                     diesel_async::SimpleAsyncConnection::batch_execute(&mut c, BEGIN).await
                 },
+                store::tx_info(shared),
                 store::load_transfers(shared, pending_ids.iter().copied().collect()),
             )
             .await;
             began?;
             note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
             begun = true;
+            let (txid, at) = info?;
+            progress.txid = Some(txid);
+            now = Some(at);
             pending_rows = rows?;
             for row in &pending_rows {
                 account_ids.insert(row.debit_account_id);
@@ -619,9 +675,21 @@ impl Core {
         if pessimistic {
             // The global lock order: advisory keys (ascending), then accounts (by id).
             if !begun {
-                diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, BEGIN).await?;
+                let shared: &AsyncPgConnection = conn;
+                let (began, info) = futures_util::future::join(
+                    async move {
+                        let mut c = shared;
+                        diesel_async::SimpleAsyncConnection::batch_execute(&mut c, BEGIN).await
+                    },
+                    store::tx_info(shared),
+                )
+                .await;
+                began?;
                 note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
                 begun = true;
+                let (txid, at) = info?;
+                progress.txid = Some(txid);
+                now = Some(at);
             }
             if !lock_keys.is_empty() {
                 store::advisory_locks(&mut &*conn, lock_keys.clone()).await?;
@@ -633,13 +701,19 @@ impl Core {
         // not taken already.
         let advisory = if pessimistic { Vec::new() } else { lock_keys };
         let shared: &AsyncPgConnection = conn;
-        let (began, locked, reads) = futures_util::future::join3(
+        let (began, info, locked, reads) = futures_util::future::join4(
             async move {
                 if begun {
                     return Ok(());
                 }
                 let mut c = shared;
                 diesel_async::SimpleAsyncConnection::batch_execute(&mut c, BEGIN).await
+            },
+            async move {
+                if begun {
+                    return Ok(None);
+                }
+                store::tx_info(shared).await.map(Some)
             },
             async move {
                 if advisory.is_empty() {
@@ -659,6 +733,15 @@ impl Core {
         if !begun {
             note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
         }
+        if let Some((txid, at)) = info? {
+            progress.txid = Some(txid);
+            now = Some(at);
+        }
+        let now = now.ok_or_else(|| {
+            BatchError::Fatal(LedgerError::Internal(anyhow::anyhow!(
+                "a batch began without its transaction's clock"
+            )))
+        })?;
         locked?;
         let (accounts, existing, resolutions, failed) = reads?;
 
@@ -756,6 +839,8 @@ impl Core {
             }
         }
 
+        progress.results = Some(results.clone());
+
         // 5. One statement writes it all, then COMMIT. The COMMIT must not be pipelined with
         // the write: on a connection's first batch the write's statement is still being
         // prepared (a round trip of its own), so a COMMIT sent alongside overtook it and
@@ -773,6 +858,25 @@ impl Core {
         note_depth(conn, TransactionDepthChange::DecreaseDepth)?;
         Ok(results)
     }
+}
+
+/// How long the engine tries to learn the fate of a batch whose connection broke at commit.
+const FATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an attempt got as far as, for when its connection breaks.
+#[derive(Default)]
+struct Progress {
+    /// The transaction's id, once it began.
+    txid: Option<i64>,
+    /// The batch's answers, once decided and its attached writes ran.
+    results: Option<Vec<Vec<Outcome>>>,
+}
+
+/// What became of a transaction whose connection broke.
+enum Fate {
+    Committed,
+    RolledBack,
+    Unknown,
 }
 
 /// An attached write's failure: `Ok` with a retry of the batch when it is a conflict with

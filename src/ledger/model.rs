@@ -754,17 +754,35 @@ fn evaluate_movement(
     }
     let (d_pending, d_posted) = if pending { (amount, 0) } else { (0, amount) };
     let debit_totals = Totals {
-        debits_pending: add(debit.totals.debits_pending, d_pending, ResultCode::OverflowsDebitsPending)?,
-        debits_posted: add(debit.totals.debits_posted, d_posted, ResultCode::OverflowsDebitsPosted)?,
+        debits_pending: add(
+            debit.totals.debits_pending,
+            d_pending,
+            ResultCode::OverflowsDebitsPending,
+        )?,
+        debits_posted: add(
+            debit.totals.debits_posted,
+            d_posted,
+            ResultCode::OverflowsDebitsPosted,
+        )?,
         ..debit.totals
     };
     let credit_totals = Totals {
-        credits_pending: add(credit.totals.credits_pending, d_pending, ResultCode::OverflowsCreditsPending)?,
-        credits_posted: add(credit.totals.credits_posted, d_posted, ResultCode::OverflowsCreditsPosted)?,
+        credits_pending: add(
+            credit.totals.credits_pending,
+            d_pending,
+            ResultCode::OverflowsCreditsPending,
+        )?,
+        credits_posted: add(
+            credit.totals.credits_posted,
+            d_posted,
+            ResultCode::OverflowsCreditsPosted,
+        )?,
         ..credit.totals
     };
     within_range(&debit_totals, &credit_totals)?;
-    if t.timeout_secs.is_some_and(|secs| i32::try_from(secs).is_err()) {
+    if t.timeout_secs
+        .is_some_and(|secs| i32::try_from(secs).is_err())
+    {
         return Err(ResultCode::OverflowsTimeout);
     }
     if breaks_debit_limit(debit.flags, &debit_totals) {
@@ -889,13 +907,29 @@ fn evaluate_resolution(
         .ok_or(ResultCode::AccountNotFound)?;
     let release = pending.amount;
     let debit_totals = Totals {
-        debits_pending: sub(debit.totals.debits_pending, release, ResultCode::OverflowsDebitsPending)?,
-        debits_posted: add(debit.totals.debits_posted, amount, ResultCode::OverflowsDebitsPosted)?,
+        debits_pending: sub(
+            debit.totals.debits_pending,
+            release,
+            ResultCode::OverflowsDebitsPending,
+        )?,
+        debits_posted: add(
+            debit.totals.debits_posted,
+            amount,
+            ResultCode::OverflowsDebitsPosted,
+        )?,
         ..debit.totals
     };
     let credit_totals = Totals {
-        credits_pending: sub(credit.totals.credits_pending, release, ResultCode::OverflowsCreditsPending)?,
-        credits_posted: add(credit.totals.credits_posted, amount, ResultCode::OverflowsCreditsPosted)?,
+        credits_pending: sub(
+            credit.totals.credits_pending,
+            release,
+            ResultCode::OverflowsCreditsPending,
+        )?,
+        credits_posted: add(
+            credit.totals.credits_posted,
+            amount,
+            ResultCode::OverflowsCreditsPosted,
+        )?,
         ..credit.totals
     };
     within_range(&debit_totals, &credit_totals)?;
@@ -954,10 +988,18 @@ fn sub(a: i64, b: i64, overflow: ResultCode) -> Result<i64, ResultCode> {
 /// `overflows_debits` / `overflows_credits`), so balances, limits and every check over the
 /// books can be computed without overflowing.
 fn within_range(debit: &Totals, credit: &Totals) -> Result<(), ResultCode> {
-    if debit.debits_pending.checked_add(debit.debits_posted).is_none() {
+    if debit
+        .debits_pending
+        .checked_add(debit.debits_posted)
+        .is_none()
+    {
         return Err(ResultCode::OverflowsDebits);
     }
-    if credit.credits_pending.checked_add(credit.credits_posted).is_none() {
+    if credit
+        .credits_pending
+        .checked_add(credit.credits_posted)
+        .is_none()
+    {
         return Err(ResultCode::OverflowsCredits);
     }
     Ok(())

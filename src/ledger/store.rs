@@ -189,6 +189,13 @@ crate::prepared_statement! {
 }
 
 crate::prepared_statement! {
+    /// The transaction's id (to learn its fate should the connection break at commit) and
+    /// its start time (the batch's clock).
+    TxInfo -> (BigInt, Timestamptz) {}
+    "SELECT txid_current(), now()"
+}
+
+crate::prepared_statement! {
     /// Remembered failures among the ids.
     LoadFailed -> (SqlUuid, Text) { ids: Vec<Uuid> => Array<SqlUuid> }
     "SELECT id, result FROM ledger_failed_transfers WHERE id = ANY(??)"
@@ -248,6 +255,27 @@ pub async fn load_resolutions(
 pub struct FailedRow {
     pub id: Uuid,
     pub result: String,
+}
+
+/// The current transaction's id and start time (see [`TxInfo`]).
+pub async fn tx_info(conn: &AsyncPgConnection) -> QueryResult<(i64, DateTime<Utc>)> {
+    let mut conn = conn;
+    TxInfo {}.get_result(&mut conn).await
+}
+
+/// `committed`, `aborted` or `in progress` for a recent transaction id; `None` when it is too
+/// old to tell.
+pub async fn txid_status(conn: &mut AsyncPgConnection, txid: i64) -> QueryResult<Option<String>> {
+    #[derive(QueryableByName)]
+    struct Status {
+        #[diesel(sql_type = Nullable<Text>)]
+        status: Option<String>,
+    }
+    let row: Status = diesel::sql_query("SELECT txid_status($1) AS status")
+        .bind::<BigInt, _>(txid)
+        .get_result(conn)
+        .await?;
+    Ok(row.status)
 }
 
 /// Remembered failures among `ids`.

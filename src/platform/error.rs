@@ -211,9 +211,14 @@ pub fn problem_response(
             status.as_u16()
         )
     });
-    HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)))
-        .body(json)
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every 503 is temporary (the database, the ledger's queue, readiness): say when to
+        // come back, so clients and proxies retry instead of giving up.
+        response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+    }
+    response.body(json)
 }
 
 /// The code used for a bare status that no handler described (404 from the router, 405, ...).
@@ -257,6 +262,19 @@ pub fn detail_for_status(status: StatusCode) -> &'static str {
 mod tests {
     use super::*;
     use actix_web::body::MessageBody;
+
+    #[test]
+    fn a_503_says_when_to_come_back_and_other_statuses_do_not() {
+        let unavailable = problem_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "later",
+            None,
+        );
+        assert_eq!(unavailable.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let conflict = problem_response(StatusCode::CONFLICT, "x", "y", None);
+        assert!(conflict.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[derive(Debug, thiserror::Error)]
     enum Sample {

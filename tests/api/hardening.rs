@@ -204,7 +204,11 @@ async fn get_json(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
 
 async fn raw_transfer(app: &TestApp, key: &str, transfer: Value) -> String {
     let resp = app
-        .post_as(key, "/v1/ledger/transfers", &json!({ "transfers": [transfer] }))
+        .post_as(
+            key,
+            "/v1/ledger/transfers",
+            &json!({ "transfers": [transfer] }),
+        )
         .await;
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
@@ -213,7 +217,7 @@ async fn raw_transfer(app: &TestApp, key: &str, transfer: Value) -> String {
 
 #[tokio::test]
 async fn wallet_money_moves_only_through_payments_and_partners_read_every_transfer_of_their_wallets()
-{
+ {
     use crate::payments::{app_settling_after, funded_pair, pay, settled, withdraw};
     let app = app_settling_after(100).await;
     crate::kyc::load_test_list(&app).await;
@@ -253,7 +257,11 @@ async fn wallet_money_moves_only_through_payments_and_partners_read_every_transf
         .await;
         assert_eq!(result, "account_not_owned", "{debit} -> {credit}");
     }
-    assert_eq!(app.count("ledger_transfers").await, before.0, "nothing moved");
+    assert_eq!(
+        app.count("ledger_transfers").await,
+        before.0,
+        "nothing moved"
+    );
     assert_eq!(
         app.count("ledger_failed_transfers").await,
         before.1 + 3,
@@ -288,7 +296,11 @@ async fn wallet_money_moves_only_through_payments_and_partners_read_every_transf
         .iter()
         .map(|l| l["transfer_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(transfers.len(), 4, "deposit, payment, hold, settlement: {lines}");
+    assert_eq!(
+        transfers.len(),
+        4,
+        "deposit, payment, hold, settlement: {lines}"
+    );
     for id in &transfers {
         let path = format!("/v1/ledger/transfers/{id}");
         let (status, transfer) = get_json(&app, &partner.key, &path).await;
@@ -302,4 +314,245 @@ async fn wallet_money_moves_only_through_payments_and_partners_read_every_transf
     let result = raw_transfer(&app, &partner.key, json!({"void_pending_id": hold})).await;
     assert_eq!(result, "pending_transfer_not_found");
     app.assert_ledger_invariants().await;
+}
+
+/// A partner's books through the engine: a settlement account and a customer account that
+/// may not go negative.
+async fn direct_books(
+    ledger: &flowlet::ledger::LedgerService,
+    scope: direct::Scope,
+) -> (direct::AccountId, direct::AccountId) {
+    let accounts = ledger
+        .create_accounts(
+            scope,
+            vec![
+                flowlet::ledger::NewAccount {
+                    id: None,
+                    currency: usd(),
+                    code: 1,
+                    flags: flowlet::ledger::AccountFlags::default(),
+                    metadata: None,
+                },
+                flowlet::ledger::NewAccount {
+                    id: None,
+                    currency: usd(),
+                    code: 2,
+                    flags: flowlet::ledger::AccountFlags(
+                        flowlet::ledger::AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+                    ),
+                    metadata: None,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    (accounts[0].state.id, accounts[1].state.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_id_is_never_both_failed_and_posted_across_replicas() {
+    use diesel_async::SimpleAsyncConnection;
+    let app = spawn_app().await;
+    let (replica_a, workers_a) = app.spawn_engine(3);
+    let (replica_b, workers_b) = app.spawn_engine(3);
+    let partner = app.new_partner().await;
+    let scope = direct::Scope::Partner(partner.id);
+    let (settlement, customer) = direct_books(&replica_a, scope).await;
+    let x = transfer(customer, settlement, 100, None);
+
+    // Replica A decides X fails (the customer holds nothing), but its write of the failure
+    // is held back: another session keeps ledger_failed_transfers locked against inserts.
+    let mut blocker = app.db().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE ledger_failed_transfers IN SHARE MODE")
+        .await
+        .unwrap();
+    let first = {
+        let (replica_a, x) = (replica_a.clone(), x.clone());
+        tokio::spawn(async move { replica_a.post(scope, vec![x], None).await })
+    };
+    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE relation = \
+                   'ledger_failed_transfers'::regclass AND NOT granted";
+    let started = std::time::Instant::now();
+    while app.sql_count(waiting).await == 0 {
+        assert!(started.elapsed().as_secs() < 10, "replica A never wrote");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Meanwhile money arrives and the client's retry of X reaches replica B: it posts.
+    let funded = replica_b
+        .post(scope, vec![transfer(settlement, customer, 100, None)], None)
+        .await
+        .unwrap();
+    assert_eq!(funded[0].code, direct::ResultCode::Ok);
+    let retried = replica_b.post(scope, vec![x.clone()], None).await.unwrap();
+    assert_eq!(retried[0].code, direct::ResultCode::Ok);
+    blocker.batch_execute("COMMIT").await.unwrap();
+
+    // Replica A's failure now conflicts with the posted id: it runs again on what committed
+    // and answers as the ledger stands, instead of recording a failure for money that moved.
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first[0].code, direct::ResultCode::Exists);
+    let both = app
+        .sql_count(
+            "SELECT count(*) AS n FROM ledger_transfers t JOIN ledger_failed_transfers f USING (id)",
+        )
+        .await;
+    assert_eq!(both, 0, "an id both failed and posted");
+    // Any id reused later answers from the one id space.
+    let again = replica_a.post(scope, vec![x], None).await.unwrap();
+    assert_eq!(again[0].code, direct::ResultCode::Exists);
+    workers_a.stop(std::time::Duration::from_secs(5)).await;
+    workers_b.stop(std::time::Duration::from_secs(5)).await;
+    app.assert_ledger_invariants().await;
+}
+
+/// A TCP proxy in front of the test's PostgreSQL that can cut one connection right after it
+/// forwards a COMMIT: the server commits, the client never hears so (the worst moment for a
+/// connection to break). Armed with a needle: the connection whose traffic carries it is the
+/// one cut, at its next COMMIT.
+struct CommitCutter {
+    port: u16,
+    needle: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// The simple-query message `COMMIT` (what the engine sends to commit a batch).
+const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl CommitCutter {
+    async fn start(database_url: &str) -> CommitCutter {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = url::Url::parse(database_url).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            target.host_str().unwrap(),
+            target.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let needle = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (armed, counted) = (needle.clone(), cuts.clone());
+        let server = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (armed, counted) = (armed.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let back = tokio::spawn(async move {
+                        drop(tokio::io::copy(&mut server_read, &mut client_write).await);
+                    });
+                    let mut marked = false;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        if !marked && let Some(needle) = armed.lock().unwrap().as_deref() {
+                            marked = contains(chunk, needle);
+                        }
+                        let cut = marked && contains(chunk, COMMIT_MESSAGE);
+                        if cut {
+                            // Nothing more reaches the client: not even COMMIT's answer.
+                            back.abort();
+                        }
+                        if server_write.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                        if cut {
+                            // Forwarded: give the server a moment to commit, then cut.
+                            armed.lock().unwrap().take();
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            break;
+                        }
+                    }
+                    back.abort();
+                });
+            }
+        });
+        CommitCutter {
+            port,
+            needle,
+            cuts,
+            server,
+        }
+    }
+
+    fn url(&self, database_url: &str) -> String {
+        let mut url = url::Url::parse(database_url).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.port)).unwrap();
+        url.to_string()
+    }
+
+    fn arm(&self, needle: &str) {
+        *self.needle.lock().unwrap() = Some(needle.as_bytes().to_vec());
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CommitCutter {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_payment_whose_connection_breaks_right_after_commit_is_answered_as_committed() {
+    use crate::helpers::{TestOptions, spawn_app_with};
+    // The app reaches PostgreSQL through the cutter.
+    let direct = spawn_app().await;
+    let cutter = CommitCutter::start(&direct.db_url).await;
+    let app = spawn_app_with(
+        TestOptions::default()
+            .sharing(&direct)
+            .var("FLOWLET__DATABASE__URL", cutter.url(&direct.db_url)),
+    )
+    .await;
+    crate::kyc::load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = crate::payments::funded_pair(&app, &partner).await;
+    let needle = format!("cut-{}", uuid::Uuid::now_v7().simple());
+    cutter.arm(&needle);
+    let resp = app
+        .post_as(
+            &partner.key,
+            "/v1/payments",
+            &json!({"from_wallet_id": a, "to_wallet_id": b, "amount": "10.00",
+                    "currency": "USD", "description": needle}),
+        )
+        .await;
+    assert_eq!(cutter.cuts(), 1, "the commit's connection was cut");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        status, 201,
+        "it committed, so it is answered as done: {body}"
+    );
+    assert_eq!(body["status"], "completed");
+    assert_eq!(
+        app.sql_count(&format!(
+            "SELECT count(*) AS n FROM payment_payments WHERE description = '{needle}'"
+        ))
+        .await,
+        1
+    );
+    let (_, balance) = get_json(&app, &partner.key, &format!("/v1/wallets/{b}/balance")).await;
+    assert_eq!(balance["available"], "10.00", "the money moved once");
+    direct.assert_ledger_invariants().await;
 }

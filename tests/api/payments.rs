@@ -65,7 +65,13 @@ pub(crate) async fn deposit(app: &TestApp, key: &str, wallet: &str, amount: &str
     resp.json().await.unwrap()
 }
 
-pub(crate) async fn pay(app: &TestApp, key: &str, from: &str, to: &str, amount: Value) -> reqwest::Response {
+pub(crate) async fn pay(
+    app: &TestApp,
+    key: &str,
+    from: &str,
+    to: &str,
+    amount: Value,
+) -> reqwest::Response {
     app.post_as(
         key,
         "/v1/payments",

@@ -27,7 +27,7 @@ use crate::platform::error::Problem;
 use crate::platform::metrics::PoolUsage;
 
 pub use migrate::{MigrationStatus, migration_status, run_migrations};
-pub use tx::{Retryable, Tx, TxFuture, is_retryable};
+pub use tx::{Retryable, Tx, TxFuture, is_retryable, is_unavailable};
 
 /// A pooled connection; only the platform and stores see it.
 pub type Conn = Object<AsyncPgConnection>;
@@ -63,6 +63,7 @@ impl Problem for DbError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Query(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Query(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +71,7 @@ impl Problem for DbError {
     fn code(&self) -> &'static str {
         match self {
             Self::Unavailable(_) => "database_unavailable",
+            Self::Query(e) if is_unavailable(e) => "database_unavailable",
             Self::Query(_) => "internal_error",
         }
     }
@@ -193,6 +195,61 @@ impl Db {
                 }
                 other => return other,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    fn server_said(kind: DatabaseErrorKind, message: &str) -> DbError {
+        DbError::Query(DieselError::DatabaseError(
+            kind,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn a_database_that_went_away_is_503_database_unavailable_not_500() {
+        for gone in [
+            server_said(DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            server_said(DatabaseErrorKind::ClosedConnection, "closed"),
+            server_said(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            server_said(
+                DatabaseErrorKind::Unknown,
+                "the database system is shutting down",
+            ),
+            server_said(
+                DatabaseErrorKind::Unknown,
+                "the database system is starting up",
+            ),
+            server_said(
+                DatabaseErrorKind::Unknown,
+                "sorry, too many clients already",
+            ),
+            DbError::Query(DieselError::BrokenTransactionManager),
+            DbError::Unavailable("pool timed out".into()),
+        ] {
+            assert_eq!(gone.status(), StatusCode::SERVICE_UNAVAILABLE, "{gone:?}");
+            assert_eq!(gone.code(), "database_unavailable");
+        }
+        for broken in [
+            server_said(DatabaseErrorKind::UniqueViolation, "duplicate key value"),
+            server_said(
+                DatabaseErrorKind::Unknown,
+                "unsupported Unicode escape sequence",
+            ),
+        ] {
+            assert_eq!(
+                broken.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{broken:?}"
+            );
         }
     }
 }

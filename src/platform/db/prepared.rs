@@ -33,6 +33,8 @@ macro_rules! prepared_statement {
                 &'b self,
                 mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
             ) -> diesel::QueryResult<()> {
+                // Not mutated by a statement without parameters.
+                #[allow(unused_mut)]
                 let mut parts = $sql.split("??");
                 $(
                     out.push_sql(parts.next().unwrap_or_default());

@@ -55,6 +55,41 @@ pub fn is_retryable(err: &DieselError) -> bool {
     }
 }
 
+/// The database is not there for this statement: the connection broke or was never had, or
+/// the server is shutting down, starting up, recovering or full. The statement said nothing
+/// about the request, so the answer is 503 `database_unavailable` and the same work may well
+/// succeed on another connection shortly.
+///
+/// diesel's error carries no SQLSTATE, so server-side cases (57P01-57P03, 53300, the
+/// connection-failure class) are recognised by PostgreSQL's messages (English: see
+/// [`is_retryable`]); errors with no SQLSTATE at all (a closed socket) come as
+/// `UnableToSendCommand`.
+pub fn is_unavailable(err: &DieselError) -> bool {
+    const MESSAGES: &[&str] = &[
+        "terminating connection",
+        "the database system is",
+        "sorry, too many clients",
+        "remaining connection slots are reserved",
+        "connection to server",
+        "server closed the connection",
+        "could not connect",
+        "connection closed",
+        "no connection to the server",
+    ];
+    match err {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+            _,
+        )
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message();
+            MESSAGES.iter().any(|m| message.starts_with(m))
+        }
+        _ => false,
+    }
+}
+
 /// A short pause that grows with each attempt, so conflicting transactions drift apart.
 pub(super) fn backoff(attempt: u32) -> Duration {
     let jitter = u64::from(uuid::Uuid::now_v7().as_u128().to_le_bytes()[0] % 8);
