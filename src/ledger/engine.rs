@@ -622,13 +622,13 @@ impl Core {
         pessimistic: bool,
         progress: &mut Progress,
     ) -> Result<Vec<Vec<Outcome>>, BatchError> {
-        let mut lock_keys: Vec<i64> = batch
-            .iter()
-            .filter(|s| s.side.is_some())
-            .flat_map(|s| s.locks.iter().copied())
-            .collect();
-        lock_keys.sort_unstable();
-        lock_keys.dedup();
+        let mut lock_keys = LockPlan::new(
+            batch
+                .iter()
+                .filter(|s| s.side.is_some())
+                .flat_map(|s| s.locks.iter().copied())
+                .collect(),
+        );
         let mut transfer_ids: Vec<Uuid> = Vec::new();
         let mut pending_ids: BTreeSet<Uuid> = BTreeSet::new();
         let mut account_ids: BTreeSet<Uuid> = BTreeSet::new();
@@ -692,14 +692,15 @@ impl Core {
                 now = Some(at);
             }
             if !lock_keys.is_empty() {
-                store::advisory_locks(&mut &*conn, lock_keys.clone()).await?;
+                store::advisory_locks(&mut &*conn, std::mem::take(&mut lock_keys)).await?;
             }
             store::lock_accounts(conn, account_ids.iter().copied().collect()).await?;
         }
         // Accounts, ids and resolutions: one pipelined round trip, no row locks; with them the
         // advisory locks the attached writes asked for (all in one statement, ascending), when
         // not taken already.
-        let advisory = if pessimistic { Vec::new() } else { lock_keys };
+        // Empty when the pessimistic path took them already.
+        let advisory = lock_keys;
         let shared: &AsyncPgConnection = conn;
         let (began, info, locked, reads) = futures_util::future::join4(
             async move {
@@ -860,6 +861,67 @@ impl Core {
     }
 }
 
+/// Most advisory keys a batch locks one by one; a batch with more locks their buckets instead,
+/// so no batch holds more than [`LOCK_BUCKETS`] advisory locks, whatever its size: PostgreSQL's
+/// shared lock table (`max_locks_per_transaction` x connections, 6,400 by default) is shared by
+/// every transaction, and two batches of 8,190 keys each used to exhaust it and fail.
+const EXACT_LOCKS_MAX: usize = 128;
+/// Buckets the keys fold into (`key` mod this), locked in PostgreSQL's two-int key space
+/// (class [`LOCK_BUCKET_CLASS`]), which never meets the single-bigint keys.
+const LOCK_BUCKETS: i64 = 256;
+/// The class of the bucket locks: "fl" in ASCII.
+const LOCK_BUCKET_CLASS: i32 = 0x666c;
+
+/// The advisory locks of a batch, multi-granularity: a small batch takes each key's bucket
+/// shared and the key itself exclusive; a large one takes its keys' buckets exclusive. Any two
+/// batches sharing a key therefore conflict (exact-exact on the key, bucket-bucket exclusive
+/// otherwise), small batches on different keys still run side by side, and everyone takes the
+/// buckets first and the keys second, each in ascending order, so no two batches wait on each
+/// other in a cycle.
+#[derive(Debug, Default, PartialEq)]
+pub struct LockPlan {
+    /// The two-int key space's class of the buckets.
+    pub class: i32,
+    /// The bucket (0..LOCK_BUCKETS) or the key, in the order to take them.
+    pub keys: Vec<i64>,
+    /// Whether the entry is a key (else a bucket).
+    pub exact: Vec<bool>,
+    /// Whether a bucket is taken shared.
+    pub shared: Vec<bool>,
+}
+
+impl LockPlan {
+    fn new(mut keys: Vec<i64>) -> LockPlan {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut buckets: Vec<i64> = keys.iter().map(|k| k.rem_euclid(LOCK_BUCKETS)).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        let small = keys.len() <= EXACT_LOCKS_MAX;
+        let mut plan = LockPlan {
+            class: LOCK_BUCKET_CLASS,
+            ..LockPlan::default()
+        };
+        for bucket in buckets {
+            plan.keys.push(bucket);
+            plan.exact.push(false);
+            plan.shared.push(small);
+        }
+        if small {
+            for key in keys {
+                plan.keys.push(key);
+                plan.exact.push(true);
+                plan.shared.push(false);
+            }
+        }
+        plan
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// How long the engine tries to learn the fate of a batch whose connection broke at commit.
 const FATE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -1017,4 +1079,32 @@ fn push_account(w: &mut WriteSet, a: &AccountState) {
     w.accounts.credits_pending.push(a.totals.credits_pending);
     w.accounts.credits_posted.push(a.totals.credits_posted);
     w.accounts.entry_seq.push(a.seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_batch_locks_each_key_under_its_shared_bucket() {
+        let plan = LockPlan::new(vec![300, -1, 44, 300]);
+        // Buckets first (ascending, shared), then the keys (ascending, exclusive).
+        assert_eq!(plan.keys, vec![44, 255, -1, 44, 300]);
+        assert_eq!(plan.exact, vec![false, false, true, true, true]);
+        assert_eq!(plan.shared, vec![true, true, false, false, false]);
+        assert_eq!(plan.class, LOCK_BUCKET_CLASS);
+        assert!(LockPlan::new(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_large_batch_takes_at_most_the_buckets_exclusively() {
+        let keys: Vec<i64> = (0..8190).map(|k| k * 7919 - 3_000_000).collect();
+        let plan = LockPlan::new(keys);
+        assert_eq!(plan.keys.len(), usize::try_from(LOCK_BUCKETS).unwrap());
+        assert!(plan.exact.iter().all(|e| !e));
+        assert!(plan.shared.iter().all(|s| !s));
+        assert!(plan.keys.windows(2).all(|w| w[0] < w[1]), "ascending");
+        let just_over = LockPlan::new((0..=i64::try_from(EXACT_LOCKS_MAX).unwrap()).collect());
+        assert!(just_over.exact.iter().all(|e| !e));
+    }
 }

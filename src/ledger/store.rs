@@ -529,9 +529,20 @@ pub async fn find_account(
 }
 
 crate::prepared_statement! {
-    /// Transaction-scoped advisory locks, in the order given (its SQL type is never read).
-    AdvisoryLocks -> BigInt { keys: Vec<i64> => Array<BigInt> }
-    "SELECT pg_advisory_xact_lock(k) FROM unnest(??::bigint[]) AS k"
+    /// Transaction-scoped advisory locks, in the order given (its SQL type is never read): a
+    /// key exclusive, or a bucket (in the plan's class) shared or exclusive; see the engine's
+    /// `LockPlan`.
+    AdvisoryLocks -> BigInt {
+        class: i32 => Int4,
+        keys: Vec<i64> => Array<BigInt>,
+        exact: Vec<bool> => Array<Bool>,
+        shared: Vec<bool> => Array<Bool>,
+    }
+    "SELECT CASE WHEN u.exact THEN pg_advisory_xact_lock(u.k) \
+                 WHEN u.shared THEN pg_advisory_xact_lock_shared(c.class, u.k::int4) \
+                 ELSE pg_advisory_xact_lock(c.class, u.k::int4) END \
+     FROM (SELECT ??::int4 AS class) AS c, \
+          unnest(??::bigint[], ??::bool[], ??::bool[]) AS u(k, exact, shared)"
 }
 
 crate::prepared_statement! {
@@ -540,9 +551,19 @@ crate::prepared_statement! {
     "SELECT id FROM ledger_accounts WHERE id = ANY(??) ORDER BY id FOR UPDATE"
 }
 
-/// Takes transaction-scoped advisory locks, in the order given (callers sort them).
-pub async fn advisory_locks(conn: &mut &AsyncPgConnection, keys: Vec<i64>) -> QueryResult<usize> {
-    AdvisoryLocks { keys }.execute(conn).await
+/// Takes transaction-scoped advisory locks, in the order given (the engine's lock plan).
+pub async fn advisory_locks(
+    conn: &mut &AsyncPgConnection,
+    plan: super::engine::LockPlan,
+) -> QueryResult<usize> {
+    AdvisoryLocks {
+        class: plan.class,
+        keys: plan.keys,
+        exact: plan.exact,
+        shared: plan.shared,
+    }
+    .execute(conn)
+    .await
 }
 
 /// Locks the accounts in id order (a batch retried after a conflict).

@@ -556,3 +556,93 @@ async fn a_payment_whose_connection_breaks_right_after_commit_is_answered_as_com
     assert_eq!(balance["available"], "10.00", "the money moved once");
     direct.assert_ledger_invariants().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_batches_of_8190_locked_requests_stay_within_postgres_lock_table() {
+    use crate::helpers::{TestOptions, spawn_app_with};
+    use diesel_async::SimpleAsyncConnection;
+    // Room in the queue for every request, and three batches in flight at once.
+    let app =
+        spawn_app_with(TestOptions::default().var("FLOWLET__LEDGER__QUEUE_CAPACITY", "20000"))
+            .await;
+    let (ledger, workers) = app.spawn_engine(4);
+    // Every request: one transfer between accounts of its own (batches never wait for each
+    // other over an account), a key of its own (a customer's limits, say) and an attached
+    // write.
+    let post = |keys: Vec<i64>| {
+        let ledger = ledger.clone();
+        let side = flowlet::ledger::Attachment::Each(Box::new(|_tx, _outcomes| {
+            Box::pin(async { Ok(()) })
+        }));
+        let t = transfer(direct::AccountId::new(), direct::AccountId::new(), 1, None);
+        tokio::spawn(async move {
+            ledger
+                .post_locked(direct::Scope::System, vec![t], keys, side)
+                .await
+        })
+    };
+    // Three batches wait on a key another session holds, so all the requests queue up
+    // behind them; let go, the engine takes them as two batches of 8,190 at once.
+    const K: i64 = i64::MAX;
+    let mut holder = app.db().await;
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({K})"))
+        .await
+        .unwrap();
+    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    let mut blockers = Vec::new();
+    for n in 1..=3 {
+        blockers.push(post(vec![-n, K]));
+        let started = std::time::Instant::now();
+        while app.sql_count(waiting).await < n {
+            assert!(started.elapsed().as_secs() < 10, "blocker {n} never waited");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let requests: Vec<_> = (0..16_380_i64).map(|i| post(vec![i * 7919])).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // How many advisory locks are held at once, at most, while the batches run.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = {
+        let (url, done) = (app.db_url.clone(), done.clone());
+        tokio::spawn(async move {
+            use diesel_async::{AsyncConnection, RunQueryDsl};
+            #[derive(diesel::QueryableByName)]
+            struct Held {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let mut conn = diesel_async::AsyncPgConnection::establish(&url)
+                .await
+                .unwrap();
+            let mut peak = 0;
+            while !std::sync::atomic::AtomicBool::load(&done, std::sync::atomic::Ordering::SeqCst) {
+                let held: Held = diesel::sql_query(
+                    "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                )
+                .get_result(&mut conn)
+                .await
+                .unwrap();
+                peak = peak.max(held.n);
+            }
+            peak
+        })
+    };
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({K})"))
+        .await
+        .unwrap();
+    for task in blockers.into_iter().chain(requests) {
+        let outcomes = task
+            .await
+            .unwrap()
+            .expect("no request fails for want of lock table space");
+        assert_eq!(outcomes[0].code, direct::ResultCode::AccountNotFound);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peak = peak.await.unwrap();
+    // Three batches in flight, each at most 256 buckets (or 128 keys and their buckets).
+    assert!(peak <= 3 * 256, "{peak} advisory locks held at once");
+    workers.stop(std::time::Duration::from_secs(5)).await;
+    app.assert_ledger_invariants().await;
+}
