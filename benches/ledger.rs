@@ -319,7 +319,7 @@ async fn bench(config: &Config, url: &str) -> anyhow::Result<()> {
     let measured = measured?;
 
     let verify_started = Instant::now();
-    let violations = ledger.verify().await?;
+    let violations = ledger.verify().await?.violations;
     engine_db.close();
     let peak_rss_mb = peak_rss_mb();
 

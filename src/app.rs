@@ -89,9 +89,93 @@ pub fn notifier(
 }
 
 /// The KYC service over running infrastructure (also used by `flowlet admin`).
-pub fn kyc_service(settings: &Settings, infra: &Infra) -> anyhow::Result<KycService> {
-    KycService::new(infra.db.clone(), &settings.kyc, kyc::system_clock())
+pub fn kyc_service(
+    settings: &Settings,
+    db: &crate::platform::db::Db,
+) -> anyhow::Result<KycService> {
+    KycService::new(db.clone(), &settings.kyc, kyc::system_clock())
         .context("configuring KYC (kyc.*)")
+}
+
+/// The payment service and the wallets it moves money between, over running infrastructure
+/// (also used by `flowlet admin`); `metrics` only where requests are served.
+pub fn payment_service(
+    settings: &Settings,
+    db: &crate::platform::db::Db,
+    ledger: &LedgerService,
+    metrics: Option<PaymentMetrics>,
+) -> anyhow::Result<(WalletService, PaymentService)> {
+    let kyc = kyc_service(settings, db)?;
+    let wallets = WalletService::new(db.clone(), ledger.clone(), kyc.clone());
+    let payments = PaymentService::new(
+        db.clone(),
+        ledger.clone(),
+        wallets.clone(),
+        kyc,
+        metrics,
+        std::sync::Arc::new(SandboxRail {
+            delay: settings.payments.sandbox_settle_delay,
+        }),
+        settings.payments.settlement_batch,
+    );
+    Ok((wallets, payments))
+}
+
+/// Advisory lock key of book verification: one replica (or operator) verifies at a time.
+const VERIFY_LOCK_KEY: i64 = 0x0066_6c6f_776c_6574 + 3;
+
+/// Verifies the books: every ledger invariant, then every payment against its transfers.
+/// One verification runs at a time across replicas; with `wait` false, `None` when another
+/// is running (the periodic worker skips its turn), else this waits for it.
+pub async fn verify_books(
+    db: &crate::platform::db::Db,
+    ledger: &LedgerService,
+    payments: &PaymentService,
+    wait: bool,
+) -> anyhow::Result<Option<ledger::VerifyReport>> {
+    let Some(_lock) = db
+        .session_lock(VERIFY_LOCK_KEY, wait)
+        .await
+        .context("taking the verification lock")?
+    else {
+        return Ok(None);
+    };
+    let mut report = ledger.verify().await.context("verifying the ledger")?;
+    payments
+        .verify(&mut report)
+        .await
+        .context("verifying payments against the ledger")?;
+    Ok(Some(report))
+}
+
+/// The periodic verification: every `interval` (the first within 10 s), on whichever replica
+/// gets the lock, logging each violation and publishing the count on /metrics.
+async fn run_verify(
+    db: crate::platform::db::Db,
+    ledger: LedgerService,
+    payments: PaymentService,
+    interval: Duration,
+    metrics: ledger::VerifyMetrics,
+    mut shutdown: crate::platform::workers::Shutdown,
+) {
+    let mut wait = interval.min(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = shutdown.requested() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = interval;
+        match verify_books(&db, &ledger, &payments, false).await {
+            Ok(Some(report)) => {
+                report.log_violations();
+                metrics.record(&report);
+            }
+            Ok(None) => tracing::debug!("another replica is verifying the books"),
+            Err(e) => {
+                tracing::error!(error.cause = %format!("{e:#}"), "verifying the books failed")
+            }
+        }
+    }
 }
 
 /// The posting engine's tuning from configuration.
@@ -174,14 +258,6 @@ impl Application {
         workers.spawn("ledger-expiry", move |shutdown| {
             expiring.run_expiry(expiry, shutdown)
         });
-        let verify_metrics = ledger::VerifyMetrics::new(metrics.registry())
-            .context("registering the ledger verification metrics")?;
-        if let Some(interval) = settings.ledger.verify_interval {
-            let verifying = ledger.clone();
-            workers.spawn("ledger-verify", move |shutdown| {
-                verifying.run_verify(interval, verify_metrics, shutdown)
-            });
-        }
         let notifier = notifier(settings, infra, Some(&metrics))?;
         let outbox = notifier.clone();
         workers.spawn("outbox", move |shutdown| outbox.run(shutdown));
@@ -215,25 +291,24 @@ impl Application {
         let auth = web::Data::new(auth_service(settings, infra)?);
         let ledger = web::Data::new(ledger);
         let notifier = web::Data::new(notifier);
-        let kyc_svc = kyc_service(settings, infra)?;
-        let wallets = web::Data::new(WalletService::new(
-            infra.db.clone(),
-            ledger.get_ref().clone(),
-            kyc_svc.clone(),
-        ));
+        let kyc_svc = kyc_service(settings, &infra.db)?;
         let payment_metrics =
             PaymentMetrics::new(metrics.registry()).context("registering the payment metrics")?;
-        let payments = web::Data::new(PaymentService::new(
-            infra.db.clone(),
-            ledger.get_ref().clone(),
-            wallets.get_ref().clone(),
-            kyc_svc.clone(),
-            Some(payment_metrics),
-            std::sync::Arc::new(SandboxRail {
-                delay: settings.payments.sandbox_settle_delay,
-            }),
-            settings.payments.settlement_batch,
-        ));
+        let (wallets, payments) =
+            payment_service(settings, &infra.db, ledger.get_ref(), Some(payment_metrics))?;
+        let (wallets, payments) = (web::Data::new(wallets), web::Data::new(payments));
+        let verify_metrics = ledger::VerifyMetrics::new(metrics.registry())
+            .context("registering the ledger verification metrics")?;
+        if let Some(interval) = settings.ledger.verify_interval {
+            let (db, ledger, payments) = (
+                infra.db.clone(),
+                ledger.get_ref().clone(),
+                payments.get_ref().clone(),
+            );
+            workers.spawn("ledger-verify", move |shutdown| {
+                run_verify(db, ledger, payments, interval, verify_metrics, shutdown)
+            });
+        }
         let settling = payments.get_ref().clone();
         let settlement_interval = settings.payments.settlement_interval;
         workers.spawn("payment-settlement", move |shutdown| {

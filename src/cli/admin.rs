@@ -579,7 +579,7 @@ where
 {
     let infra = Infra::start(settings, Migrate::Skip).await?;
     let result = match (
-        kyc_service(settings, &infra),
+        kyc_service(settings, &infra.db),
         auth_service(settings, &infra),
     ) {
         (Ok(kyc), Ok(auth)) => f(kyc, auth).await,
@@ -731,7 +731,8 @@ async fn run_wallet(command: WalletCommand, settings: &Settings) -> anyhow::Resu
             crate::app::engine_config(&settings.ledger),
             None,
         );
-        let wallets = WalletService::new(infra.db.clone(), ledger, kyc_service(settings, &infra)?);
+        let wallets =
+            WalletService::new(infra.db.clone(), ledger, kyc_service(settings, &infra.db)?);
         let actor = format!("operator:{}", operator_name());
         Ok::<_, anyhow::Error>(
             wallets
@@ -766,22 +767,42 @@ async fn run_ledger(command: LedgerCommand, settings: &Settings) -> anyhow::Resu
     let result = async {
         match command {
             LedgerCommand::Verify { json } => {
-                let violations = ledger.verify().await?;
+                let (_, payments) = crate::app::payment_service(settings, &infra.db, &ledger, None)?;
+                let report = crate::app::verify_books(&infra.db, &ledger, &payments, true)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the verification lock was not granted"))?;
+                let violations = &report.violations;
                 if json {
                     print_json(&serde_json::json!({
-                        "ok": violations.is_empty(),
+                        "ok": report.is_sound(),
+                        "checks": report.checks,
                         "violations": violations,
                     }))?;
-                } else if violations.is_empty() {
-                    println!("Ledger verified: every invariant holds.");
                 } else {
-                    let rows: Vec<Vec<String>> = violations
+                    let checks: Vec<Vec<String>> = report
+                        .checks
                         .iter()
-                        .map(|v| vec![v.check.clone(), v.subject.clone(), v.detail.clone()])
+                        .map(|c| {
+                            let result = if c.violations == 0 {
+                                "ok".to_owned()
+                            } else {
+                                format!("{} violation(s)", c.violations)
+                            };
+                            vec![c.name.to_owned(), result, c.about.to_owned()]
+                        })
                         .collect();
-                    print!("{}", table(&["CHECK", "SUBJECT", "DETAIL"], &rows));
+                    print!("{}", table(&["CHECK", "RESULT", "WHAT IT GUARDS"], &checks));
+                    if report.is_sound() {
+                        println!("Ledger verified: every invariant holds.");
+                    } else {
+                        let rows: Vec<Vec<String>> = violations
+                            .iter()
+                            .map(|v| vec![v.check.clone(), v.subject.clone(), v.detail.clone()])
+                            .collect();
+                        print!("{}", table(&["CHECK", "SUBJECT", "DETAIL"], &rows));
+                    }
                 }
-                if !violations.is_empty() {
+                if !report.is_sound() {
                     anyhow::bail!("{} ledger invariant violation(s)", violations.len());
                 }
                 Ok(())

@@ -32,7 +32,10 @@ pub use model::{
     AccountFlags, AccountId, AccountState, Applied, Entry, NewTransfer, Outcome, ResultCode, Scope,
     StoredTransfer, Totals, TransferFlags, TransferId,
 };
-pub use service::{Account, ExpiryConfig, HistoryEntry, LedgerService, NewAccount, VerifyMetrics};
+pub use service::{
+    Account, CheckRun, ExpiryConfig, HistoryEntry, LedgerService, NewAccount, VerifyMetrics,
+    VerifyReport,
+};
 pub use store::{TrialBalanceRow, Violation};
 
 use crate::platform::db::Tx;

@@ -65,6 +65,51 @@ pub struct ExpiryConfig {
     pub batch: i64,
 }
 
+/// One check a verification ran: its name, what it guards, and how many violations it found
+/// (each check reports at most 100).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckRun {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub violations: usize,
+}
+
+/// What a verification of the books checked and found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub checks: Vec<CheckRun>,
+    pub violations: Vec<Violation>,
+}
+
+impl VerifyReport {
+    /// Adds one check's findings (other modules add theirs: the books are more than the ledger).
+    pub fn add(&mut self, name: &'static str, about: &'static str, violations: Vec<Violation>) {
+        self.checks.push(CheckRun {
+            name,
+            about,
+            violations: violations.len(),
+        });
+        self.violations.extend(violations);
+    }
+
+    /// Every check passed.
+    pub fn is_sound(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Logs every violation, one line each.
+    pub fn log_violations(&self) {
+        for v in &self.violations {
+            tracing::error!(
+                ledger.check = %v.check,
+                ledger.subject = %v.subject,
+                ledger.detail = %v.detail,
+                "ledger invariant violated"
+            );
+        }
+    }
+}
+
 /// What the periodic verification reports on /metrics.
 #[derive(Clone)]
 pub struct VerifyMetrics {
@@ -88,6 +133,16 @@ impl VerifyMetrics {
             violations,
             last_run,
         })
+    }
+
+    /// Publishes a finished verification.
+    pub fn record(&self, report: &VerifyReport) {
+        self.violations
+            .set(i64::try_from(report.violations.len()).unwrap_or(i64::MAX));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_run.set(now);
     }
 }
 
@@ -303,9 +358,37 @@ impl LedgerService {
     }
 
     /// Every invariant, recomputed from the entries; empty when the ledger is sound.
-    pub async fn verify(&self) -> Result<Vec<Violation>, LedgerError> {
+    pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
         let mut conn = self.db.conn().await?;
-        Ok(store::verify(&mut conn).await?)
+        let violations = store::verify(&mut conn).await?;
+        let mut report = VerifyReport::default();
+        for check in store::CHECKS {
+            report.add(
+                check.name,
+                check.about,
+                violations
+                    .iter()
+                    .filter(|v| v.check == check.name)
+                    .cloned()
+                    .collect(),
+            );
+        }
+        Ok(report)
+    }
+
+    /// A page of every transfer, in id order after `after` (the platform's view), for other
+    /// modules' checks of their records against the ledger.
+    pub async fn transfers_after(
+        &self,
+        after: Option<TransferId>,
+        limit: u32,
+    ) -> Result<Vec<StoredTransfer>, LedgerError> {
+        let mut conn = self.db.conn().await?;
+        store::transfers_after(&mut conn, after.map(|a| a.uuid()), i64::from(limit))
+            .await?
+            .into_iter()
+            .map(stored_transfer)
+            .collect()
     }
 
     /// Totals per currency and account code.
@@ -374,42 +457,6 @@ impl LedgerService {
     /// after start and then every `interval`, and reports the outcome on /metrics, so an
     /// alert fires when the books stop balancing or the check stops running. Every violation
     /// is also logged.
-    pub async fn run_verify(
-        self,
-        interval: Duration,
-        metrics: VerifyMetrics,
-        mut shutdown: Shutdown,
-    ) {
-        let mut wait = interval.min(Duration::from_secs(10));
-        loop {
-            tokio::select! {
-                () = shutdown.requested() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-            wait = interval;
-            match self.verify().await {
-                Ok(violations) => {
-                    for v in &violations {
-                        tracing::error!(
-                            ledger.check = %v.check,
-                            ledger.subject = %v.subject,
-                            ledger.detail = %v.detail,
-                            "ledger invariant violated"
-                        );
-                    }
-                    metrics
-                        .violations
-                        .set(i64::try_from(violations.len()).unwrap_or(i64::MAX));
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    metrics.last_run.set(now);
-                }
-                Err(e) => tracing::error!(error.cause = %e, "verifying the ledger failed"),
-            }
-        }
-    }
-
     pub async fn run_expiry(self, config: ExpiryConfig, mut shutdown: Shutdown) {
         loop {
             tokio::select! {

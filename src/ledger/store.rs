@@ -685,41 +685,65 @@ pub struct Violation {
     pub detail: String,
 }
 
-/// Every invariant of DESIGN.md, recomputed from entries and transfers (not from the cached
-/// totals, which are checked against them). Returns the violations, at most 100 per check.
-pub async fn verify(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Violation>> {
-    let checks = [
-        // Per currency, posted and pending debits equal credits, from the entries.
-        "SELECT 'debits_equal_credits' AS check, a.currency AS subject, \
+/// One check of [`verify`]: its name (the `check` of its violations), what it guards, and
+/// the query that lists its violations (at most 100).
+pub struct Check {
+    pub name: &'static str,
+    pub about: &'static str,
+    sql: &'static str,
+}
+
+/// Every invariant of the books, recomputed from entries and transfers (the cached totals are
+/// checked against them). Sums and sums of totals are computed in `numeric`: a check can
+/// never fail on the books it checks (a 64-bit overflow), only report them.
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "debits_equal_credits",
+        about: "per currency, the entries' debits equal their credits (posted and pending)",
+        sql: "SELECT 'debits_equal_credits' AS check, d.currency AS subject, \
                 format('entries: debits posted %s, credits posted %s, debits pending %s, credits pending %s', \
-                  sum(e.posted_delta) FILTER (WHERE NOT e.is_credit), sum(e.posted_delta) FILTER (WHERE e.is_credit), \
-                  sum(e.pending_delta) FILTER (WHERE NOT e.is_credit), sum(e.pending_delta) FILTER (WHERE e.is_credit)) AS detail \
-         FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id GROUP BY a.currency \
-         HAVING coalesce(sum(e.posted_delta) FILTER (WHERE NOT e.is_credit), 0) <> coalesce(sum(e.posted_delta) FILTER (WHERE e.is_credit), 0) \
-             OR coalesce(sum(e.pending_delta) FILTER (WHERE NOT e.is_credit), 0) <> coalesce(sum(e.pending_delta) FILTER (WHERE e.is_credit), 0) LIMIT 100",
-        // Per currency, the cached totals balance too.
-        "SELECT 'totals_balance' AS check, currency AS subject, \
+                  d.dpo, d.cpo, d.dp, d.cp) AS detail \
+         FROM (SELECT a.currency, \
+                 coalesce(sum(e.posted_delta::numeric) FILTER (WHERE NOT e.is_credit), 0) AS dpo, \
+                 coalesce(sum(e.posted_delta::numeric) FILTER (WHERE e.is_credit), 0) AS cpo, \
+                 coalesce(sum(e.pending_delta::numeric) FILTER (WHERE NOT e.is_credit), 0) AS dp, \
+                 coalesce(sum(e.pending_delta::numeric) FILTER (WHERE e.is_credit), 0) AS cp \
+               FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id GROUP BY a.currency) d \
+         WHERE d.dpo <> d.cpo OR d.dp <> d.cp LIMIT 100",
+    },
+    Check {
+        name: "totals_balance",
+        about: "per currency, the accounts' cached debits equal their cached credits",
+        sql: "SELECT 'totals_balance' AS check, currency AS subject, \
                 format('debits posted %s, credits posted %s, debits pending %s, credits pending %s', \
-                  sum(debits_posted), sum(credits_posted), sum(debits_pending), sum(credits_pending)) AS detail \
-         FROM ledger_accounts GROUP BY currency \
-         HAVING sum(debits_posted) <> sum(credits_posted) OR sum(debits_pending) <> sum(credits_pending) LIMIT 100",
-        // Every account's totals equal the sum of its entries.
-        "SELECT 'account_equals_entries' AS check, a.id::text AS subject, \
+                  dpo, cpo, dp, cp) AS detail \
+         FROM (SELECT currency, sum(debits_posted::numeric) AS dpo, sum(credits_posted::numeric) AS cpo, \
+                 sum(debits_pending::numeric) AS dp, sum(credits_pending::numeric) AS cp \
+               FROM ledger_accounts GROUP BY currency) t \
+         WHERE dpo <> cpo OR dp <> cp LIMIT 100",
+    },
+    Check {
+        name: "account_equals_entries",
+        about: "every account's four totals and entry count equal the sums of its entries",
+        sql: "SELECT 'account_equals_entries' AS check, a.id::text AS subject, \
                 format('cached %s/%s/%s/%s, entries %s/%s/%s/%s', a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, \
                   coalesce(s.dp, 0), coalesce(s.dpo, 0), coalesce(s.cp, 0), coalesce(s.cpo, 0)) AS detail \
          FROM ledger_accounts a LEFT JOIN ( \
            SELECT account_id, \
-             sum(pending_delta) FILTER (WHERE NOT is_credit) AS dp, sum(posted_delta) FILTER (WHERE NOT is_credit) AS dpo, \
-             sum(pending_delta) FILTER (WHERE is_credit) AS cp, sum(posted_delta) FILTER (WHERE is_credit) AS cpo, \
+             sum(pending_delta::numeric) FILTER (WHERE NOT is_credit) AS dp, sum(posted_delta::numeric) FILTER (WHERE NOT is_credit) AS dpo, \
+             sum(pending_delta::numeric) FILTER (WHERE is_credit) AS cp, sum(posted_delta::numeric) FILTER (WHERE is_credit) AS cpo, \
              count(*) AS n FROM ledger_entries GROUP BY account_id) s ON s.account_id = a.id \
          WHERE a.debits_pending <> coalesce(s.dp, 0) OR a.debits_posted <> coalesce(s.dpo, 0) \
             OR a.credits_pending <> coalesce(s.cp, 0) OR a.credits_posted <> coalesce(s.cpo, 0) \
             OR a.entry_seq <> coalesce(s.n, 0) LIMIT 100",
-        // Each entry's totals-after follow from the previous entry and its own deltas.
-        "SELECT 'entry_chain' AS check, account_id::text || '#' || seq AS subject, 'totals after do not follow from the previous entry' AS detail \
+    },
+    Check {
+        name: "entry_chain",
+        about: "each entry's totals-after follow from the account's previous entry and its own amounts",
+        sql: "SELECT 'entry_chain' AS check, account_id::text || '#' || seq AS subject, 'totals after do not follow from the previous entry' AS detail \
          FROM (SELECT *, \
-             lag(debits_pending, 1, 0::bigint) OVER w AS p_dp, lag(debits_posted, 1, 0::bigint) OVER w AS p_dpo, \
-             lag(credits_pending, 1, 0::bigint) OVER w AS p_cp, lag(credits_posted, 1, 0::bigint) OVER w AS p_cpo, \
+             lag(debits_pending::numeric, 1, 0) OVER w AS p_dp, lag(debits_posted::numeric, 1, 0) OVER w AS p_dpo, \
+             lag(credits_pending::numeric, 1, 0) OVER w AS p_cp, lag(credits_posted::numeric, 1, 0) OVER w AS p_cpo, \
              lag(seq, 1, 0::bigint) OVER w AS p_seq \
            FROM ledger_entries WINDOW w AS (PARTITION BY account_id ORDER BY seq)) x \
          WHERE seq <> p_seq + 1 \
@@ -727,36 +751,118 @@ pub async fn verify(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Violation>>
                                    OR credits_pending <> p_cp OR credits_posted <> p_cpo)) \
             OR (is_credit AND (credits_pending <> p_cp + pending_delta OR credits_posted <> p_cpo + posted_delta \
                                OR debits_pending <> p_dp OR debits_posted <> p_dpo)) LIMIT 100",
-        // No account with debits_must_not_exceed_credits was ever negative, at any entry.
-        "SELECT 'never_negative' AS check, e.account_id::text || '#' || e.seq AS subject, \
+    },
+    Check {
+        name: "never_negative",
+        about: "no account with debits_must_not_exceed_credits ever owed more than it held, at any entry",
+        sql: "SELECT 'never_negative' AS check, e.account_id::text || '#' || e.seq AS subject, \
                 format('debits %s + %s pending over credits %s', e.debits_posted, e.debits_pending, e.credits_posted) AS detail \
          FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id \
-         WHERE a.flags & 1 <> 0 AND e.debits_posted + e.debits_pending > e.credits_posted LIMIT 100",
-        "SELECT 'credits_within_debits' AS check, e.account_id::text || '#' || e.seq AS subject, \
+         WHERE a.flags & 1 <> 0 AND e.debits_posted::numeric + e.debits_pending > e.credits_posted LIMIT 100",
+    },
+    Check {
+        name: "credits_within_debits",
+        about: "no account with credits_must_not_exceed_debits ever went beyond its debits, at any entry",
+        sql: "SELECT 'credits_within_debits' AS check, e.account_id::text || '#' || e.seq AS subject, \
                 format('credits %s + %s pending over debits %s', e.credits_posted, e.credits_pending, e.debits_posted) AS detail \
          FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id \
-         WHERE a.flags & 2 <> 0 AND e.credits_posted + e.credits_pending > e.debits_posted LIMIT 100",
-        // Every transfer is posted exactly once: one debit entry on its debit account and one
-        // credit entry on its credit account, of its amount; and no entry without a transfer.
-        "SELECT 'transfer_entries' AS check, t.id::text AS subject, \
-                format('%s debit and %s credit entries', count(e.*) FILTER (WHERE NOT e.is_credit), count(e.*) FILTER (WHERE e.is_credit)) AS detail \
-         FROM ledger_transfers t LEFT JOIN ledger_entries e ON e.transfer_id = t.id \
-         GROUP BY t.id, t.debit_account_id, t.credit_account_id \
+         WHERE a.flags & 2 <> 0 AND e.credits_posted::numeric + e.credits_pending > e.debits_posted LIMIT 100",
+    },
+    Check {
+        name: "transfer_entries",
+        about: "every transfer has exactly one debit entry on its debit account and one credit entry on its \
+                credit account, both moving its amount (a post or void releasing its pending transfer's)",
+        sql: "SELECT 'transfer_entries' AS check, t.id::text AS subject, \
+                format('%s debit and %s credit entries; debit moved %s posted / %s pending, credit %s / %s; \
+                        transfer amount %s', \
+                  count(e.*) FILTER (WHERE NOT e.is_credit), count(e.*) FILTER (WHERE e.is_credit), \
+                  max(e.posted_delta) FILTER (WHERE NOT e.is_credit), max(e.pending_delta) FILTER (WHERE NOT e.is_credit), \
+                  max(e.posted_delta) FILTER (WHERE e.is_credit), max(e.pending_delta) FILTER (WHERE e.is_credit), \
+                  t.amount) AS detail \
+         FROM ledger_transfers t \
+         LEFT JOIN ledger_transfers p ON p.id = t.pending_id \
+         LEFT JOIN ledger_entries e ON e.transfer_id = t.id \
+         GROUP BY t.id, t.debit_account_id, t.credit_account_id, t.amount, t.flags, p.amount \
          HAVING count(*) FILTER (WHERE NOT e.is_credit AND e.account_id = t.debit_account_id) <> 1 \
              OR count(*) FILTER (WHERE e.is_credit AND e.account_id = t.credit_account_id) <> 1 \
-             OR count(e.*) <> 2 LIMIT 100",
-        "SELECT 'orphan_entry' AS check, e.account_id::text || '#' || e.seq AS subject, 'entry without a transfer' AS detail \
+             OR count(e.*) <> 2 \
+             OR bool_or(e.posted_delta <> CASE WHEN t.flags & 2 <> 0 OR t.flags & 8 <> 0 THEN 0 ELSE t.amount END) \
+             OR bool_or(e.pending_delta <> CASE WHEN t.flags & 2 <> 0 THEN t.amount \
+                                                WHEN t.flags & 12 <> 0 THEN -coalesce(p.amount, 0) \
+                                                ELSE 0 END) \
+         LIMIT 100",
+    },
+    Check {
+        name: "orphan_entry",
+        about: "no entry without its transfer",
+        sql: "SELECT 'orphan_entry' AS check, e.account_id::text || '#' || e.seq AS subject, 'entry without a transfer' AS detail \
          FROM ledger_entries e LEFT JOIN ledger_transfers t ON t.id = e.transfer_id WHERE t.id IS NULL LIMIT 100",
-        // A pending transfer is resolved at most once (the unique index guards it; this checks).
-        "SELECT 'pending_resolved_once' AS check, pending_id::text AS subject, format('%s resolutions', count(*)) AS detail \
+    },
+    Check {
+        name: "pending_resolved_once",
+        about: "a pending transfer is posted or voided at most once",
+        sql: "SELECT 'pending_resolved_once' AS check, pending_id::text AS subject, format('%s resolutions', count(*)) AS detail \
          FROM ledger_transfers WHERE pending_id IS NOT NULL GROUP BY pending_id HAVING count(*) > 1 LIMIT 100",
-    ];
+    },
+    Check {
+        name: "pending_totals",
+        about: "every account's pending totals equal the amounts of its open (unresolved) pending transfers",
+        sql: "SELECT 'pending_totals' AS check, a.id::text AS subject, \
+                format('pending debits %s, credits %s; open pending transfers debit %s, credit %s', \
+                  a.debits_pending, a.credits_pending, coalesce(d.open, 0), coalesce(c.open, 0)) AS detail \
+         FROM ledger_accounts a \
+         LEFT JOIN (SELECT t.debit_account_id AS id, sum(t.amount::numeric) AS open FROM ledger_transfers t \
+                    WHERE t.flags & 2 <> 0 AND NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = t.id) \
+                    GROUP BY t.debit_account_id) d ON d.id = a.id \
+         LEFT JOIN (SELECT t.credit_account_id AS id, sum(t.amount::numeric) AS open FROM ledger_transfers t \
+                    WHERE t.flags & 2 <> 0 AND NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = t.id) \
+                    GROUP BY t.credit_account_id) c ON c.id = a.id \
+         WHERE a.debits_pending <> coalesce(d.open, 0) OR a.credits_pending <> coalesce(c.open, 0) LIMIT 100",
+    },
+    Check {
+        name: "within_limits",
+        about: "no account with a limit flag is beyond it now",
+        sql: "SELECT 'within_limits' AS check, id::text AS subject, \
+                format('debits %s + %s pending, credits %s + %s pending', debits_posted, debits_pending, credits_posted, credits_pending) AS detail \
+         FROM ledger_accounts \
+         WHERE (flags & 1 <> 0 AND debits_posted::numeric + debits_pending > credits_posted) \
+            OR (flags & 2 <> 0 AND credits_posted::numeric + credits_pending > debits_posted) LIMIT 100",
+    },
+    Check {
+        name: "failed_and_posted",
+        about: "no transfer id is both failed and posted",
+        sql: "SELECT 'failed_and_posted' AS check, f.id::text AS subject, \
+                format('failed with %s, yet posted', f.result) AS detail \
+         FROM ledger_failed_transfers f JOIN ledger_transfers t ON t.id = f.id LIMIT 100",
+    },
+];
+
+/// Runs every check of [`CHECKS`]; the violations, at most 100 per check, in check order.
+pub async fn verify(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Violation>> {
     let mut violations = Vec::new();
-    for sql in checks {
-        let found: Vec<Violation> = diesel::sql_query(sql).load(conn).await?;
+    for check in CHECKS {
+        let found: Vec<Violation> = diesel::sql_query(check.sql).load(conn).await?;
         violations.extend(found);
     }
     Ok(violations)
+}
+
+/// A page of transfers in id order after `after`, for checks of other modules against the
+/// ledger (bounded memory: they page through).
+pub async fn transfers_after(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<TransferRow>> {
+    let mut query = ledger_transfers::table
+        .select(TransferRow::as_select())
+        .order(ledger_transfers::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(ledger_transfers::id.gt(after));
+    }
+    query.load(conn).await
 }
 
 /// Per currency and account code: the posted and pending totals (sums as decimal text,

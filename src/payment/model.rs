@@ -91,6 +91,72 @@ pub fn refusal(code: ResultCode) -> Refusal {
     }
 }
 
+/// What verification compares of a stored payment with its transfers.
+pub struct PaymentFacts<'a> {
+    pub kind: &'a str,
+    pub status: &'a str,
+    pub amount: i64,
+    pub transfer_id: uuid::Uuid,
+    pub settlement_transfer_id: Option<uuid::Uuid>,
+}
+
+/// What is wrong between a payment and its ledger transfers (`transfer` looks one up: what it
+/// moved and its flags), if anything. A withdrawal's transfer is a hold (pending) and, once
+/// settled, its settlement posts it (completed) or voids it (failed); every other payment is
+/// one posted transfer of its amount.
+pub fn transfers_problem(
+    payment: PaymentFacts<'_>,
+    transfer: impl Fn(uuid::Uuid) -> Option<(i64, crate::ledger::TransferFlags)>,
+) -> Option<String> {
+    use crate::ledger::TransferFlags as F;
+    let Some((amount, flags)) = transfer(payment.transfer_id) else {
+        return Some(format!("its transfer {} is missing", payment.transfer_id));
+    };
+    if amount != payment.amount {
+        return Some(format!(
+            "its transfer moved {amount}, the payment says {}",
+            payment.amount
+        ));
+    }
+    let withdrawal = payment.kind == PaymentKind::Withdrawal.as_str();
+    if withdrawal != flags.has(F::PENDING) {
+        return Some(format!(
+            "a {} whose transfer is {}",
+            payment.kind,
+            if flags.has(F::PENDING) {
+                "a hold"
+            } else {
+                "not a hold"
+            }
+        ));
+    }
+    if !withdrawal {
+        return None;
+    }
+    let settled = payment
+        .settlement_transfer_id
+        .and_then(|id| transfer(id).map(|t| (id, t)));
+    match (payment.status, settled) {
+        ("pending", None) => None,
+        ("pending", Some((id, _))) => Some(format!("pending, yet settled by {id}")),
+        ("completed", Some((_, (moved, f))))
+            if f.has(F::POST_PENDING) && moved == payment.amount =>
+        {
+            None
+        }
+        ("failed", Some((_, (_, f)))) if f.has(F::VOID_PENDING) => None,
+        (status, Some((id, (moved, f)))) => Some(format!(
+            "{status}, but its settlement {id} {} {moved}",
+            if f.has(F::POST_PENDING) {
+                "posted"
+            } else {
+                "voided"
+            }
+        )),
+        (status, None) => Some(format!("{status}, but no settlement transfer")),
+    }
+}
+
 /// A description as stored: trimmed, 1-500 characters without control characters.
 pub fn description(value: Option<&str>) -> Result<Option<String>, &'static str> {
     match value.map(str::trim) {

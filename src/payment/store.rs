@@ -114,6 +114,35 @@ pub async fn find_payment(
         .optional()
 }
 
+/// A page of every payment in id order after `after` (verification pages through them all).
+pub async fn payments_after(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<PaymentRow>> {
+    let mut query = payment_payments::table
+        .select(PaymentRow::as_select())
+        .order(payment_payments::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(payment_payments::id.gt(after));
+    }
+    query.load(conn).await
+}
+
+/// The payments among `ids`.
+pub async fn find_payments(
+    conn: &mut AsyncPgConnection,
+    ids: Vec<Uuid>,
+) -> QueryResult<Vec<PaymentRow>> {
+    payment_payments::table
+        .filter(payment_payments::id.eq_any(ids))
+        .select(PaymentRow::as_select())
+        .load(conn)
+        .await
+}
+
 /// Payments, newest first, of a partner (none: all), optionally touching one wallet.
 pub async fn list_payments(
     conn: &mut AsyncPgConnection,

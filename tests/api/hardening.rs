@@ -646,3 +646,92 @@ async fn two_concurrent_batches_of_8190_locked_requests_stay_within_postgres_loc
     workers.stop(std::time::Duration::from_secs(5)).await;
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn verify_checks_the_whole_books_and_names_each_kind_of_damage() {
+    use crate::payments::{app_settling_after, funded_pair, pay, settled, withdraw};
+    let app = app_settling_after(50).await;
+    crate::kyc::load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = funded_pair(&app, &partner).await;
+    assert_eq!(
+        pay(&app, &partner.key, &a, &b, json!("3.00"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let out = withdraw(&app, &partner.key, &a, "2.00").await;
+    settled(&app, &partner.key, out["id"].as_str().unwrap()).await;
+    let (settlement, customer) = books(&app, &partner).await;
+    let hold = raw_transfer(
+        &app,
+        &partner.key,
+        json!({"debit_account_id": settlement, "credit_account_id": customer,
+               "amount": "4.00", "currency": "USD", "pending": true}),
+    )
+    .await;
+    assert_eq!(hold, "ok");
+
+    let verify = || async {
+        let out = crate::cli::flowlet_on(&app, &["admin", "ledger", "verify", "--json"]).await;
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), report)
+    };
+    let (code, report) = verify().await;
+    assert_eq!(code, Some(0), "{report}");
+    let checked: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "debits_equal_credits",
+        "account_equals_entries",
+        "transfer_entries",
+        "pending_totals",
+        "within_limits",
+        "failed_and_posted",
+        "payment_transfers",
+        "transfer_payments",
+    ] {
+        assert!(checked.contains(&name), "{name} is checked: {checked:?}");
+    }
+
+    // Damage behind the ledger's back (triggers off, as only a superuser could).
+    app.sql(
+        "SET session_replication_role = replica;
+         -- A posted id is also recorded as failed.
+         INSERT INTO ledger_failed_transfers (id, partner_id, result, created_at)
+             SELECT id, partner_id, 'exceeds_credits', now() FROM ledger_transfers
+             WHERE flags = 0 ORDER BY created_at LIMIT 1;
+         -- The partner's hold is half-released in the cached totals and the entries alike.
+         UPDATE ledger_accounts SET debits_pending = debits_pending - 100
+             WHERE debits_pending > 0 AND partner_books;
+         UPDATE ledger_entries SET debits_pending = debits_pending - 100,
+             pending_delta = pending_delta - 100
+             WHERE NOT is_credit AND pending_delta = 400;
+         -- A payment whose transfer is gone, and a payment that says it moved more.
+         UPDATE payment_payments SET transfer_id = gen_random_uuid() WHERE kind = 'deposit';
+         UPDATE payment_payments SET amount = amount + 1 WHERE kind = 'p2p';",
+    )
+    .await;
+    let (code, report) = verify().await;
+    assert_eq!(code, Some(1), "{report}");
+    let failed: Vec<&str> = report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["check"].as_str().unwrap())
+        .collect();
+    for name in [
+        "failed_and_posted",
+        "pending_totals",
+        "transfer_entries",
+        "payment_transfers",
+        "transfer_payments",
+    ] {
+        assert!(failed.contains(&name), "{name} catches it: {report}");
+    }
+}

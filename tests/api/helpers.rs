@@ -378,12 +378,21 @@ impl TestApp {
         conn.batch_execute(sql).await.expect("test SQL");
     }
 
-    /// Every ledger invariant (the check behind `flowlet admin ledger verify`) holds.
+    /// Every invariant of the books holds: the ledger's, and every payment against its
+    /// transfers (exactly the check behind `flowlet admin ledger verify`).
     pub async fn assert_ledger_invariants(&self) {
-        let violations = self.ledger().verify().await.expect("verify the ledger");
+        let ledger = self.ledger();
+        let (_, payments) =
+            flowlet::app::payment_service(&self.settings, &self.pool(), &ledger, None)
+                .expect("the payment service");
+        let report = flowlet::app::verify_books(&self.pool(), &ledger, &payments, true)
+            .await
+            .expect("verify the books")
+            .expect("the verification lock");
         assert!(
-            violations.is_empty(),
-            "ledger invariants broken: {violations:#?}"
+            report.is_sound(),
+            "ledger invariants broken: {:#?}",
+            report.violations
         );
     }
 

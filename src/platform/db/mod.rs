@@ -59,6 +59,20 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
 }
 
+/// A session advisory lock (see [`Db::session_lock`]); released when dropped.
+pub struct SessionLock {
+    conn: Option<Conn>,
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Out of the pool and closed: the session, and with it the lock, ends.
+            drop(deadpool::managed::Object::take(conn));
+        }
+    }
+}
+
 impl Problem for DbError {
     fn status(&self) -> StatusCode {
         match self {
@@ -148,6 +162,35 @@ impl Db {
             .get()
             .await
             .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// A session-level advisory lock on `key`, held by a connection of its own until the
+    /// returned guard is dropped (the connection then leaves the pool and its session ends,
+    /// releasing the lock even if the process dies). `wait`: queue for it; else `None` when
+    /// another session holds it. For work one replica at a time (ledger verification).
+    pub async fn session_lock(&self, key: i64, wait: bool) -> Result<Option<SessionLock>, DbError> {
+        use diesel::sql_types::{BigInt, Bool};
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Taken {
+            #[diesel(sql_type = Bool)]
+            taken: bool,
+        }
+        let mut conn = self.conn().await?;
+        let sql = if wait {
+            "SELECT true AS taken FROM (SELECT pg_advisory_lock($1)) AS l"
+        } else {
+            "SELECT pg_try_advisory_lock($1) AS taken"
+        };
+        let taken: Taken = diesel::sql_query(sql)
+            .bind::<BigInt, _>(key)
+            .get_result(&mut *conn)
+            .await?;
+        if taken.taken {
+            Ok(Some(SessionLock { conn: Some(conn) }))
+        } else {
+            Ok(None)
+        }
     }
 
     /// Checks that a connection can be had and answers.
