@@ -244,6 +244,7 @@ async fn bench(config: &Config, url: &str) -> anyhow::Result<()> {
         batch_max_transfers: config.batch_max_transfers,
         batch_linger: config.batch_linger,
         queue_capacity: 10_000,
+        queue_max_bytes: 256 << 20,
         enqueue_timeout: Duration::from_secs(30),
         max_retries: 10,
         pipeline_depth: config.pipeline_depth,

@@ -184,6 +184,7 @@ pub fn engine_config(settings: &LedgerSettings) -> EngineConfig {
         batch_max_transfers: settings.batch_max_transfers,
         batch_linger: settings.batch_linger,
         queue_capacity: settings.queue_capacity,
+        queue_max_bytes: settings.queue_max_bytes,
         enqueue_timeout: settings.enqueue_timeout,
         max_retries: settings.max_retries,
         pipeline_depth: settings.pipeline_depth,

@@ -96,6 +96,9 @@ pub struct EngineConfig {
     pub batch_linger: Duration,
     /// Requests that may wait in the queue; beyond it, submitters wait (back-pressure).
     pub queue_capacity: usize,
+    /// Bytes (estimated) of the requests waiting or running, at most; beyond, submitters
+    /// wait too. Bounds memory whatever the requests' size.
+    pub queue_max_bytes: usize,
     /// How long a submitter waits for room in the queue before `ledger_overloaded`.
     pub enqueue_timeout: Duration,
     /// Retries of a batch after a conflict with another replica.
@@ -118,6 +121,27 @@ struct Submission {
 pub struct EngineHandle {
     queue: mpsc::Sender<Submission>,
     enqueue_timeout: Duration,
+    /// KiB of request memory that may be queued or in flight (see [`request_kib`]).
+    budget: Arc<tokio::sync::Semaphore>,
+    budget_kib: u32,
+}
+
+/// A request's memory, estimated in KiB (at least 1): a transfer's fixed size plus its
+/// metadata's text; what the attached write carries is small next to it.
+fn request_kib(transfers: &[NewTransfer]) -> u32 {
+    const PER_TRANSFER: usize = 256;
+    let bytes: usize = transfers
+        .iter()
+        .map(|t| {
+            PER_TRANSFER
+                + t.metadata
+                    .as_ref()
+                    .map_or(0, |m| m.to_string().len().saturating_mul(2))
+        })
+        .sum();
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 impl EngineHandle {
@@ -136,6 +160,19 @@ impl EngineHandle {
         if transfers.is_empty() {
             return Ok(Vec::new());
         }
+        // Memory first: a request waits for room in the byte budget as for room in the queue
+        // (one larger than the whole budget takes all of it, and runs alone).
+        let kib = request_kib(&transfers).min(self.budget_kib);
+        let room = match tokio::time::timeout(
+            self.enqueue_timeout,
+            self.budget.clone().acquire_many_owned(kib),
+        )
+        .await
+        {
+            Ok(Ok(room)) => room,
+            Ok(Err(_)) => return Err(LedgerError::Unavailable),
+            Err(_) => return Err(LedgerError::Overloaded),
+        };
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             scope,
@@ -149,7 +186,9 @@ impl EngineHandle {
             Ok(Err(_)) => return Err(LedgerError::Unavailable),
             Err(_) => return Err(LedgerError::Overloaded),
         }
-        answer.await.map_err(|_| LedgerError::Unavailable)?
+        let answer = answer.await.map_err(|_| LedgerError::Unavailable)?;
+        drop(room);
+        answer
     }
 }
 
@@ -303,9 +342,19 @@ impl Engine {
         metrics: Option<EngineMetrics>,
     ) -> (EngineHandle, Engine) {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let budget_kib = u32::try_from(config.queue_max_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(
+                1,
+                u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX),
+            );
         let handle = EngineHandle {
             queue: tx,
             enqueue_timeout: config.enqueue_timeout,
+            budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(budget_kib).unwrap_or(1),
+            )),
+            budget_kib,
         };
         (
             handle,

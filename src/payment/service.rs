@@ -753,71 +753,87 @@ impl PaymentService {
         };
         let mut settled = 0;
         for row in due {
-            let Some(settlement_id) = row.settlement_transfer_id else {
-                continue;
-            };
-            let currency = Currency::parse(&row.currency)
-                .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
-            let amount = Money::from_minor(row.amount, currency);
-            let verdict =
-                self.inner
-                    .rail
-                    .settlement(amount, row.settle_after.unwrap_or(row.created_at), at);
-            let (flag, status) = match verdict {
-                Settlement::Pending => continue,
-                Settlement::Succeeded => (TransferFlags::POST_PENDING, PaymentStatus::Completed),
-                Settlement::Failed(_) => (TransferFlags::VOID_PENDING, PaymentStatus::Failed),
-            };
-            let customer = match row.from_wallet_id {
-                Some(w) => Some(
-                    self.inner
-                        .wallets
-                        .wallet_ref(PartnerId::from_uuid(row.partner_id), WalletId::from_uuid(w))
-                        .await?
-                        .customer_id,
+            // One bad row (a record that no longer adds up) is logged and skipped: it must
+            // never hold back the settlement of every withdrawal after it.
+            match self.settle(&row, at).await {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                Err(e) => tracing::error!(
+                    payment.id = %PaymentId::from_uuid(row.id),
+                    error.cause = %e,
+                    "settling a withdrawal failed; going on with the next"
                 ),
-                None => None,
-            };
-            let transfer = NewTransfer {
-                id: TransferId::from_uuid(settlement_id),
-                debit_account_id: None,
-                credit_account_id: None,
-                amount: 0,
-                currency: None,
-                code: PaymentKind::Withdrawal.transfer_code(),
-                flags: TransferFlags(flag),
-                pending_id: Some(TransferId::from_uuid(row.transfer_id)),
-                timeout_secs: None,
-                metadata: Some(
-                    json!({ "payment_id": PaymentId::from_uuid(row.id), "type": "withdrawal" }),
-                ),
-            };
-            let kyc = self.inner.kyc.clone();
-            let side_row = row.clone();
-            let side: SideWrite = Box::new(move |tx, outcomes| {
-                let (kyc, row) = (kyc.clone(), side_row.clone());
-                Box::pin(async move {
-                    finish_withdrawal(tx, &kyc, &row, customer, amount, status, outcomes).await
-                })
-            });
-            let locks = customer.map(limit_lock_key).into_iter().collect();
-            let outcomes = self
-                .inner
-                .ledger
-                .post_locked(Scope::System, vec![transfer], locks, Attachment::Each(side))
-                .await?;
-            if outcomes.first().is_some_and(|o| o.code == ResultCode::Ok) {
-                settled += 1;
-                if let Some(m) = &self.inner.metrics {
-                    m.observe(
-                        PaymentKind::Withdrawal,
-                        status.as_str(),
-                        (status == PaymentStatus::Completed).then_some(amount),
-                    );
-                }
             }
         }
         Ok(settled)
+    }
+
+    /// Settles one due withdrawal if the rail has decided it; whether it settled now.
+    async fn settle(&self, row: &PaymentRow, at: DateTime<Utc>) -> Result<bool, PaymentError> {
+        let Some(settlement_id) = row.settlement_transfer_id else {
+            return Ok(false);
+        };
+        let currency = Currency::parse(&row.currency)
+            .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
+        let amount = Money::from_minor(row.amount, currency);
+        let verdict =
+            self.inner
+                .rail
+                .settlement(amount, row.settle_after.unwrap_or(row.created_at), at);
+        let (flag, status) = match verdict {
+            Settlement::Pending => return Ok(false),
+            Settlement::Succeeded => (TransferFlags::POST_PENDING, PaymentStatus::Completed),
+            Settlement::Failed(_) => (TransferFlags::VOID_PENDING, PaymentStatus::Failed),
+        };
+        let customer = match row.from_wallet_id {
+            Some(w) => Some(
+                self.inner
+                    .wallets
+                    .wallet_ref(PartnerId::from_uuid(row.partner_id), WalletId::from_uuid(w))
+                    .await?
+                    .customer_id,
+            ),
+            None => None,
+        };
+        let transfer = NewTransfer {
+            id: TransferId::from_uuid(settlement_id),
+            debit_account_id: None,
+            credit_account_id: None,
+            amount: 0,
+            currency: None,
+            code: PaymentKind::Withdrawal.transfer_code(),
+            flags: TransferFlags(flag),
+            pending_id: Some(TransferId::from_uuid(row.transfer_id)),
+            timeout_secs: None,
+            metadata: Some(
+                json!({ "payment_id": PaymentId::from_uuid(row.id), "type": "withdrawal" }),
+            ),
+        };
+        let kyc = self.inner.kyc.clone();
+        let side_row = row.clone();
+        let side: SideWrite = Box::new(move |tx, outcomes| {
+            let (kyc, row) = (kyc.clone(), side_row.clone());
+            Box::pin(async move {
+                finish_withdrawal(tx, &kyc, &row, customer, amount, status, outcomes).await
+            })
+        });
+        let locks = customer.map(limit_lock_key).into_iter().collect();
+        let outcomes = self
+            .inner
+            .ledger
+            .post_locked(Scope::System, vec![transfer], locks, Attachment::Each(side))
+            .await?;
+        if !outcomes.first().is_some_and(|o| o.code == ResultCode::Ok) {
+            return Ok(false);
+        }
+        if let Some(m) = &self.inner.metrics {
+            m.observe(
+                PaymentKind::Withdrawal,
+                status.as_str(),
+                (status == PaymentStatus::Completed).then_some(amount),
+            );
+        }
+        Ok(true)
     }
 
     fn settlement_batch(&self) -> i64 {

@@ -174,6 +174,8 @@ pub struct LedgerSettings {
     pub batch_max_transfers: usize,
     pub batch_linger: Duration,
     pub queue_capacity: usize,
+    /// Bytes the requests waiting for (or in) the engine may take, at most.
+    pub queue_max_bytes: usize,
     pub enqueue_timeout: Duration,
     pub max_retries: u32,
     pub pipeline_depth: usize,
@@ -616,6 +618,7 @@ struct RawLedger {
     batch_max_transfers: usize,
     batch_linger_us: u64,
     queue_capacity: usize,
+    queue_max_bytes: usize,
     enqueue_timeout_ms: u64,
     max_retries: u32,
     pipeline_depth: usize,
@@ -1031,6 +1034,13 @@ impl RawLedger {
                 "must be greater than 0",
             ));
         }
+        if self.queue_max_bytes < self.max_request_bytes {
+            return Err(ConfigError::invalid(
+                "ledger.queue_max_bytes",
+                "FLOWLET__LEDGER__QUEUE_MAX_BYTES",
+                "must be at least ledger.max_request_bytes (one largest request must fit)",
+            ));
+        }
         if self.expiry_batch <= 0 || self.expiry_interval_ms == 0 {
             return Err(ConfigError::invalid(
                 "ledger.expiry_batch",
@@ -1043,6 +1053,7 @@ impl RawLedger {
             batch_max_transfers: self.batch_max_transfers,
             batch_linger: Duration::from_micros(self.batch_linger_us),
             queue_capacity: self.queue_capacity,
+            queue_max_bytes: self.queue_max_bytes,
             enqueue_timeout: Duration::from_millis(self.enqueue_timeout_ms),
             max_retries: self.max_retries,
             pipeline_depth: self.pipeline_depth.max(1),

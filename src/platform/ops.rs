@@ -74,32 +74,27 @@ pub struct Checks {
 #[derive(Serialize, ToSchema)]
 pub struct Check {
     /// `up`, `down`; for Redis also `degraded` (configured but unreachable: rate limits run
-    /// per replica, the service stays ready) and `in_process` (none configured).
+    /// per replica, the service stays ready) and `in_process` (none configured). Only words:
+    /// `/ready` answers anyone, so why a dependency is down (which can name hosts and users)
+    /// goes to the log, never into the response.
     pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
 }
 
 impl Check {
     fn up() -> Self {
-        Self {
-            status: "up",
-            detail: None,
-        }
+        Self { status: "up" }
     }
 
-    fn down(detail: impl Into<String>) -> Self {
-        Self {
-            status: "down",
-            detail: Some(detail.into()),
-        }
+    /// Down, with the reason logged.
+    fn down(what: &str, why: impl std::fmt::Display) -> Self {
+        tracing::warn!(ready.check = what, error.cause = %why, "readiness check failed");
+        Self { status: "down" }
     }
 
-    fn degraded(detail: impl Into<String>) -> Self {
-        Self {
-            status: "degraded",
-            detail: Some(detail.into()),
-        }
+    /// Degraded, with the reason logged.
+    fn degraded(what: &str, why: impl std::fmt::Display) -> Self {
+        tracing::warn!(ready.check = what, error.cause = %why, "readiness check degraded");
+        Self { status: "degraded" }
     }
 
     fn is_ok(&self) -> bool {
@@ -125,30 +120,32 @@ pub async fn health() -> web::Json<Health> {
 pub async fn ready(state: web::Data<OpsState>) -> Result<web::Json<Readiness>, ApiError> {
     let database = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => Check::up(),
-        Ok(Err(e)) => Check::down(e.to_string()),
-        Err(_) => Check::down("timed out"),
+        Ok(Err(e)) => Check::down("database", e),
+        Err(_) => Check::down("database", "timed out"),
     };
     let migrations = if database.is_ok() {
         match tokio::time::timeout(READY_CHECK_TIMEOUT, migration_status(&state.db)).await {
             Ok(Ok(status)) if status.pending.is_empty() => Check::up(),
-            Ok(Ok(status)) => Check::down(format!("pending: {}", status.pending.join(", "))),
-            Ok(Err(e)) => Check::down(e.to_string()),
-            Err(_) => Check::down("timed out"),
+            Ok(Ok(status)) => Check::down(
+                "migrations",
+                format!("pending: {}", status.pending.join(", ")),
+            ),
+            Ok(Err(e)) => Check::down("migrations", e),
+            Err(_) => Check::down("migrations", "timed out"),
         }
     } else {
-        Check::down("database is down")
+        Check { status: "down" }
     };
     let redis = match state.shared.backend() {
         Backend::InProcess => Check {
             status: "in_process",
-            detail: None,
         },
         // Redis down is not a reason to take the pod out: limits fall back to this process.
         Backend::Redis => {
             match tokio::time::timeout(READY_CHECK_TIMEOUT, state.shared.ping()).await {
                 Ok(Ok(())) => Check::up(),
-                Ok(Err(e)) => Check::degraded(e.to_string()),
-                Err(_) => Check::degraded("timed out"),
+                Ok(Err(e)) => Check::degraded("redis", e),
+                Err(_) => Check::degraded("redis", "timed out"),
             }
         }
     };

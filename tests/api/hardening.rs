@@ -735,3 +735,99 @@ async fn verify_checks_the_whole_books_and_names_each_kind_of_damage() {
         assert!(failed.contains(&name), "{name} catches it: {report}");
     }
 }
+
+#[tokio::test]
+async fn one_withdrawal_that_cannot_settle_never_holds_back_the_ones_after_it() {
+    use crate::payments::{app_settling_after, funded_pair, settled, withdraw};
+    // Settles after 300 ms, so both are made (and one broken) before either is due.
+    let app = app_settling_after(300).await;
+    crate::kyc::load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, _) = funded_pair(&app, &partner).await;
+    let broken = withdraw(&app, &partner.key, &a, "1.00").await;
+    let fine = withdraw(&app, &partner.key, &a, "2.00").await;
+    // The first no longer adds up: its wallet is gone from under it.
+    let broken_id = broken["id"].as_str().unwrap();
+    app.sql(&format!(
+        "UPDATE payment_payments SET from_wallet_id = gen_random_uuid() \
+         WHERE created_at = (SELECT min(created_at) FROM payment_payments WHERE kind = 'withdrawal')"
+    ))
+    .await;
+    let fine = settled(&app, &partner.key, fine["id"].as_str().unwrap()).await;
+    assert_eq!(fine["status"], "completed", "the later withdrawal settles");
+    let (_, broken) = get_json(&app, &partner.key, &format!("/v1/payments/{broken_id}")).await;
+    assert_eq!(
+        broken["status"], "pending",
+        "the broken one waits for an operator"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_queue_is_bounded_in_bytes_not_only_in_requests() {
+    use crate::helpers::{TestOptions, spawn_app_with};
+    use diesel_async::SimpleAsyncConnection;
+    let app = spawn_app_with(
+        TestOptions::default()
+            .var("FLOWLET__LEDGER__MAX_REQUEST_BYTES", "1048576")
+            .var("FLOWLET__LEDGER__QUEUE_MAX_BYTES", "1048576")
+            .var("FLOWLET__LEDGER__ENQUEUE_TIMEOUT_MS", "500"),
+    )
+    .await;
+    let (ledger, workers) = app.spawn_engine(3);
+    // The engine is held up (its batches wait on a key another session holds) while 200
+    // requests of 10 transfers with 4 KiB of metadata each arrive: far fewer than the queue's
+    // 10,000 places, far more than its MiB.
+    const K: i64 = 0x0bad_cafe;
+    let mut holder = app.db().await;
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({K})"))
+        .await
+        .unwrap();
+    let note = "x".repeat(4000);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let ledger = ledger.clone();
+        let transfers: Vec<_> = (0..10)
+            .map(|_| {
+                transfer(
+                    direct::AccountId::new(),
+                    direct::AccountId::new(),
+                    1,
+                    Some(json!({ "note": note })),
+                )
+            })
+            .collect();
+        let side = flowlet::ledger::Attachment::Each(Box::new(|_tx, _outcomes| {
+            Box::pin(async { Ok(()) })
+        }));
+        tasks.spawn(async move {
+            ledger
+                .post_locked(direct::Scope::System, transfers, vec![K], side)
+                .await
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({K})"))
+        .await
+        .unwrap();
+    let (mut answered, mut overloaded) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(outcomes) => {
+                assert_eq!(outcomes[0].code, direct::ResultCode::AccountNotFound);
+                answered += 1;
+            }
+            Err(flowlet::ledger::LedgerError::Overloaded) => overloaded += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(answered >= 1, "admitted requests are answered");
+    assert!(
+        answered <= 20,
+        "at most a MiB of requests (about 12 of them) got in: {answered}"
+    );
+    assert_eq!(answered + overloaded, 200);
+    workers.stop(std::time::Duration::from_secs(5)).await;
+    app.assert_ledger_invariants().await;
+}
