@@ -748,10 +748,10 @@ async fn one_withdrawal_that_cannot_settle_never_holds_back_the_ones_after_it() 
     let fine = withdraw(&app, &partner.key, &a, "2.00").await;
     // The first no longer adds up: its wallet is gone from under it.
     let broken_id = broken["id"].as_str().unwrap();
-    app.sql(&format!(
+    app.sql(
         "UPDATE payment_payments SET from_wallet_id = gen_random_uuid() \
-         WHERE created_at = (SELECT min(created_at) FROM payment_payments WHERE kind = 'withdrawal')"
-    ))
+         WHERE created_at = (SELECT min(created_at) FROM payment_payments WHERE kind = 'withdrawal')",
+    )
     .await;
     let fine = settled(&app, &partner.key, fine["id"].as_str().unwrap()).await;
     assert_eq!(fine["status"], "completed", "the later withdrawal settles");
