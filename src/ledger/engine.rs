@@ -692,8 +692,13 @@ impl Core {
             }
         }
         // The engine's statements are prepared once per connection; should a plan be made
-        // while the tables are tiny, it must still not scan them once they are big.
-        const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
+        // while the tables are tiny, it must still not scan them once they are big. Their
+        // plans depend on the batch's size only through array lengths, so one generic plan
+        // serves every batch (no re-planning of small batches each time, no merge join over
+        // the whole accounts key chosen for a large one), and a large batch's estimated cost
+        // must not make PostgreSQL spend longer compiling it (JIT) than running it.
+        const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
+                             SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off";
         let mut pending_rows = Vec::new();
         let mut begun = false;
         let mut now: Option<DateTime<Utc>> = None;
