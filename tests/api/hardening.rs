@@ -831,3 +831,78 @@ async fn the_engine_queue_is_bounded_in_bytes_not_only_in_requests() {
     workers.stop(std::time::Duration::from_secs(5)).await;
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_decided_by_a_batch_rerun_is_the_answer_its_key_replays() {
+    use diesel_async::SimpleAsyncConnection;
+    let app = spawn_app().await;
+    crate::kyc::load_test_list(&app).await;
+    let partner = app.new_partner().await;
+    let (a, b) = crate::payments::funded_pair(&app, &partner).await;
+    let body = json!({"from_wallet_id": a, "to_wallet_id": b, "amount": "5.00",
+                      "currency": "USD", "description": "rerun"});
+    let send = || {
+        app.client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&partner.key)
+            .header("idempotency-key", "rerun-refusal-1")
+            .json(&body)
+            .send()
+    };
+
+    // The payment's batch is held just before it writes its row (and after it stored its
+    // answer), while the paying wallet is frozen: its final write then finds the account
+    // changed, the batch runs again, and this time the payment is refused.
+    let mut holder = app.db().await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE payment_payments IN SHARE MODE")
+        .await
+        .unwrap();
+    let first = tokio::spawn(send());
+    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE relation = \
+                   'payment_payments'::regclass AND NOT granted";
+    let started = std::time::Instant::now();
+    while app.sql_count(waiting).await == 0 {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the payment never got to its row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let freeze = app
+        .post_as(
+            &partner.key,
+            &format!("/v1/wallets/{a}/freeze"),
+            &json!({"reason": "fraud review", "mode": "debits"}),
+        )
+        .await;
+    assert_eq!(freeze.status().as_u16(), 200);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status().as_u16(), 422);
+    let first_body = first.text().await.unwrap();
+    assert!(first_body.contains("wallet_frozen"), "{first_body}");
+
+    // The wallet thaws; the client retries its key: it gets the refusal it was given, not a
+    // second, different outcome (the money does not move now).
+    let unfreeze = app
+        .post_as(
+            &partner.key,
+            &format!("/v1/wallets/{a}/unfreeze"),
+            &json!({"reason": "cleared"}),
+        )
+        .await;
+    assert_eq!(unfreeze.status().as_u16(), 200);
+    let replay = send().await.unwrap();
+    assert_eq!(replay.status().as_u16(), 422);
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    assert_eq!(replay.text().await.unwrap(), first_body);
+    assert_eq!(app.count("payment_payments").await, 1, "only the deposit");
+    app.assert_ledger_invariants().await;
+}
