@@ -4,20 +4,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestPartner, assert_problem, spawn_app};
+use crate::helpers::{TestApp, assert_problem, spawn_app};
 
-/// The ledger API of a test, for tests that drive the engine directly.
-mod direct {
-    pub use flowlet::ledger::{
-        AccountId, NewTransfer, ResultCode, Scope, TransferFlags, TransferId,
-    };
-    pub use flowlet::platform::money::Currency;
-}
+use crate::ledger::{direct, two_accounts as books, usd};
 
-fn usd() -> direct::Currency {
-    direct::Currency::parse("USD").unwrap()
-}
-
+/// A transfer with a fresh id (and maybe metadata), for tests that drive the engine.
 fn transfer(
     debit: direct::AccountId,
     credit: direct::AccountId,
@@ -25,34 +16,9 @@ fn transfer(
     metadata: Option<Value>,
 ) -> direct::NewTransfer {
     direct::NewTransfer {
-        id: direct::TransferId::new(),
-        debit_account_id: Some(debit),
-        credit_account_id: Some(credit),
-        amount: minor,
-        currency: Some(usd()),
-        code: 0,
-        flags: direct::TransferFlags::default(),
-        pending_id: None,
-        timeout_secs: None,
         metadata,
+        ..crate::ledger::transfer(direct::TransferId::new(), debit, credit, minor)
     }
-}
-
-/// A partner's own books: a settlement account and a customer account (no overdraft).
-async fn books(app: &TestApp, partner: &TestPartner) -> (String, String) {
-    let mut ids = Vec::new();
-    for body in [
-        json!({"currency": "USD", "code": 1}),
-        json!({"currency": "USD", "code": 2, "flags": ["debits_must_not_exceed_credits"]}),
-    ] {
-        let resp = app
-            .post_as(&partner.key, "/v1/ledger/accounts", &body)
-            .await;
-        assert_eq!(resp.status().as_u16(), 201);
-        let v: Value = resp.json().await.unwrap();
-        ids.push(v["id"].as_str().unwrap().to_owned());
-    }
-    (ids[0].clone(), ids[1].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ async fn account(app: &TestApp, partner: &TestPartner, body: Value) -> String {
 }
 
 /// A settlement account (no limits) and a customer account that may not go negative.
-async fn two_accounts(app: &TestApp, partner: &TestPartner) -> (String, String) {
+pub(crate) async fn two_accounts(app: &TestApp, partner: &TestPartner) -> (String, String) {
     let settlement = account(app, partner, json!({"currency": "USD", "code": 1})).await;
     let customer = account(
         app,
@@ -621,7 +621,7 @@ async fn a_developer_reads_the_ledger_but_cannot_post() {
 }
 
 /// The ledger API of a test, for concurrency tests that drive engines directly.
-mod direct {
+pub(crate) mod direct {
     pub use flowlet::ledger::{
         AccountFlags, AccountId, NewAccount, NewTransfer, ResultCode, Scope, TransferFlags,
         TransferId,
@@ -629,11 +629,11 @@ mod direct {
     pub use flowlet::platform::money::Currency;
 }
 
-fn usd() -> direct::Currency {
+pub(crate) fn usd() -> direct::Currency {
     direct::Currency::parse("USD").unwrap()
 }
 
-fn transfer(
+pub(crate) fn transfer(
     id: direct::TransferId,
     debit: direct::AccountId,
     credit: direct::AccountId,
