@@ -872,3 +872,64 @@ async fn a_refusal_decided_by_a_batch_rerun_is_the_answer_its_key_replays() {
     assert_eq!(app.count("payment_payments").await, 1, "only the deposit");
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn totals_near_64_bits_are_refused_with_overflow_codes_and_verify_still_adds_up() {
+    let app = spawn_app().await;
+    let partner = app.new_partner().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let resp = app
+            .post_as(
+                &partner.key,
+                "/v1/ledger/accounts",
+                &json!({"currency": "USD"}),
+            )
+            .await;
+        let v: Value = resp.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let (x, y) = (&ids[0], &ids[1]);
+    let most = "92233720368547758.07"; // i64::MAX minor units
+    let move_ = |amount: &str, pending: bool| {
+        json!({"debit_account_id": x, "credit_account_id": y, "amount": amount,
+               "currency": "USD", "pending": pending})
+    };
+    assert_eq!(
+        raw_transfer(&app, &partner.key, move_(most, true)).await,
+        "ok"
+    );
+    // Each total would still fit; pending plus posted would not.
+    assert_eq!(
+        raw_transfer(&app, &partner.key, move_("0.01", false)).await,
+        "overflows_debits"
+    );
+    assert_eq!(
+        raw_transfer(&app, &partner.key, move_("0.01", true)).await,
+        "overflows_debits_pending"
+    );
+    let long = json!({"debit_account_id": y, "credit_account_id": x, "amount": "0.01",
+                      "currency": "USD", "pending": true, "timeout_secs": 2_147_483_648_u64});
+    assert_eq!(
+        raw_transfer(&app, &partner.key, long).await,
+        "overflows_timeout"
+    );
+    // Beyond what an amount can be at all: refused at the edge, naming the field.
+    let resp = app
+        .post_as(
+            &partner.key,
+            "/v1/ledger/transfers",
+            &json!({"transfers": [move_("92233720368547758.08", false)]}),
+        )
+        .await;
+    let problem = assert_problem(resp, 400, "amount_overflow").await;
+    assert_eq!(problem["field"], "transfers[0].amount");
+    let out = crate::cli::flowlet_on(&app, &["admin", "ledger", "verify", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    app.assert_ledger_invariants().await;
+}
