@@ -307,6 +307,22 @@ impl From<diesel::result::Error> for BatchError {
     }
 }
 
+/// A batch's failure for each of its requests: the same kind of error (a database that went
+/// away is 503 `database_unavailable` for every one of them, never a 500 for all but one).
+fn same_failure(error: &LedgerError) -> LedgerError {
+    match error {
+        LedgerError::Db(DbError::Unavailable(m)) => {
+            LedgerError::Db(DbError::Unavailable(m.clone()))
+        }
+        LedgerError::Db(DbError::Query(e)) if crate::platform::db::is_unavailable(e) => {
+            LedgerError::Db(DbError::Unavailable(e.to_string()))
+        }
+        LedgerError::Overloaded => LedgerError::Overloaded,
+        LedgerError::Unavailable => LedgerError::Unavailable,
+        other => LedgerError::Internal(anyhow::anyhow!("{other}")),
+    }
+}
+
 /// Whether a batch's failure may come from one request's data: an attached write's own error,
 /// or a statement the database refused (a value it cannot store, a constraint). Not a lost
 /// connection or an unavailable database: splitting the batch would not help those.
@@ -547,13 +563,8 @@ impl Core {
                 }
                 Err(BatchError::Retry(error) | BatchError::Fatal(error)) => {
                     tracing::error!(error.cause = %error, ledger.batch_requests = batch.len(), "batch failed");
-                    let message = error.to_string();
-                    let mut first = Some(error);
                     for submission in batch {
-                        let err = first
-                            .take()
-                            .unwrap_or_else(|| LedgerError::Internal(anyhow::anyhow!("{message}")));
-                        let _ = submission.reply.send(Err(err));
+                        let _ = submission.reply.send(Err(same_failure(&error)));
                     }
                     return None;
                 }
@@ -610,20 +621,20 @@ impl Core {
             Err(BatchError::Retry(LedgerError::Db(DbError::Query(e))))
                 if is_connection_lost(&e) =>
             {
-                let (Some(txid), Some(results)) = (progress.txid, progress.results) else {
+                let (Some(tx), Some(results)) = (progress.tx, progress.results) else {
                     return Err(BatchError::Retry(LedgerError::Db(DbError::Query(e))));
                 };
-                match self.fate_of(txid).await {
+                match self.fate_of(&tx, progress.written).await {
                     Fate::Committed => {
                         tracing::warn!(
-                            ledger.txid = txid,
+                            ledger.txid = tx.txid,
                             "the connection broke at commit; the batch had committed"
                         );
                         Ok(results)
                     }
                     Fate::RolledBack => Err(BatchError::Retry(LedgerError::Db(DbError::Query(e)))),
                     Fate::Unknown => {
-                        tracing::error!(ledger.txid = txid, error.cause = %e,
+                        tracing::error!(ledger.txid = tx.txid, error.cause = %e,
                             "the connection broke at commit and the batch's fate is unknown");
                         Err(BatchError::Fatal(LedgerError::Db(DbError::Unavailable(
                             "the outcome of a ledger commit could not be learned".into(),
@@ -635,19 +646,30 @@ impl Core {
         }
     }
 
-    /// What became of transaction `txid`, asked on a fresh connection, waiting a little for
-    /// the server to notice a dead client (`in progress`) and to come back if it went away.
-    async fn fate_of(&self, txid: i64) -> Fate {
+    /// What became of the batch's transaction, asked on a fresh connection.
+    ///
+    /// The batch's own rows say it: the ids it registers (its posted transfers and recorded
+    /// failures, in one at-most-once id space) are all there if it committed and none if it
+    /// did not. A transaction id alone cannot say it after a crash: ids not yet on disk are
+    /// given out again after recovery, so `txid_status` may describe another transaction.
+    /// It serves only to wait while the server, unaware yet of the dead client, still runs
+    /// the transaction (`in progress` on the same server). A batch that registers no id wrote
+    /// nothing that running it again would not write the same way, so it simply runs again.
+    async fn fate_of(&self, tx: &store::TxInfo, written: Vec<Uuid>) -> Fate {
+        if written.is_empty() {
+            return Fate::RolledBack;
+        }
+        let expected = i64::try_from(written.len()).unwrap_or(i64::MAX);
         let deadline = Instant::now() + FATE_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(mut conn) = self.db.conn().await {
-                match store::txid_status(&mut conn, txid).await {
-                    Ok(Some(status)) if status == "committed" => return Fate::Committed,
-                    Ok(Some(status)) if status == "aborted" => return Fate::RolledBack,
-                    // Too old to tell (wrapped around): cannot happen within seconds.
-                    Ok(None) => return Fate::Unknown,
-                    // "in progress": the server has not noticed yet.
-                    Ok(Some(_)) => {}
+                match store::tx_fate(&mut conn, tx.txid, written.clone()).await {
+                    Ok(fate)
+                        if fate.server_started == tx.server_started
+                            && fate.status.as_deref() == Some("in progress") => {}
+                    Ok(fate) if fate.present == expected => return Fate::Committed,
+                    Ok(fate) if fate.present == 0 => return Fate::RolledBack,
+                    Ok(_) => return Fate::Unknown,
                     Err(e) => {
                         tracing::debug!(error.cause = %e, "asking for a batch's fate failed");
                         drop(deadpool::managed::Object::take(conn));
@@ -717,9 +739,9 @@ impl Core {
             began?;
             note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
             begun = true;
-            let (txid, at) = info?;
-            progress.txid = Some(txid);
-            now = Some(at);
+            let info = info?;
+            now = Some(info.now);
+            progress.tx = Some(info);
             pending_rows = rows?;
             for row in &pending_rows {
                 account_ids.insert(row.debit_account_id);
@@ -741,9 +763,9 @@ impl Core {
                 began?;
                 note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
                 begun = true;
-                let (txid, at) = info?;
-                progress.txid = Some(txid);
-                now = Some(at);
+                let info = info?;
+                now = Some(info.now);
+                progress.tx = Some(info);
             }
             if !lock_keys.is_empty() {
                 store::advisory_locks(&mut &*conn, std::mem::take(&mut lock_keys)).await?;
@@ -788,9 +810,9 @@ impl Core {
         if !begun {
             note_depth(conn, TransactionDepthChange::IncreaseDepth)?;
         }
-        if let Some((txid, at)) = info? {
-            progress.txid = Some(txid);
-            now = Some(at);
+        if let Some(info) = info? {
+            now = Some(info.now);
+            progress.tx = Some(info);
         }
         let now = now.ok_or_else(|| {
             BatchError::Fatal(LedgerError::Internal(anyhow::anyhow!(
@@ -903,6 +925,14 @@ impl Core {
         // own. When another replica moved one of the accounts since it was read, the write
         // fails (as a serialization failure, 40001) and the batch rolls back and runs again.
         let write = write_set(batch, &results, &snapshot, &known_failures, &versions);
+        // The ids this batch registers, should its commit's fate have to be read from them.
+        progress.written = write
+            .transfers
+            .id
+            .iter()
+            .chain(&write.failed_ids)
+            .copied()
+            .collect();
         let expected = i64::try_from(write.accounts.id.len()).unwrap_or(i64::MAX);
         if !write.is_empty() {
             let shared: &AsyncPgConnection = conn;
@@ -982,8 +1012,10 @@ const FATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What an attempt got as far as, for when its connection breaks.
 #[derive(Default)]
 struct Progress {
-    /// The transaction's id, once it began.
-    txid: Option<i64>,
+    /// The transaction's id and server, once it began.
+    tx: Option<store::TxInfo>,
+    /// The ids the batch registers (posted transfers, recorded failures), once decided.
+    written: Vec<Uuid>,
     /// The batch's answers, once decided and its attached writes ran.
     results: Option<Vec<Vec<Outcome>>>,
 }

@@ -189,10 +189,10 @@ crate::prepared_statement! {
 }
 
 crate::prepared_statement! {
-    /// The transaction's id (to learn its fate should the connection break at commit) and
-    /// its start time (the batch's clock).
-    TxInfo -> (BigInt, Timestamptz) {}
-    "SELECT txid_current(), now()"
+    /// The transaction's id and the server's start (to learn its fate should the connection
+    /// break at commit), and its start time (the batch's clock).
+    TxInfoQuery -> (BigInt, Timestamptz, Timestamptz) {}
+    "SELECT txid_current(), now(), pg_postmaster_start_time()"
 }
 
 crate::prepared_statement! {
@@ -257,25 +257,56 @@ pub struct FailedRow {
     pub result: String,
 }
 
-/// The current transaction's id and start time (see [`TxInfo`]).
-pub async fn tx_info(conn: &AsyncPgConnection) -> QueryResult<(i64, DateTime<Utc>)> {
-    let mut conn = conn;
-    TxInfo {}.get_result(&mut conn).await
+/// A batch's transaction, as [`tx_info`] reads it with BEGIN.
+#[derive(Debug, Clone, Copy)]
+pub struct TxInfo {
+    pub txid: i64,
+    /// The transaction's start: the batch's clock.
+    pub now: DateTime<Utc>,
+    /// When the server started: a restart since means the transaction died with it.
+    pub server_started: DateTime<Utc>,
 }
 
-/// `committed`, `aborted` or `in progress` for a recent transaction id; `None` when it is too
-/// old to tell.
-pub async fn txid_status(conn: &mut AsyncPgConnection, txid: i64) -> QueryResult<Option<String>> {
-    #[derive(QueryableByName)]
-    struct Status {
-        #[diesel(sql_type = Nullable<Text>)]
-        status: Option<String>,
-    }
-    let row: Status = diesel::sql_query("SELECT txid_status($1) AS status")
-        .bind::<BigInt, _>(txid)
-        .get_result(conn)
-        .await?;
-    Ok(row.status)
+/// The current transaction's id, start time and server (see [`TxInfoQuery`]).
+pub async fn tx_info(conn: &AsyncPgConnection) -> QueryResult<TxInfo> {
+    let mut conn = conn;
+    let (txid, now, server_started) = TxInfoQuery {}.get_result(&mut conn).await?;
+    Ok(TxInfo {
+        txid,
+        now,
+        server_started,
+    })
+}
+
+/// What the database says of a batch whose connection broke: see [`tx_fate`].
+#[derive(QueryableByName)]
+pub struct TxFate {
+    /// When the server answering started.
+    #[diesel(sql_type = Timestamptz)]
+    pub server_started: DateTime<Utc>,
+    /// `committed`, `aborted` or `in progress`; `None` when too old to tell. Meaningful only
+    /// on the server the transaction ran on (ids are reused after a crash).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub status: Option<String>,
+    /// How many of the batch's registered ids exist.
+    #[diesel(sql_type = BigInt)]
+    pub present: i64,
+}
+
+/// The server's start, transaction `txid`'s status and how many of `ids` are registered.
+pub async fn tx_fate(
+    conn: &mut AsyncPgConnection,
+    txid: i64,
+    ids: Vec<Uuid>,
+) -> QueryResult<TxFate> {
+    diesel::sql_query(
+        "SELECT pg_postmaster_start_time() AS server_started, txid_status($1) AS status, \
+                (SELECT count(*) FROM ledger_transfer_ids WHERE id = ANY($2)) AS present",
+    )
+    .bind::<BigInt, _>(txid)
+    .bind::<Array<SqlUuid>, _>(ids)
+    .get_result(conn)
+    .await
 }
 
 /// Remembered failures among `ids`.

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{empty_database, redis_url, test_database};
+use crate::helpers::{empty_database, free_port, redis_url, test_database};
 
-fn flowlet() -> Command {
+pub(crate) fn flowlet() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowlet"));
     // Only what each test sets: never the developer's own FLOWLET_* variables.
     for (key, _) in std::env::vars() {
@@ -62,14 +62,6 @@ pub async fn flowlet_on_with_stdin(
 /// Runs `flowlet ARGS` against `app`'s database; it must succeed, and print JSON.
 pub async fn flowlet_json(app: &crate::helpers::TestApp, args: &[&str]) -> serde_json::Value {
     json_of(&flowlet_on(app, args).await)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits until GET `path` answers (any status), or fails after `timeout`.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{TestApp, TestOptions, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, free_port, spawn_app_with};
 
 /// One message as the SMTP server received it.
 #[derive(Debug)]
@@ -35,15 +35,6 @@ pub struct SmtpSink {
     pub port: u16,
     received: Arc<Mutex<Vec<Stored>>>,
     server: tokio::task::JoinHandle<()>,
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One SMTP session's decisions: accept everything, keep each message when its DATA ends.

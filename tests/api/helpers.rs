@@ -151,6 +151,14 @@ pub fn test_settings(db_url: &str, extra: Vec<(String, String)>) -> Settings {
     Settings::load_from(&Sources::with_vars(vars)).expect("test settings are valid")
 }
 
+/// A loopback port nothing listens on right now (a server started on it may still lose it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 /// The Redis tests use: `FLOWLET_TEST_REDIS_URL`, else 127.0.0.1:6379 when it answers, else a
 /// private `redis-server` started for this run (see `tests/support/redis_server.rs`).
 pub fn redis_url() -> String {

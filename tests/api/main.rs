@@ -13,6 +13,7 @@ mod cli;
 mod db;
 mod email;
 mod errors;
+mod faults;
 mod hardening;
 mod helpers;
 mod idempotency;
