@@ -11,30 +11,13 @@ ALTER TABLE ledger_accounts ADD COLUMN partner_books boolean NOT NULL DEFAULT fa
 UPDATE ledger_accounts SET partner_books = true
     WHERE partner_id IS NOT NULL AND NOT (code = 100 AND metadata ? 'wallet_id');
 
--- 2. One at-most-once id space for transfers that posted and transfers that failed. Both
---    tables register their new ids here in the same statement that inserts them, so a failure
---    recorded by one replica and a success written by another (a client's retry) conflict on
---    this primary key: one commits, the other rolls back and runs again on what committed.
---    Statement-level triggers with transition tables: one set-based insert per statement,
---    whoever writes (every engine version, any path).
+-- 2. One at-most-once id space for transfers that posted and transfers that failed. The
+--    engine's write registers every new id here in the statement that inserts it, so a
+--    failure recorded by one replica and a success written by another (a client's retry)
+--    conflict on this primary key: one commits, the other rolls back and runs again on what
+--    committed. (Replicas of an older version, during a rolling deploy, do not register.)
 CREATE TABLE ledger_transfer_ids (
     id uuid PRIMARY KEY
 );
 INSERT INTO ledger_transfer_ids (id)
     SELECT id FROM ledger_transfers UNION SELECT id FROM ledger_failed_transfers;
-
-CREATE FUNCTION ledger_register_transfer_ids() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO ledger_transfer_ids (id) SELECT id FROM new_rows;
-    RETURN NULL;
-END;
-$$;
-CREATE TRIGGER ledger_transfers_register_ids
-    AFTER INSERT ON ledger_transfers
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_register_transfer_ids();
-CREATE TRIGGER ledger_failed_transfers_register_ids
-    AFTER INSERT ON ledger_failed_transfers
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_register_transfer_ids();

@@ -713,14 +713,15 @@ impl Core {
                 account_ids.extend(t.credit_account_id.map(|a| a.uuid()));
             }
         }
-        // The engine's statements are prepared once per connection; should a plan be made
-        // while the tables are tiny, it must still not scan them once they are big. Their
-        // plans depend on the batch's size only through array lengths, so one generic plan
-        // serves every batch (no re-planning of small batches each time, no merge join over
-        // the whole accounts key chosen for a large one), and a large batch's estimated cost
-        // must not make PostgreSQL spend longer compiling it (JIT) than running it.
-        const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
-                             SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL jit = off";
+        // The transaction's settings come with its first statement (`store::tx_info`):
+        // the engine's statements are prepared once per connection; should a plan be made
+        // while the tables are tiny, it must still not scan them once they are big
+        // (enable_seqscan off). Their plans depend on the batch's size only through array
+        // lengths, so one generic plan serves every batch (no re-planning of small batches
+        // each time, no merge join over the whole accounts key chosen for a large one), and a
+        // large batch's estimated cost must not make PostgreSQL spend longer compiling it
+        // (JIT) than running it.
+        const BEGIN: &str = "BEGIN";
         let mut pending_rows = Vec::new();
         let mut begun = false;
         let mut now: Option<DateTime<Utc>> = None;

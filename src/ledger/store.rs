@@ -190,9 +190,13 @@ crate::prepared_statement! {
 
 crate::prepared_statement! {
     /// The transaction's id and the server's start (to learn its fate should the connection
-    /// break at commit), and its start time (the batch's clock).
+    /// break at commit), and its start time (the batch's clock); and the batch's planner
+    /// settings, for the rest of its transaction (see the engine: one statement, not three).
     TxInfoQuery -> (BigInt, Timestamptz, Timestamptz) {}
-    "SELECT txid_current(), now(), pg_postmaster_start_time()"
+    "SELECT txid_current(), now(), pg_postmaster_start_time() \
+     WHERE set_config('enable_seqscan', 'off', true) IS NOT NULL \
+       AND set_config('plan_cache_mode', 'force_generic_plan', true) IS NOT NULL \
+       AND set_config('jit', 'off', true) IS NOT NULL"
 }
 
 crate::prepared_statement! {
@@ -364,14 +368,15 @@ crate::prepared_statement! {
              currency, code, flags, pending_id, timeout_secs, expires_at, metadata, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::uuid[], ??::uuid[], \
              ??::int8[], ??::text[], ??::int4[], ??::int4[], ??::uuid[], ??::int4[], ??::timestamptz[], \
-             ??::jsonb[]) AS u), \
+             ??::jsonb[]) AS u RETURNING id), \
      e AS (INSERT INTO ledger_entries (account_id, seq, transfer_id, is_credit, pending_delta, \
              posted_delta, debits_pending, debits_posted, credits_pending, credits_posted, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::int8[], ??::uuid[], ??::bool[], \
              ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[]) AS u), \
      f AS (INSERT INTO ledger_failed_transfers (id, partner_id, result, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::text[]) AS u \
-           ON CONFLICT (id) DO NOTHING), \
+           ON CONFLICT (id) DO NOTHING RETURNING id), \
+     i AS (INSERT INTO ledger_transfer_ids (id) SELECT id FROM t UNION ALL SELECT id FROM f), \
      xd AS (DELETE FROM ledger_pending_expiry WHERE transfer_id = ANY(??::uuid[])), \
      xi AS (INSERT INTO ledger_pending_expiry (transfer_id, expires_at) \
             SELECT * FROM unnest(??::uuid[], ??::timestamptz[])), \
@@ -427,11 +432,12 @@ crate::prepared_statement! {
              currency, code, flags, pending_id, timeout_secs, expires_at, metadata, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::uuid[], ??::uuid[], \
              ??::int8[], ??::text[], ??::int4[], ??::int4[], ??::uuid[], ??::int4[], ??::timestamptz[], \
-             ??::jsonb[]) AS u), \
+             ??::jsonb[]) AS u RETURNING id), \
      e AS (INSERT INTO ledger_entries (account_id, seq, transfer_id, is_credit, pending_delta, \
              posted_delta, debits_pending, debits_posted, credits_pending, credits_posted, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::int8[], ??::uuid[], ??::bool[], \
              ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[]) AS u), \
+     i AS (INSERT INTO ledger_transfer_ids (id) SELECT id FROM t), \
      a AS (UPDATE ledger_accounts acc SET debits_pending = v.dp, debits_posted = v.dpo, \
              credits_pending = v.cp, credits_posted = v.cpo, entry_seq = v.seq \
            FROM unnest(??::uuid[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], \
@@ -441,8 +447,10 @@ crate::prepared_statement! {
      SELECT ledger_assert_unchanged(count(*), ??::int8) FROM a"
 }
 
-/// The batch's single write: transfers, entries, failures, expiry bookkeeping and the new
-/// account totals, in one prepared statement (one round trip, planned once per connection).
+/// The batch's single write: transfers, entries, failures, their ids in the one id space
+/// (`ledger_transfer_ids`: a failure and a success of one id conflict there, whichever
+/// replica writes them), expiry bookkeeping and the new account totals, in one prepared
+/// statement (one round trip, planned once per connection).
 /// Returns the number of accounts updated.
 ///
 /// Accounts are locked here, by this UPDATE, as late as possible: a hot account's row is held
