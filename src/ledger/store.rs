@@ -179,7 +179,7 @@ crate::prepared_statement! {
     LoadTransfers -> TransferColumnsSql { ids: Vec<Uuid> => Array<SqlUuid> }
     "SELECT id, partner_id, debit_account_id, credit_account_id, amount, currency, code, flags, \
             pending_id, timeout_secs, expires_at, metadata, created_at \
-     FROM ledger_transfers WHERE id = ANY(??)"
+     FROM ledger_transfers WHERE id = ANY(??) AND result IS NULL"
 }
 
 crate::prepared_statement! {
@@ -202,7 +202,7 @@ crate::prepared_statement! {
 crate::prepared_statement! {
     /// Remembered failures among the ids.
     LoadFailed -> (SqlUuid, Text) { ids: Vec<Uuid> => Array<SqlUuid> }
-    "SELECT id, result FROM ledger_failed_transfers WHERE id = ANY(??)"
+    "SELECT id, result FROM ledger_transfers WHERE id = ANY(??) AND result IS NOT NULL"
 }
 
 pub async fn insert_accounts(
@@ -305,7 +305,7 @@ pub async fn tx_fate(
 ) -> QueryResult<TxFate> {
     diesel::sql_query(
         "SELECT pg_postmaster_start_time() AS server_started, txid_status($1) AS status, \
-                (SELECT count(*) FROM ledger_transfer_ids WHERE id = ANY($2)) AS present",
+                (SELECT count(*) FROM ledger_transfers WHERE id = ANY($2)) AS present",
     )
     .bind::<BigInt, _>(txid)
     .bind::<Array<SqlUuid>, _>(ids)
@@ -362,21 +362,21 @@ crate::prepared_statement! {
         a_old_seq: Vec<i64> => Array<Int8>,
         a_old_flags: Vec<i32> => Array<Int4>,
         expected: i64 => Int8,
+        expected_failed: i64 => Int8,
     }
     "WITH \
      t AS (INSERT INTO ledger_transfers (id, partner_id, debit_account_id, credit_account_id, amount, \
              currency, code, flags, pending_id, timeout_secs, expires_at, metadata, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::uuid[], ??::uuid[], \
              ??::int8[], ??::text[], ??::int4[], ??::int4[], ??::uuid[], ??::int4[], ??::timestamptz[], \
-             ??::jsonb[]) AS u RETURNING id), \
+             ??::jsonb[]) AS u), \
      e AS (INSERT INTO ledger_entries (account_id, seq, transfer_id, is_credit, pending_delta, \
              posted_delta, debits_pending, debits_posted, credits_pending, credits_posted, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::int8[], ??::uuid[], ??::bool[], \
              ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[]) AS u), \
-     f AS (INSERT INTO ledger_failed_transfers (id, partner_id, result, created_at) \
+     f AS (INSERT INTO ledger_transfers (id, partner_id, result, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::text[]) AS u \
-           ON CONFLICT (id) DO NOTHING RETURNING id), \
-     i AS (INSERT INTO ledger_transfer_ids (id) SELECT id FROM t UNION ALL SELECT id FROM f), \
+           ON CONFLICT (id) DO NOTHING RETURNING 1), \
      xd AS (DELETE FROM ledger_pending_expiry WHERE transfer_id = ANY(??::uuid[])), \
      xi AS (INSERT INTO ledger_pending_expiry (transfer_id, expires_at) \
             SELECT * FROM unnest(??::uuid[], ??::timestamptz[])), \
@@ -386,7 +386,8 @@ crate::prepared_statement! {
              ??::int8[], ??::int4[]) AS v(id, dp, dpo, cp, cpo, seq, old_seq, old_flags) \
            WHERE acc.id = v.id AND acc.entry_seq = v.old_seq AND acc.flags = v.old_flags \
            RETURNING 1) \
-     SELECT ledger_assert_unchanged(count(*), ??::int8) FROM a"
+     SELECT ledger_assert_unchanged(count(*), ??::int8) \
+          + ledger_assert_recorded((SELECT count(*) FROM f), ??::int8) FROM a"
 }
 
 crate::prepared_statement! {
@@ -432,12 +433,11 @@ crate::prepared_statement! {
              currency, code, flags, pending_id, timeout_secs, expires_at, metadata, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::uuid[], ??::uuid[], ??::uuid[], \
              ??::int8[], ??::text[], ??::int4[], ??::int4[], ??::uuid[], ??::int4[], ??::timestamptz[], \
-             ??::jsonb[]) AS u RETURNING id), \
+             ??::jsonb[]) AS u), \
      e AS (INSERT INTO ledger_entries (account_id, seq, transfer_id, is_credit, pending_delta, \
              posted_delta, debits_pending, debits_posted, credits_pending, credits_posted, created_at) \
            SELECT u.*, ??::timestamptz FROM unnest(??::uuid[], ??::int8[], ??::uuid[], ??::bool[], \
              ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[]) AS u), \
-     i AS (INSERT INTO ledger_transfer_ids (id) SELECT id FROM t), \
      a AS (UPDATE ledger_accounts acc SET debits_pending = v.dp, debits_posted = v.dpo, \
              credits_pending = v.cp, credits_posted = v.cpo, entry_seq = v.seq \
            FROM unnest(??::uuid[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], ??::int8[], \
@@ -447,10 +447,11 @@ crate::prepared_statement! {
      SELECT ledger_assert_unchanged(count(*), ??::int8) FROM a"
 }
 
-/// The batch's single write: transfers, entries, failures, their ids in the one id space
-/// (`ledger_transfer_ids`: a failure and a success of one id conflict there, whichever
-/// replica writes them), expiry bookkeeping and the new account totals, in one prepared
-/// statement (one round trip, planned once per connection).
+/// The batch's single write: transfers, entries, failures (rows of `ledger_transfers` too,
+/// so a failure and a success of one id conflict on its primary key, whichever replica writes
+/// them; a failure that finds its id taken fails the batch, which runs again), expiry
+/// bookkeeping and the new account totals, in one prepared statement (one round trip,
+/// planned once per connection).
 /// Returns the number of accounts updated.
 ///
 /// Accounts are locked here, by this UPDATE, as late as possible: a hot account's row is held
@@ -467,6 +468,7 @@ pub async fn write_batch(
     expected: i64,
     now: DateTime<Utc>,
 ) -> QueryResult<i64> {
+    let expected_failed = i64::try_from(w.failed_ids.len()).unwrap_or(i64::MAX);
     let t = w.transfers;
     let e = w.entries;
     let a = w.accounts;
@@ -550,6 +552,7 @@ pub async fn write_batch(
         a_old_seq: a.old_entry_seq,
         a_old_flags: a.old_flags,
         expected,
+        expected_failed,
     }
     .get_result(conn)
     .await
@@ -821,6 +824,7 @@ pub const CHECKS: &[Check] = &[
          FROM ledger_transfers t \
          LEFT JOIN ledger_transfers p ON p.id = t.pending_id \
          LEFT JOIN ledger_entries e ON e.transfer_id = t.id \
+         WHERE t.result IS NULL \
          GROUP BY t.id, t.debit_account_id, t.credit_account_id, t.amount, t.flags, p.amount \
          HAVING count(*) FILTER (WHERE NOT e.is_credit AND e.account_id = t.debit_account_id) <> 1 \
              OR count(*) FILTER (WHERE e.is_credit AND e.account_id = t.credit_account_id) <> 1 \
@@ -868,11 +872,20 @@ pub const CHECKS: &[Check] = &[
             OR (flags & 2 <> 0 AND credits_posted::numeric + credits_pending > debits_posted) LIMIT 100",
     },
     Check {
+        name: "failed_moved_nothing",
+        about: "a failed transfer moved nothing: no entry names it",
+        sql: "SELECT 'failed_moved_nothing' AS check, t.id::text AS subject, \
+                format('failed with %s, yet has entries', t.result) AS detail \
+         FROM ledger_transfers t JOIN ledger_entries e ON e.transfer_id = t.id \
+         WHERE t.result IS NOT NULL LIMIT 100",
+    },
+    Check {
         name: "failed_and_posted",
-        about: "no transfer id is both failed and posted",
+        about: "no transfer id is both failed and posted (failures recorded by the previous version too)",
         sql: "SELECT 'failed_and_posted' AS check, f.id::text AS subject, \
                 format('failed with %s, yet posted', f.result) AS detail \
-         FROM ledger_failed_transfers f JOIN ledger_transfers t ON t.id = f.id LIMIT 100",
+         FROM ledger_failed_transfers f JOIN ledger_transfers t ON t.id = f.id AND t.result IS NULL \
+         LIMIT 100",
     },
 ];
 
@@ -894,6 +907,7 @@ pub async fn transfers_after(
     limit: i64,
 ) -> QueryResult<Vec<TransferRow>> {
     let mut query = ledger_transfers::table
+        .filter(ledger_transfers::result.is_null())
         .select(TransferRow::as_select())
         .order(ledger_transfers::id)
         .limit(limit)

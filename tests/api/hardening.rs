@@ -64,7 +64,7 @@ async fn ninety_concurrent_transfers_nine_with_a_nul_in_metadata_the_nine_get_40
         }
     }
     assert_eq!((ok, refused), (81, 9));
-    assert_eq!(app.count("ledger_transfers").await, 81);
+    assert_eq!(app.posted_transfers().await, 81);
     app.assert_ledger_invariants().await;
 }
 
@@ -73,7 +73,7 @@ async fn text_postgres_cannot_store_is_refused_at_the_edge_of_every_write() {
     let app = spawn_app().await;
     let partner = app.new_partner().await;
     let (settlement, customer) = books(&app, &partner).await;
-    let before = app.count("ledger_transfers").await;
+    let before = app.posted_transfers().await;
     for (path, body, field) in [
         (
             "/v1/ledger/accounts",
@@ -121,7 +121,7 @@ async fn text_postgres_cannot_store_is_refused_at_the_edge_of_every_write() {
         let problem = assert_problem(resp, 400, "validation_failed").await;
         assert_eq!(problem["field"], field, "{path}: {problem}");
     }
-    assert_eq!(app.count("ledger_transfers").await, before);
+    assert_eq!(app.posted_transfers().await, before);
     assert_eq!(app.count("ledger_accounts").await, 2);
     assert_eq!(app.count("payment_payments").await, 0);
     assert_eq!(app.count("kyc_customers").await, 0);
@@ -158,7 +158,7 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_neighbours_com
         }
     }
     assert_eq!((ok, failed), (54, 6));
-    assert_eq!(app.count("ledger_transfers").await, 54);
+    assert_eq!(app.posted_transfers().await, 54);
     workers.stop(std::time::Duration::from_secs(5)).await;
     app.assert_ledger_invariants().await;
 }
@@ -205,10 +205,7 @@ async fn wallet_money_moves_only_through_payments_and_partners_read_every_transf
 
     // The raw ledger API cannot put money into a wallet, take it out, or move it between
     // wallets: no KYC limit, payment record or event would be written.
-    let before = (
-        app.count("ledger_transfers").await,
-        app.count("ledger_failed_transfers").await,
-    );
+    let before = (app.posted_transfers().await, app.failed_transfers().await);
     for (debit, credit) in [
         (&settlement, &account_a),
         (&account_a, &settlement),
@@ -223,13 +220,9 @@ async fn wallet_money_moves_only_through_payments_and_partners_read_every_transf
         .await;
         assert_eq!(result, "account_not_owned", "{debit} -> {credit}");
     }
+    assert_eq!(app.posted_transfers().await, before.0, "nothing moved");
     assert_eq!(
-        app.count("ledger_transfers").await,
-        before.0,
-        "nothing moved"
-    );
-    assert_eq!(
-        app.count("ledger_failed_transfers").await,
+        app.failed_transfers().await,
         before.1 + 3,
         "the ids are burnt like any refusal on the ledger's state"
     );
@@ -327,21 +320,32 @@ async fn a_transfer_id_is_never_both_failed_and_posted_across_replicas() {
     let x = transfer(customer, settlement, 100, None);
 
     // Replica A decides X fails (the customer holds nothing), but its write of the failure
-    // is held back: another session keeps ledger_failed_transfers locked against inserts.
+    // is held back: its batch's attached write waits on a key another session holds.
+    const K: i64 = 0x0d0_5e1f;
     let mut blocker = app.db().await;
     blocker
-        .batch_execute("BEGIN; LOCK TABLE ledger_failed_transfers IN SHARE MODE")
+        .batch_execute(&format!("SELECT pg_advisory_lock({K})"))
         .await
         .unwrap();
     let first = {
         let (replica_a, x) = (replica_a.clone(), x.clone());
-        tokio::spawn(async move { replica_a.post(scope, vec![x], None).await })
+        let side: flowlet::ledger::SideWrite = Box::new(|tx, _outcomes| {
+            Box::pin(async move {
+                tx.conn()
+                    .batch_execute(&format!("SELECT pg_advisory_xact_lock({K})"))
+                    .await
+                    .map_err(|e| flowlet::ledger::SideWriteError(Box::new(e)))
+            })
+        });
+        tokio::spawn(async move { replica_a.post(scope, vec![x], Some(side)).await })
     };
-    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE relation = \
-                   'ledger_failed_transfers'::regclass AND NOT granted";
+    let waiting = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
     let started = std::time::Instant::now();
     while app.sql_count(waiting).await == 0 {
-        assert!(started.elapsed().as_secs() < 10, "replica A never wrote");
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "replica A never got to its write"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // Meanwhile money arrives and the client's retry of X reaches replica B: it posts.
@@ -352,18 +356,21 @@ async fn a_transfer_id_is_never_both_failed_and_posted_across_replicas() {
     assert_eq!(funded[0].code, direct::ResultCode::Ok);
     let retried = replica_b.post(scope, vec![x.clone()], None).await.unwrap();
     assert_eq!(retried[0].code, direct::ResultCode::Ok);
-    blocker.batch_execute("COMMIT").await.unwrap();
+    blocker
+        .batch_execute(&format!("SELECT pg_advisory_unlock({K})"))
+        .await
+        .unwrap();
 
     // Replica A's failure now conflicts with the posted id: it runs again on what committed
     // and answers as the ledger stands, instead of recording a failure for money that moved.
     let first = first.await.unwrap().unwrap();
     assert_eq!(first[0].code, direct::ResultCode::Exists);
-    let both = app
-        .sql_count(
-            "SELECT count(*) AS n FROM ledger_transfers t JOIN ledger_failed_transfers f USING (id)",
-        )
-        .await;
-    assert_eq!(both, 0, "an id both failed and posted");
+    assert_eq!(
+        app.failed_transfers().await,
+        0,
+        "no failure recorded for an id that posted"
+    );
+    assert_eq!(app.posted_transfers().await, 2);
     // Any id reused later answers from the one id space.
     let again = replica_a.post(scope, vec![x], None).await.unwrap();
     assert_eq!(again[0].code, direct::ResultCode::Exists);

@@ -380,6 +380,18 @@ impl TestApp {
         .expect("a pool")
     }
 
+    /// Transfers that posted (`ledger_transfers` also holds the ids of failed ones).
+    pub async fn posted_transfers(&self) -> i64 {
+        self.sql_count("SELECT count(*) AS n FROM ledger_transfers WHERE result IS NULL")
+            .await
+    }
+
+    /// Transfer ids that failed on the ledger's state (their ids are burnt).
+    pub async fn failed_transfers(&self) -> i64 {
+        self.sql_count("SELECT count(*) AS n FROM ledger_transfers WHERE result IS NOT NULL")
+            .await
+    }
+
     /// Runs SQL on this app's database (test set-up and fault injection).
     pub async fn sql(&self, sql: &str) {
         let mut conn = self.db().await;

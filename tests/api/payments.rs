@@ -91,7 +91,7 @@ async fn available(app: &TestApp, key: &str, wallet: &str) -> String {
 /// Rows that record money: neither may change on a refusal.
 async fn money_rows(app: &TestApp) -> (i64, i64, i64) {
     (
-        app.count("ledger_transfers").await,
+        app.posted_transfers().await,
         app.count("ledger_entries").await,
         app.count("payment_payments").await,
     )

@@ -95,6 +95,9 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Posted transfers (`result` NULL) and failed ones (`result` their code, and NULL in the
+    /// columns below that are declared NOT NULL here): every diesel query on this table
+    /// selects posted rows only (`result.is_null()`); the engine reads failures itself.
     ledger_transfers (id) {
         id -> Uuid,
         partner_id -> Nullable<Uuid>,
@@ -109,6 +112,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         metadata -> Nullable<Jsonb>,
         created_at -> Timestamptz,
+        result -> Nullable<Text>,
     }
 }
 
