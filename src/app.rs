@@ -289,7 +289,10 @@ impl Application {
         let listener = TcpListener::bind(settings.server.bind)
             .with_context(|| format!("binding {} (server.bind)", settings.server.bind))?;
         let port = listener.local_addr()?.port();
-        let auth = web::Data::new(auth_service(settings, infra)?);
+        let auth = std::sync::Arc::new(auth_service(settings, infra)?);
+        let partners: std::sync::Arc<dyn crate::kernel::Partners> = auth.clone();
+        let partners = web::Data::from(partners);
+        let auth = web::Data::from(auth);
         let ledger = web::Data::new(ledger);
         let notifier = web::Data::new(notifier);
         let kyc_svc = kyc_service(settings, &infra.db)?;
@@ -345,6 +348,7 @@ impl Application {
                 .app_data(request_ctx.clone())
                 .app_data(idempotency_ctx.clone())
                 .app_data(auth.clone())
+                .app_data(partners.clone())
                 .app_data(ledger.clone())
                 .app_data(notifier.clone())
                 .app_data(kyc.clone())
@@ -410,11 +414,11 @@ impl Application {
 /// Idempotency keys are scoped to the caller's partner; platform admins act for no partner,
 /// so theirs are scoped to the acting user or API key.
 fn idempotency_scope(extensions: &Extensions) -> Option<uuid::Uuid> {
-    let principal = extensions.get::<auth::Principal>()?;
+    let principal = extensions.get::<crate::kernel::Principal>()?;
     Some(match (principal.partner_id, principal.actor) {
         (Some(partner), _) => partner.uuid(),
-        (None, auth::Actor::User(user)) => user.uuid(),
-        (None, auth::Actor::ApiKey(key)) => key.uuid(),
+        (None, crate::kernel::Actor::User(user)) => user.uuid(),
+        (None, crate::kernel::Actor::ApiKey(key)) => key.uuid(),
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod kernel;
 pub mod kyc;
 pub mod ledger;
 pub mod notify;

@@ -19,21 +19,96 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The domain modules of DESIGN.md. A directory under `src/` not listed here and not
-/// `platform`/`cli` is itself a violation: add it here when you add a module.
-const DOMAIN_MODULES: [&str; 7] = [
-    "auth", "ledger", "wallet", "payment", "card", "kyc", "notify",
+/// `platform`/`kernel`/`cli` is itself a violation: add it here when you add a module.
+const DOMAIN_MODULES: [&str; 8] = [
+    "auth", "ledger", "wallet", "payment", "card", "kyc", "aml", "notify",
+];
+/// Everything a `crate::<name>` path can name that the dependency matrix governs.
+const GOVERNED: [&str; 12] = [
+    "auth", "ledger", "wallet", "payment", "card", "kyc", "aml", "notify", "kernel", "platform",
+    "app", "cli",
 ];
 /// The private rooms of a module; nobody else may name them.
 const ROOMS: [&str; 5] = ["model", "store", "service", "http", "error"];
-/// Which domain modules a module may depend on at all (through faces). Calls go one way:
-/// `platform` is the ground and depends on no module; the ledger depends only on `auth`
-/// (tenancy: partner ids and the principal of a request); the others may use any face.
-fn may_depend(module: &str, other: &str) -> bool {
-    match module {
-        "platform" => false,
-        "ledger" => other == "auth",
-        _ => true,
+
+/// The dependency matrix (DESIGN.md, "Allowed dependencies"): the modules each module may
+/// name, through their faces. Every edge not written here fails the build's tests.
+/// `platform` is the ground and knows nothing above it; `kernel` (tenancy: partner ids, the
+/// principal) stands on platform alone; every domain module may use both. The ledger depends
+/// on no domain module; notify on none of payment, wallet, card or aml; kyc and aml are asked
+/// and never call payment or card. `cli` and `app.rs` are the composition root: they may name
+/// any face.
+const MATRIX: &[(&str, &[&str])] = &[
+    ("platform", &[]),
+    ("kernel", &["platform"]),
+    ("ledger", &["kernel", "platform"]),
+    ("notify", &["kernel", "platform"]),
+    ("auth", &["notify", "kernel", "platform"]),
+    ("kyc", &["notify", "kernel", "platform"]),
+    ("aml", &["kyc", "ledger", "notify", "kernel", "platform"]),
+    ("wallet", &["ledger", "kyc", "notify", "kernel", "platform"]),
+    (
+        "payment",
+        &["ledger", "wallet", "kyc", "notify", "kernel", "platform"],
+    ),
+    (
+        "card",
+        &[
+            "ledger", "wallet", "kyc", "aml", "notify", "kernel", "platform",
+        ],
+    ),
+];
+
+/// Whether `module` may name `other` under `matrix`; the composition root may name anything,
+/// and a module not in the matrix may name nothing.
+fn may_depend_in(matrix: &[(&str, &[&str])], module: &str, other: &str) -> bool {
+    if module == "cli" || module == "app" || module == "lib" || module == "main" {
+        return true;
     }
+    matrix
+        .iter()
+        .find(|(m, _)| *m == module)
+        .is_some_and(|(_, allowed)| allowed.contains(&other))
+}
+
+fn may_depend(module: &str, other: &str) -> bool {
+    may_depend_in(MATRIX, module, other)
+}
+
+/// A cycle in `matrix`, as the path that closes it, if there is one.
+fn cycle_in(matrix: &[(&str, &[&str])]) -> Option<Vec<String>> {
+    fn visit(
+        matrix: &[(&str, &[&str])],
+        node: &str,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.iter().any(|n| n == node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        let edges = matrix
+            .iter()
+            .find(|(m, _)| *m == node)
+            .map_or(&[][..], |(_, e)| *e);
+        for next in edges {
+            if let Some(cycle) = visit(matrix, next, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(node.to_owned());
+        None
+    }
+    let mut done = Vec::new();
+    matrix
+        .iter()
+        .find_map(|(m, _)| visit(matrix, m, &mut Vec::new(), &mut done))
 }
 
 fn root() -> PathBuf {
@@ -64,7 +139,7 @@ fn module_of(file: &Path) -> Option<String> {
 /// Every `crate::<other>::<item>` path in `source` that breaks rule 1, as messages.
 fn boundary_violations(module: &str, source: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for other in DOMAIN_MODULES {
+    for other in GOVERNED {
         if other == module {
             continue;
         }
@@ -78,7 +153,12 @@ fn boundary_violations(module: &str, source: &str) -> Vec<String> {
                 continue;
             }
             if !may_depend(module, other) {
-                found.push(format!("`{module}` must not depend on `{other}`"));
+                found.push(format!(
+                    "`{module}` must not depend on `{other}` (tests/architecture.rs MATRIX)"
+                ));
+                continue;
+            }
+            if other == "platform" || other == "kernel" {
                 continue;
             }
             for item in items_after(after) {
@@ -250,7 +330,10 @@ fn every_source_directory_is_a_known_module() {
         if entry.path().is_dir() {
             let name = entry.file_name().to_string_lossy().into_owned();
             assert!(
-                name == "platform" || name == "cli" || DOMAIN_MODULES.contains(&name.as_str()),
+                name == "platform"
+                    || name == "kernel"
+                    || name == "cli"
+                    || DOMAIN_MODULES.contains(&name.as_str()),
                 "src/{name} is not a module of DESIGN.md; add it to DOMAIN_MODULES"
             );
         }
@@ -325,11 +408,62 @@ fn the_boundary_check_catches_a_reach_into_another_modules_room() {
         1
     );
     assert_eq!(
-        boundary_violations("platform", "use crate::auth::Principal;").len(),
+        boundary_violations("platform", "use crate::kernel::Principal;").len(),
         1
+    );
+    assert_eq!(
+        boundary_violations("platform", "use crate::auth::AuthService;").len(),
+        1
+    );
+    assert_eq!(
+        boundary_violations("notify", "use crate::auth::AuthService;").len(),
+        1
+    );
+    assert_eq!(
+        boundary_violations("kyc", "use crate::payment::Payment;").len(),
+        1
+    );
+    assert_eq!(
+        boundary_violations("kernel", "use crate::auth::AuthService;").len(),
+        1
+    );
+    assert!(boundary_violations("notify", "use crate::kernel::Principal;").is_empty());
+    assert!(boundary_violations("kernel", "use crate::platform::error::ApiError;").is_empty());
+    assert!(boundary_violations("app", "use crate::payment::PaymentService;").is_empty());
+    assert_eq!(
+        boundary_violations("brand_new", "use crate::ledger::Ledger;").len(),
+        1,
+        "a module missing from the matrix may depend on nothing"
     );
     assert!(boundary_violations("ledger", "use crate::ledger::store;").is_empty());
     assert!(boundary_violations("payment", "use crate::ledgers::store;").is_empty());
+}
+
+#[test]
+fn the_dependency_matrix_has_no_cycles() {
+    assert_eq!(cycle_in(MATRIX), None);
+    for (module, edges) in MATRIX {
+        for other in *edges {
+            assert!(
+                GOVERNED.contains(other),
+                "{module} -> {other}: not a module"
+            );
+        }
+        assert!(GOVERNED.contains(module), "{module}: not a module");
+    }
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle() {
+    let cyclic: &[(&str, &[&str])] = &[
+        ("auth", &["notify"]),
+        ("notify", &["kyc"]),
+        ("kyc", &["auth"]),
+    ];
+    let cycle = cycle_in(cyclic).unwrap();
+    assert_eq!(cycle.first(), cycle.last());
+    assert_eq!(cycle.len(), 4);
+    assert_eq!(cycle_in(&[("auth", &["notify"]), ("notify", &[])]), None);
 }
 
 #[test]

@@ -15,11 +15,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::error::AuthError;
-use super::model::{
-    AccessToken, ApiKey, ApiKeyId, CreatedApiKey, Partner, PartnerId, Principal, Role, User,
-    ceil_secs,
-};
+use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, ceil_secs};
 use super::service::{AuthService, Caller, RequestMeta};
+use crate::kernel::{ApiKeyId, PartnerId, Principal, Role};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::Json;
 use crate::platform::http::current_request_id;
@@ -171,21 +169,6 @@ fn set_rate_headers(headers: &mut header::HeaderMap, decision: &RateDecision) {
 
 // ----- extractors ------------------------------------------------------------------------------
 
-impl FromRequest for Principal {
-    type Error = ApiError;
-    type Future = Ready<Result<Principal, ApiError>>;
-
-    /// The caller the middleware authenticated; 401 when the request carried no credentials.
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            req.extensions()
-                .get::<Principal>()
-                .cloned()
-                .ok_or_else(|| AuthError::Unauthorized.into()),
-        )
-    }
-}
-
 impl FromRequest for RequestMeta {
     type Error = ApiError;
     type Future = Ready<Result<RequestMeta, ApiError>>;
@@ -273,7 +256,7 @@ async fn me(
         id: p.actor.id(),
         partner_id: p.partner_id,
         role: p.role,
-        scopes: p.scopes.as_ref().map(super::model::Scopes::to_strings),
+        scopes: p.scopes.as_ref().map(crate::kernel::Scopes::to_strings),
         email: me.email,
     }))
 }

@@ -20,13 +20,21 @@ mod store;
 
 pub use error::AuthError;
 pub use http::{AuthDoc, authenticate, configure};
-pub use model::{
-    Access, AccessToken, Actor, ApiKey, ApiKeyId, Area, CreatedApiKey, Partner, PartnerId,
-    Principal, Role, Scopes, User, UserId, valid_email,
-};
+pub use model::{AccessToken, ApiKey, CreatedApiKey, Partner, User};
 pub use service::{AuditEntry, AuthService, Caller, RequestMeta, record_audit};
 
 /// Auth's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     <AuthDoc as utoipa::OpenApi>::openapi()
+}
+
+#[async_trait::async_trait]
+impl crate::kernel::Partners for AuthService {
+    async fn contact_email(
+        &self,
+        principal: &crate::kernel::Principal,
+        partner: crate::kernel::PartnerId,
+    ) -> Result<String, crate::platform::error::ApiError> {
+        Ok(self.get_partner(principal, partner).await?.email)
+    }
 }

@@ -12,11 +12,11 @@ use super::crypto::{
     check_password_policy,
 };
 use super::error::AuthError;
-use super::model::{
-    Access, AccessToken, Actor, ApiKey, ApiKeyId, Area, CreatedApiKey, Partner, PartnerId,
-    Principal, Role, Scopes, User, UserId, tightest, valid_email,
-};
+use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, tightest};
 use super::store::{self, ApiKeyRow, AuditRow, PartnerRow, PasswordResetRow, UserRow};
+use crate::kernel::{
+    Access, Actor, ApiKeyId, Area, PartnerId, Principal, Role, Scopes, UserId, valid_email,
+};
 use crate::notify::{Template, enqueue_email};
 use crate::platform::config::{AuthSettings, RateLimitSettings};
 use crate::platform::db::{Db, DbError, Tx};

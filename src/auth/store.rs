@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Int4, Nullable, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::model::{ApiKeyId, PartnerId, UserId};
+use crate::kernel::{ApiKeyId, PartnerId, UserId};
 use crate::platform::db::schema::{
     auth_api_keys, auth_audit_log, auth_partners, auth_password_resets, auth_users,
 };

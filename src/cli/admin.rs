@@ -9,7 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::app::{auth_service, kyc_service};
-use crate::auth::{ApiKeyId, AuthService, Caller, PartnerId, RequestMeta, Role};
+use crate::auth::{AuthService, Caller, RequestMeta};
+use crate::kernel::{ApiKeyId, PartnerId, Role};
 use crate::kyc::{ApplicationId, KycService, ReviewDecision, SanctionsList};
 use crate::ledger::LedgerService;
 use crate::notify::{EndpointId, EventId, Notifier};
@@ -532,7 +533,7 @@ async fn run_outbox(command: OutboxCommand, settings: &Settings) -> anyhow::Resu
             .map(|e| {
                 serde_json::json!({
                     "endpoint_id": EndpointId::from_uuid(e.endpoint_id),
-                    "partner_id": crate::auth::PartnerId::from_uuid(e.partner_id),
+                    "partner_id": crate::kernel::PartnerId::from_uuid(e.partner_id),
                     "url": e.url, "enabled": e.enabled, "pending": e.pending, "failed": e.failed,
                     "oldest_pending_secs": e.oldest_pending_secs,
                 })

@@ -11,7 +11,8 @@ use super::service::{
     Application, Customer, KycService, NewCustomer, ReviewDecision, ScreeningHit, Submission,
     TierView, Transition,
 };
-use crate::auth::{Access, Area, AuthError, PartnerId, Principal};
+use crate::kernel::forbidden;
+use crate::kernel::{Access, Area, PartnerId, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
@@ -55,14 +56,16 @@ fn partner_of(principal: &Principal, access: Access) -> Result<PartnerId, ApiErr
     allowed(principal, access)?;
     principal
         .partner_id
-        .ok_or_else(|| AuthError::forbidden("Customers belong to partners.").into())
+        .ok_or_else(|| forbidden("Customers belong to partners."))
 }
 
 fn allowed(principal: &Principal, access: Access) -> Result<(), ApiError> {
     if principal.allows(Area::Customers, access) {
         Ok(())
     } else {
-        Err(AuthError::forbidden("These credentials may not use customers and KYC.").into())
+        Err(forbidden(
+            "These credentials may not use customers and KYC.",
+        ))
     }
 }
 
@@ -300,7 +303,7 @@ async fn decide(
     body: Json<DecisionBody>,
 ) -> Result<web::Json<Application>, ApiError> {
     if !principal.is_platform_admin() {
-        return Err(AuthError::forbidden("Only platform admins decide KYC applications.").into());
+        return Err(forbidden("Only platform admins decide KYC applications."));
     }
     let id = application_id(&path)?;
     let body = body.into_inner();

@@ -39,7 +39,7 @@ pub use service::{
     SanctionsList, ScreeningHit, Submission, TierView, Transition, system_clock,
 };
 
-use crate::auth::PartnerId;
+use crate::kernel::PartnerId;
 use crate::platform::db::Tx;
 use crate::platform::money::Money;
 

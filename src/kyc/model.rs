@@ -106,7 +106,7 @@ pub fn validate_country(field: &'static str, value: &str) -> Result<String, Fiel
 /// An email address as stored and searched: trimmed and lower-cased.
 pub fn normalise_email(value: &str) -> Result<String, FieldError> {
     let email = value.trim().to_lowercase();
-    if crate::auth::valid_email(&email) {
+    if crate::kernel::valid_email(&email) {
         Ok(email)
     } else {
         Err(FieldError::new("email", "must be an email address"))

@@ -21,7 +21,7 @@ use super::model::{
 use super::pii::Vault;
 use super::screening::{self, BirthDate, ListEntry, ScreeningIndex, ScreeningSettings, Subject};
 use super::store::{self, ApplicationRow, CustomerRow, EntryRow, UsageRow};
-use crate::auth::{PartnerId, Principal};
+use crate::kernel::{PartnerId, Principal};
 use crate::notify::{NewEvent, Template, enqueue_email, record_event};
 use crate::platform::config::{KycSettings, TierSettings};
 use crate::platform::db::{Db, Tx};

@@ -14,7 +14,8 @@ use super::model::{
     TransferId,
 };
 use super::service::{Account, HistoryEntry, LedgerService, NewAccount, check_metadata};
-use crate::auth::{Access, Area, AuthError, Principal};
+use crate::kernel::forbidden;
+use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
@@ -58,9 +59,9 @@ pub struct LedgerDoc;
 /// The ledger scope of a caller: its partner, or the platform for platform admins.
 fn scope_of(principal: &Principal, access: Access) -> Result<Scope, ApiError> {
     if !principal.allows(Area::Ledger, access) {
-        return Err(
-            AuthError::forbidden("These credentials may not use the ledger this way.").into(),
-        );
+        return Err(forbidden(
+            "These credentials may not use the ledger this way.",
+        ));
     }
     Ok(match principal.partner_id {
         Some(partner) => Scope::Partner(partner),

@@ -12,7 +12,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::auth::PartnerId;
+use crate::kernel::PartnerId;
 use crate::platform::ids::define_id;
 use crate::platform::money::Currency;
 

@@ -13,7 +13,7 @@ use super::model::{
     Totals, TransferFlags, TransferId,
 };
 use super::store::{self, AccountRow, EntryRow, TransferRow, TrialBalanceRow, Violation};
-use crate::auth::PartnerId;
+use crate::kernel::PartnerId;
 use crate::platform::db::{Db, Tx};
 use crate::platform::http::pagination::Page;
 use crate::platform::money::Currency;

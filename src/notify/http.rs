@@ -8,7 +8,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::NotifyError;
 use super::model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret, Event, EventId};
 use super::service::Notifier;
-use crate::auth::{Access, Area, AuthError, AuthService, PartnerId, Principal};
+use crate::kernel::{Access, Area, PartnerId, Partners, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
@@ -55,12 +55,7 @@ pub struct NotifyDoc;
 
 /// The partner a caller acts for, if the caller may use webhooks this way.
 fn partner_of(principal: &Principal, access: Access) -> Result<PartnerId, ApiError> {
-    if !principal.allows(Area::Webhooks, access) {
-        return Err(AuthError::forbidden("These credentials may not manage webhooks.").into());
-    }
-    principal.partner_id.ok_or_else(|| {
-        AuthError::forbidden("Webhook endpoints and events belong to partners.").into()
-    })
+    principal.require_partner(Area::Webhooks, access)
 }
 
 fn endpoint_id(raw: &str) -> Result<EndpointId, ApiError> {
@@ -86,12 +81,12 @@ pub struct CreateEndpoint {
     ))]
 async fn create_endpoint(
     notifier: web::Data<Notifier>,
-    auth: web::Data<AuthService>,
+    partners: web::Data<dyn Partners>,
     principal: Principal,
     body: Json<CreateEndpoint>,
 ) -> Result<HttpResponse, ApiError> {
     let partner = partner_of(&principal, Access::Write)?;
-    let alert_email = auth.get_partner(&principal, partner).await?.email;
+    let alert_email = partners.contact_email(&principal, partner).await?;
     let body = body.into_inner();
     let created = notifier
         .create_endpoint(

@@ -14,7 +14,7 @@ use super::model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret,
 use super::store::{self, AttemptRow, ClaimedDelivery, EndpointRow, EventRow};
 use super::templates::Template;
 use super::webhook::{self, SigningKey};
-use crate::auth::PartnerId;
+use crate::kernel::PartnerId;
 use crate::platform::config::WebhookSettings;
 use crate::platform::db::{Db, DbError, Tx};
 use crate::platform::http::pagination::Page;

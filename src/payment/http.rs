@@ -7,7 +7,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::PaymentError;
 use super::model::{PaymentId, PaymentKind, PaymentStatus};
 use super::service::{NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentService};
-use crate::auth::{Access, Area, AuthError, PartnerId, Principal};
+use crate::kernel::forbidden;
+use crate::kernel::{Access, Area, PartnerId, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
@@ -41,11 +42,11 @@ pub struct PaymentDoc;
 
 fn partner(principal: &Principal) -> Result<PartnerId, ApiError> {
     if !principal.allows(Area::Payments, Access::Write) {
-        return Err(AuthError::forbidden("These credentials may not make payments.").into());
+        return Err(forbidden("These credentials may not make payments."));
     }
     principal
         .partner_id
-        .ok_or_else(|| AuthError::forbidden("Payments are made by partners.").into())
+        .ok_or_else(|| forbidden("Payments are made by partners."))
 }
 
 /// Pay from one wallet to another.
@@ -148,7 +149,7 @@ async fn get(
     path: web::Path<String>,
 ) -> Result<web::Json<Payment>, ApiError> {
     if !principal.allows(Area::Payments, Access::Read) {
-        return Err(AuthError::forbidden("These credentials may not read payments.").into());
+        return Err(forbidden("These credentials may not read payments."));
     }
     let id: PaymentId = path
         .parse()
@@ -180,7 +181,7 @@ async fn list(
     query: web::Query<PaymentQuery>,
 ) -> Result<web::Json<PaymentList>, ApiError> {
     if !principal.allows(Area::Payments, Access::Read) {
-        return Err(AuthError::forbidden("These credentials may not read payments.").into());
+        return Err(forbidden("These credentials may not read payments."));
     }
     let query = query.into_inner();
     let wallet =

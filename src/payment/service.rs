@@ -15,7 +15,7 @@ use super::error::PaymentError;
 use super::model::{self, PaymentId, PaymentKind, PaymentStatus, Refusal};
 use super::rail::{Rail, Settlement};
 use super::store::{self, PaymentRow};
-use crate::auth::{PartnerId, Principal};
+use crate::kernel::{PartnerId, Principal};
 use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind, limit_lock_key};
 use crate::ledger::{
     AccountFlags, AccountId, AttachedItem, Attachment, BatchWrite, LedgerService, NewAccount,

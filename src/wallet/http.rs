@@ -9,7 +9,8 @@ use super::model::{Change, EntryKind, FreezeMode, WalletId, WalletKind, WalletSt
 use super::service::{
     Balance, NewWallet, StatusChange, Transaction, Wallet, WalletDetail, WalletService,
 };
-use crate::auth::{Access, Area, AuthError, Principal};
+use crate::kernel::forbidden;
+use crate::kernel::{Access, Area, Principal};
 use crate::kyc::CustomerId;
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::Json;
@@ -47,7 +48,7 @@ fn allowed(principal: &Principal, access: Access) -> Result<(), ApiError> {
     if principal.allows(Area::Wallets, access) {
         Ok(())
     } else {
-        Err(AuthError::forbidden("These credentials may not use wallets.").into())
+        Err(forbidden("These credentials may not use wallets."))
     }
 }
 
@@ -72,7 +73,7 @@ async fn create(
     allowed(&principal, Access::Write)?;
     let partner = principal
         .partner_id
-        .ok_or_else(|| AuthError::forbidden("Wallets belong to partners' customers."))?;
+        .ok_or_else(|| forbidden("Wallets belong to partners' customers."))?;
     let wallet = wallets.create(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(wallet))
 }

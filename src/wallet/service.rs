@@ -15,7 +15,7 @@ use super::model::{
     WalletStatus,
 };
 use super::store::{self, StatusChangeRow, WalletRow};
-use crate::auth::{PartnerId, Principal};
+use crate::kernel::{PartnerId, Principal};
 use crate::kyc::{Compliance, CustomerId, KycService};
 use crate::ledger::{AccountFlags, AccountId, LedgerService, NewAccount, Scope, TransferId};
 use crate::notify::{NewEvent, record_event};

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use flowlet::auth::Role;
+use flowlet::kernel::Role;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 

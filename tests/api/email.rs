@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowlet::auth::Role;
+use flowlet::kernel::Role;
 use flowlet::notify::{Template, enqueue_email};
 use flowlet::platform::db::DbError;
 use mail_parser::{MessageParser, PartType};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Datelike, Utc};
-use flowlet::auth::{PartnerId, Role};
+use flowlet::kernel::{PartnerId, Role};
 use flowlet::kyc::{
     Compliance, CustomerId, Denial, Direction, KycError, KycService, LimitKind, Movement,
     OutgoingKind, system_clock,

@@ -593,7 +593,7 @@ async fn a_developer_reads_the_ledger_but_cannot_post() {
     let partner = app.new_partner().await;
     let (s, c) = two_accounts(&app, &partner).await;
     let dev = app
-        .new_user(Some(partner.id), flowlet::auth::Role::PartnerDeveloper)
+        .new_user(Some(partner.id), flowlet::kernel::Role::PartnerDeveloper)
         .await;
     let token = app.login(&dev).await;
     assert_eq!(

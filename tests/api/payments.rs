@@ -532,7 +532,7 @@ async fn every_refused_payment_is_a_problem_and_moves_nothing() {
     assert_eq!(available(&app, &partner.key, &a).await, "500.00");
     // A developer (read-only) cannot pay.
     let developer = app
-        .new_user(Some(partner.id), flowlet::auth::Role::PartnerDeveloper)
+        .new_user(Some(partner.id), flowlet::kernel::Role::PartnerDeveloper)
         .await;
     let token = app.login(&developer).await;
     assert_problem(

@@ -709,7 +709,7 @@ async fn endpoint_input_is_validated_and_endpoints_are_partner_scoped() {
     )
     .await;
     let dev = app
-        .new_user(Some(partner.id), flowlet::auth::Role::PartnerDeveloper)
+        .new_user(Some(partner.id), flowlet::kernel::Role::PartnerDeveloper)
         .await;
     let token = app.login(&dev).await;
     assert_problem(
