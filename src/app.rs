@@ -121,9 +121,6 @@ pub fn payment_service(
     Ok((wallets, payments))
 }
 
-/// Advisory lock key of book verification: one replica (or operator) verifies at a time.
-const VERIFY_LOCK_KEY: i64 = 0x0066_6c6f_776c_6574 + 3;
-
 /// Verifies the books: every ledger invariant, then every payment against its transfers.
 /// One verification runs at a time across replicas; with `wait` false, `None` when another
 /// is running (the periodic worker skips its turn), else this waits for it.
@@ -134,7 +131,10 @@ pub async fn verify_books(
     wait: bool,
 ) -> anyhow::Result<Option<ledger::VerifyReport>> {
     let Some(_lock) = db
-        .session_lock(VERIFY_LOCK_KEY, wait)
+        .session_lock(
+            crate::platform::db::LockKey::singleton(crate::platform::db::namespaces::VERIFICATION),
+            wait,
+        )
         .await
         .context("taking the verification lock")?
     else {

@@ -19,7 +19,10 @@ use crate::kernel::{
 };
 use crate::notify::{Template, enqueue_email};
 use crate::platform::config::{AuthSettings, RateLimitSettings};
-use crate::platform::db::{Db, DbError, Tx};
+use crate::platform::db::{Db, DbError, LockKey, LockNamespace, Tx};
+
+/// Concurrent bootstraps take turns (the tag is the key earlier releases used).
+const BOOTSTRAP: LockNamespace = LockNamespace::new("auth.bootstrap", 7_266_315_040_653_538);
 use crate::platform::http::pagination::Page;
 use crate::platform::shared_state::{Quota, RateDecision, SharedState};
 
@@ -905,11 +908,7 @@ impl AuthService {
                 let audit = audit.clone();
                 Box::pin(async move {
                     // Serialise concurrent bootstraps on a transaction-scoped lock.
-                    diesel_async::SimpleAsyncConnection::batch_execute(
-                        tx.conn(),
-                        "SELECT pg_advisory_xact_lock(7266315040653538)",
-                    )
-                    .await?;
+                    tx.advisory_lock(LockKey::singleton(BOOTSTRAP)).await?;
                     let admins = store::count_platform_admins(tx.conn()).await?;
                     if bootstrap && admins > 0 {
                         return Err(AuthError::AlreadyBootstrapped);

@@ -40,7 +40,7 @@ pub use service::{
 };
 
 use crate::kernel::PartnerId;
-use crate::platform::db::Tx;
+use crate::platform::db::{LockKey, LockNamespace, Tx};
 use crate::platform::money::Money;
 
 /// What other modules ask before moving a customer's money, inside their own transaction (so
@@ -127,13 +127,12 @@ impl Compliance for KycService {
 /// [`Compliance::release`] lock the counters' rows; a transaction that may touch several
 /// customers' counters (a batch of the ledger engine) takes these keys first, in ascending
 /// order, so two such transactions never wait on each other in a cycle.
-pub fn limit_lock_key(customer: CustomerId) -> i64 {
-    let bytes = customer.uuid().into_bytes();
-    let mut tail = [0u8; 8];
-    tail.copy_from_slice(&bytes[8..]);
-    // The random half of the UUIDv7, in a namespace of its own.
-    i64::from_le_bytes(tail) ^ 0x6b79_635f_6c69_6d74
+pub fn limit_lock_key(customer: CustomerId) -> LockKey {
+    LockKey::new(LIMITS, customer.uuid())
 }
+
+/// A customer's spending limits (the tag is the one earlier releases used).
+const LIMITS: LockNamespace = LockNamespace::new("kyc.limits", 0x6b79_635f_6c69_6d74);
 
 /// KYC's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -43,7 +43,7 @@ use super::model::{
 };
 use super::service::{account_state, stored_transfer};
 use super::store::{self, WriteSet};
-use crate::platform::db::{Db, DbError, Retryable, Tx, TxFuture, is_retryable};
+use crate::platform::db::{Db, DbError, LockKey, Retryable, Tx, TxFuture, is_retryable};
 use crate::platform::workers::Shutdown;
 
 /// A write a caller attaches to its request: it runs inside the batch's transaction after the
@@ -111,7 +111,7 @@ struct Submission {
     scope: Scope,
     transfers: Vec<NewTransfer>,
     /// Advisory lock keys the attached write needs (see [`EngineHandle::submit`]).
-    locks: Vec<i64>,
+    locks: Vec<LockKey>,
     side: Option<Attachment>,
     reply: oneshot::Sender<Result<Vec<Outcome>, LedgerError>>,
 }
@@ -154,7 +154,7 @@ impl EngineHandle {
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
-        locks: Vec<i64>,
+        locks: Vec<LockKey>,
         side: Option<Attachment>,
     ) -> Result<Vec<Outcome>, LedgerError> {
         if transfers.is_empty() {
@@ -697,7 +697,7 @@ impl Core {
             batch
                 .iter()
                 .filter(|s| s.side.is_some())
-                .flat_map(|s| s.locks.iter().copied())
+                .flat_map(|s| s.locks.iter().map(|k| k.value()))
                 .collect(),
         );
         let mut transfer_ids: Vec<Uuid> = Vec::new();

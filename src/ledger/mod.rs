@@ -38,7 +38,7 @@ pub use service::{
 };
 pub use store::{TrialBalanceRow, Violation};
 
-use crate::platform::db::Tx;
+use crate::platform::db::{LockKey, Tx};
 use crate::platform::http::pagination::Page;
 
 /// What other modules may ask of the ledger. Implemented by [`LedgerService`]; a split-out
@@ -60,7 +60,7 @@ pub trait Ledger: Send + Sync {
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
-        locks: Vec<i64>,
+        locks: Vec<LockKey>,
         side: Attachment,
     ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
 
@@ -129,7 +129,7 @@ impl Ledger for LedgerService {
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
-        locks: Vec<i64>,
+        locks: Vec<LockKey>,
         side: Attachment,
     ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send {
         LedgerService::post_locked(self, scope, transfers, locks, side)

@@ -14,7 +14,7 @@ use super::model::{
 };
 use super::store::{self, AccountRow, EntryRow, TransferRow, TrialBalanceRow, Violation};
 use crate::kernel::PartnerId;
-use crate::platform::db::{Db, Tx};
+use crate::platform::db::{Db, LockKey, Tx};
 use crate::platform::http::pagination::Page;
 use crate::platform::money::Currency;
 use crate::platform::workers::Shutdown;
@@ -189,7 +189,7 @@ impl LedgerService {
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
-        locks: Vec<i64>,
+        locks: Vec<LockKey>,
         side: Attachment,
     ) -> Result<Vec<Outcome>, LedgerError> {
         check_transfers(&transfers)?;

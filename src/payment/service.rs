@@ -22,7 +22,7 @@ use crate::ledger::{
     NewTransfer, Outcome, ResultCode, Scope, SideWrite, SideWriteError, TransferFlags, TransferId,
 };
 use crate::notify::{NewEvent, record_event, record_events};
-use crate::platform::db::{Db, Tx, TxFuture};
+use crate::platform::db::{Db, LockKey, LockNamespace, Tx, TxFuture};
 use crate::platform::http::pagination::Page;
 use crate::platform::idempotency::{Claim, is_claim_lost};
 use crate::platform::money::{Amount, Currency, Money};
@@ -247,12 +247,15 @@ fn check_open(wallet: &WalletRef, debit: bool) -> Result<(), PaymentError> {
 
 /// The advisory lock key guarding a payment's row against concurrent refunds (taken by the
 /// engine before attached writes, in order with the customers' keys).
-fn payment_lock_key(payment: uuid::Uuid) -> i64 {
-    let bytes = payment.into_bytes();
-    let mut tail = [0u8; 8];
-    tail.copy_from_slice(&bytes[8..]);
-    i64::from_le_bytes(tail) ^ 0x7061_795f_7265_666e
+fn payment_lock_key(payment: uuid::Uuid) -> LockKey {
+    LockKey::new(REFUNDS, payment)
 }
+
+/// A payment being refunded (the tag is the one earlier releases used).
+const REFUNDS: LockNamespace = LockNamespace::new("payment.refunds", 0x7061_795f_7265_666e);
+/// A currency's rail account being created.
+const RAIL_ACCOUNTS: LockNamespace =
+    LockNamespace::new("payment.rail_accounts", 0x7061_795f_7261_696c);
 
 /// An attached write's error: database errors travel as themselves, so the engine can tell a
 /// conflict (which it retries) from a refusal.
@@ -483,7 +486,7 @@ impl PaymentService {
     ) -> Result<Payment, PaymentError> {
         let kind = PaymentKind::parse(&attached.row.kind).unwrap_or(PaymentKind::P2p);
         // Only outgoing money updates a customer's limit counters (incoming checks the cap).
-        let mut locks: Vec<i64> = attached
+        let mut locks: Vec<LockKey> = attached
             .outgoing
             .iter()
             .map(|m| limit_lock_key(m.customer_id))
@@ -539,9 +542,8 @@ impl PaymentService {
                 let ledger = ledger.clone();
                 Box::pin(async move {
                     // One creator per currency at a time, across replicas.
-                    let lock =
-                        format!("SELECT pg_advisory_xact_lock(hashtext('payment_rail_{code}'))");
-                    diesel_async::SimpleAsyncConnection::batch_execute(tx.conn(), &lock).await?;
+                    tx.advisory_lock(LockKey::named(RAIL_ACCOUNTS, code))
+                        .await?;
                     if let Some(id) = store::rail_account(tx.conn(), code).await? {
                         return Ok(AccountId::from_uuid(id));
                     }

@@ -2,6 +2,7 @@
 //! neighbours, system accounts move only through their modules, ids are decided once, and the
 //! engine's limits hold. Every test that moves money ends with the ledger's invariants.
 
+use flowlet::platform::db::{LockKey, LockNamespace};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_problem, spawn_app};
@@ -542,7 +543,7 @@ async fn two_concurrent_batches_of_8190_locked_requests_stay_within_postgres_loc
     // Every request: one transfer between accounts of its own (batches never wait for each
     // other over an account), a key of its own (a customer's limits, say) and an attached
     // write.
-    let post = |keys: Vec<i64>| {
+    let post = |keys: Vec<LockKey>| {
         let ledger = ledger.clone();
         let side = flowlet::ledger::Attachment::Each(Box::new(|_tx, _outcomes| {
             Box::pin(async { Ok(()) })
@@ -565,14 +566,14 @@ async fn two_concurrent_batches_of_8190_locked_requests_stay_within_postgres_loc
     let waiting = "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
     let mut blockers = Vec::new();
     for n in 1..=3 {
-        blockers.push(post(vec![-n, K]));
+        blockers.push(post(vec![key(-n), key(K)]));
         let started = std::time::Instant::now();
         while app.sql_count(waiting).await < n {
             assert!(started.elapsed().as_secs() < 10, "blocker {n} never waited");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
-    let requests: Vec<_> = (0..16_380_i64).map(|i| post(vec![i * 7919])).collect();
+    let requests: Vec<_> = (0..16_380_i64).map(|i| post(vec![key(i * 7919)])).collect();
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     // How many advisory locks are held at once, at most, while the batches run.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -775,7 +776,7 @@ async fn the_engine_queue_is_bounded_in_bytes_not_only_in_requests() {
         }));
         tasks.spawn(async move {
             ledger
-                .post_locked(direct::Scope::System, transfers, vec![K], side)
+                .post_locked(direct::Scope::System, transfers, vec![key(K)], side)
                 .await
         });
     }
@@ -939,4 +940,9 @@ async fn totals_near_64_bits_are_refused_with_overflow_codes_and_verify_still_ad
         String::from_utf8_lossy(&out.stdout)
     );
     app.assert_ledger_invariants().await;
+}
+
+/// The advisory key whose value is `value`, as a test holds it from SQL.
+fn key(value: i64) -> LockKey {
+    LockKey::singleton(LockNamespace::new("test", value))
 }

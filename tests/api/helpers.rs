@@ -39,7 +39,9 @@ const TEST_DB_PREFIX: &str = "flowlet_t_";
 /// Databases of runs that crashed are dropped once they are this old.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// Cross-process lock key for building the template (nextest runs tests as processes).
-const TEMPLATE_LOCK_KEY: i64 = 0x0066_6c6f_776c_6574 + 2;
+const TEMPLATE_LOCK_KEY: i64 =
+    flowlet::platform::db::LockKey::singleton(flowlet::platform::db::namespaces::TEST_TEMPLATE)
+        .value();
 
 /// A running application and a client for it.
 pub struct TestApp {

@@ -18,7 +18,7 @@ use super::{Db, DbError};
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Advisory lock key for migrations: the bytes of "flowlet" plus 1.
-const MIGRATION_LOCK_KEY: i64 = 0x0066_6c6f_776c_6574_i64 + 1;
+const MIGRATION_LOCK_KEY: i64 = super::LockKey::singleton(super::namespaces::MIGRATIONS).value();
 
 diesel::table! {
     /// diesel's bookkeeping table, read (never written) to report what is applied.

@@ -7,6 +7,7 @@
 //! together or not at all.
 
 pub mod embedded;
+mod lock;
 mod migrate;
 mod prepared;
 pub mod schema;
@@ -26,6 +27,7 @@ use futures_util::FutureExt;
 use crate::platform::error::Problem;
 use crate::platform::metrics::PoolUsage;
 
+pub use lock::{LockKey, LockNamespace, namespaces};
 pub use migrate::{MigrationStatus, migration_status, run_migrations};
 pub use tx::{Retryable, Tx, TxFuture, is_retryable, is_unavailable};
 
@@ -168,7 +170,11 @@ impl Db {
     /// returned guard is dropped (the connection then leaves the pool and its session ends,
     /// releasing the lock even if the process dies). `wait`: queue for it; else `None` when
     /// another session holds it. For work one replica at a time (ledger verification).
-    pub async fn session_lock(&self, key: i64, wait: bool) -> Result<Option<SessionLock>, DbError> {
+    pub async fn session_lock(
+        &self,
+        key: LockKey,
+        wait: bool,
+    ) -> Result<Option<SessionLock>, DbError> {
         use diesel::sql_types::{BigInt, Bool};
         use diesel_async::RunQueryDsl;
         #[derive(diesel::QueryableByName)]
@@ -183,7 +189,7 @@ impl Db {
             "SELECT pg_try_advisory_lock($1) AS taken"
         };
         let taken: Taken = diesel::sql_query(sql)
-            .bind::<BigInt, _>(key)
+            .bind::<BigInt, _>(key.value())
             .get_result(&mut *conn)
             .await?;
         if taken.taken {

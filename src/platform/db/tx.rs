@@ -32,6 +32,19 @@ impl<'c> Tx<'c> {
 
     /// The connection, shared: statements whose futures run at once on it (joined) are sent
     /// together and answered in one round trip (pipelining), in the order they were sent.
+    /// Takes a transaction-scoped advisory lock (released at commit or rollback).
+    pub async fn advisory_lock(
+        &mut self,
+        key: super::LockKey,
+    ) -> Result<(), diesel::result::Error> {
+        use diesel_async::RunQueryDsl;
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+            .bind::<diesel::sql_types::BigInt, _>(key.value())
+            .execute(self.conn())
+            .await
+            .map(drop)
+    }
+
     pub fn shared(&self) -> &AsyncPgConnection {
         self.conn
     }
