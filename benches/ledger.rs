@@ -35,7 +35,7 @@ use flowlet::ledger::{
     ResultCode, Scope, TransferFlags, TransferId,
 };
 use flowlet::platform::db::{Db, DbError, PoolOptions, Tx, run_migrations};
-use flowlet::platform::money::Currency;
+use flowlet::platform::money::{Currency, Money};
 use flowlet::platform::workers::Workers;
 use prometheus::Registry;
 use uuid::Uuid;
@@ -491,12 +491,12 @@ async fn submitter(ctx: Arc<Ctx>, scenario: Scenario, seed: u64, deadline: Insta
         match scenario {
             Scenario::Uniform | Scenario::Single => {
                 let (debit, credit) = ctx.random_pair(&mut rng);
-                let t = ctx.movement(debit, credit, amount, 0);
+                let t = ctx.movement(debit, credit, amount, TransferFlags::empty());
                 engine_post(&ctx, t, &mut stats).await;
             }
             Scenario::Hot => {
                 let credit = ctx.random_account(&mut rng);
-                let t = ctx.movement(ctx.settlement, credit, amount, 0);
+                let t = ctx.movement(ctx.settlement, credit, amount, TransferFlags::empty());
                 engine_post(&ctx, t, &mut stats).await;
             }
             Scenario::TwoPhase => {
@@ -541,37 +541,22 @@ impl Ctx {
         debit: AccountId,
         credit: AccountId,
         amount: i64,
-        flags: i32,
+        flags: TransferFlags,
     ) -> NewTransfer {
-        NewTransfer {
-            id: TransferId::new(),
-            debit_account_id: Some(debit),
-            credit_account_id: Some(credit),
-            amount,
-            currency: Some(self.usd),
-            code: 1,
-            flags: TransferFlags(flags),
-            pending_id: None,
-            timeout_secs: None,
-            metadata: None,
-        }
+        NewTransfer::movement(
+            TransferId::new(),
+            debit,
+            credit,
+            Money::from_minor(amount, self.usd),
+            1,
+        )
+        .with_flags(flags)
     }
 }
 
 /// Posts the full amount of a pending transfer.
 fn post_pending(pending_id: TransferId) -> NewTransfer {
-    NewTransfer {
-        id: TransferId::new(),
-        debit_account_id: None,
-        credit_account_id: None,
-        amount: 0,
-        currency: None,
-        code: 1,
-        flags: TransferFlags(TransferFlags::POST_PENDING),
-        pending_id: Some(pending_id),
-        timeout_secs: None,
-        metadata: None,
-    }
+    NewTransfer::post_pending(TransferId::new(), pending_id, 1)
 }
 
 /// One request of one transfer through the engine; whether it was applied.
@@ -681,7 +666,7 @@ async fn naive_transfer(
     if d.currency != currency || c.currency != currency {
         return Ok(ResultCode::CurrencyMismatch);
     }
-    if (d.flags | c.flags) & AccountFlags::CLOSED != 0 {
+    if (d.flags | c.flags) & AccountFlags::CLOSED.bits() != 0 {
         return Ok(ResultCode::AccountClosed);
     }
     let Some(d_posted) = d.debits_posted.checked_add(amount) else {
@@ -690,12 +675,12 @@ async fn naive_transfer(
     let Some(c_posted) = c.credits_posted.checked_add(amount) else {
         return Ok(ResultCode::OverflowsCreditsPosted);
     };
-    if d.flags & AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
+    if d.flags & AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS.bits() != 0
         && d_posted.saturating_add(d.debits_pending) > d.credits_posted
     {
         return Ok(ResultCode::ExceedsCredits);
     }
-    if c.flags & AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS != 0
+    if c.flags & AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS.bits() != 0
         && c_posted.saturating_add(c.credits_pending) > c.debits_posted
     {
         return Ok(ResultCode::ExceedsDebits);

@@ -844,7 +844,9 @@ impl Core {
         let resolved: HashMap<Uuid, Resolution> = resolutions
             .into_iter()
             .map(|r| {
-                let how = if TransferFlags(r.flags).has(TransferFlags::POST_PENDING) {
+                let how = if TransferFlags::from_bits_retain(r.flags)
+                    .contains(TransferFlags::POST_PENDING)
+                {
                     Resolution::Posted
                 } else {
                     Resolution::Voided
@@ -1150,7 +1152,7 @@ fn push_transfer(w: &mut WriteSet, t: &StoredTransfer) {
     w.transfers.amount.push(t.amount);
     w.transfers.currency.push(t.currency.code().to_owned());
     w.transfers.code.push(t.code);
-    w.transfers.flags.push(t.flags.0);
+    w.transfers.flags.push(t.flags.bits());
     w.transfers.pending_id.push(t.pending_id.map(|p| p.uuid()));
     w.transfers
         .timeout_secs

@@ -414,7 +414,7 @@ fn parse_transfer(index: usize, t: TransferInput) -> Result<NewTransfer, ApiErro
     };
     let post = pending_ref(t.post_pending_id, "post_pending_id")?;
     let void = pending_ref(t.void_pending_id, "void_pending_id")?;
-    let mut flags = 0;
+    let mut flags = TransferFlags::empty();
     let pending_id = match (post, void) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -482,7 +482,7 @@ fn parse_transfer(index: usize, t: TransferInput) -> Result<NewTransfer, ApiErro
         amount,
         currency: t.currency,
         code,
-        flags: TransferFlags(flags),
+        flags,
         pending_id,
         timeout_secs: t.timeout_secs,
         metadata: t.metadata,

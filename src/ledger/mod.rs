@@ -21,8 +21,6 @@ mod model;
 mod service;
 mod store;
 
-use std::future::Future;
-
 use chrono::{DateTime, Utc};
 
 pub use engine::{AttachedItem, Attachment, BatchWrite, EngineConfig, EngineMetrics, SideWrite};
@@ -43,155 +41,148 @@ use crate::platform::http::pagination::Page;
 
 /// What other modules may ask of the ledger. Implemented by [`LedgerService`]; a split-out
 /// ledger service would implement it as an RPC client (transfer ids make posting idempotent).
+/// The ledger's face: how every other module moves money and reads balances. Callers hold an
+/// `Arc<dyn Ledger>` built by the composition root (`crate::app`), never a [`LedgerService`].
+#[async_trait::async_trait]
 pub trait Ledger: Send + Sync {
-    /// Posts transfers through the engine; one outcome per transfer, in order. `side` runs in
-    /// the same transaction after the outcomes are known.
-    fn post(
+    /// Posts `transfers` through the engine (batched with other requests, all-or-nothing per
+    /// linked chain); `side`: a write of the caller's own in the batch's transaction.
+    async fn post(
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
         side: Option<SideWrite>,
-    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
+    ) -> Result<Vec<Outcome>, LedgerError>;
 
-    /// [`Ledger::post`] with advisory lock keys the attached write needs, taken by the engine
-    /// in ascending order for the whole batch before any attached write runs, and a write of
-    /// its own or an item for a [`BatchWrite`] that writes all of a batch's items at once.
-    fn post_locked(
+    /// [`Ledger::post`] with a write attached to the outcomes, under advisory `locks` the
+    /// engine takes (in one global order) before any attached write runs.
+    async fn post_attached(
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
         locks: Vec<LockKey>,
         side: Attachment,
-    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send;
+    ) -> Result<Vec<Outcome>, LedgerError>;
 
-    /// Creates accounts inside the caller's transaction.
-    fn create_accounts_in(
+    /// Opens accounts inside the caller's transaction (a wallet and its account appear
+    /// together or not at all).
+    async fn create_accounts_in(
         &self,
         tx: &mut Tx<'_>,
         scope: Scope,
         accounts: Vec<NewAccount>,
-    ) -> impl Future<Output = Result<Vec<Account>, LedgerError>> + Send;
+    ) -> Result<Vec<Account>, LedgerError>;
 
-    /// Sets and clears `debits_blocked`, `credits_blocked` and (set only) `closed`, inside the
-    /// caller's transaction.
-    fn set_account_flags_in(
+    /// Sets and clears account flags inside the caller's transaction (freezing a wallet).
+    async fn set_account_flags_in(
         &self,
         tx: &mut Tx<'_>,
         scope: Scope,
         id: AccountId,
-        set: i32,
-        clear: i32,
-    ) -> impl Future<Output = Result<Account, LedgerError>> + Send;
+        set: AccountFlags,
+        clear: AccountFlags,
+    ) -> Result<Account, LedgerError>;
 
-    /// An account visible in `scope`.
-    fn account(
-        &self,
-        scope: Scope,
-        id: AccountId,
-    ) -> impl Future<Output = Result<Account, LedgerError>> + Send;
+    async fn account(&self, scope: Scope, id: AccountId) -> Result<Account, LedgerError>;
 
-    /// The transfers among `ids` visible in `scope`.
-    fn transfers(
+    /// Posted transfers by id (absent ids are left out).
+    async fn transfers(
         &self,
         scope: Scope,
         ids: Vec<TransferId>,
-    ) -> impl Future<Output = Result<Vec<StoredTransfer>, LedgerError>> + Send;
+    ) -> Result<Vec<StoredTransfer>, LedgerError>;
 
-    /// An account's entries, newest first.
-    fn entries(
+    /// An account's journal, newest first.
+    async fn entries(
         &self,
         scope: Scope,
         account: AccountId,
         before_seq: Option<i64>,
         limit: u32,
-    ) -> impl Future<Output = Result<Page<HistoryEntry>, LedgerError>> + Send;
+    ) -> Result<Page<HistoryEntry>, LedgerError>;
 
-    /// An account's totals at a past instant.
-    fn balance_at(
+    /// An account's totals as they stood at `at`.
+    async fn balance_at(
         &self,
         scope: Scope,
         account: AccountId,
         at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(Account, Totals), LedgerError>> + Send;
+    ) -> Result<(Account, Totals), LedgerError>;
 }
 
+#[async_trait::async_trait]
 impl Ledger for LedgerService {
-    fn post(
+    async fn post(
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
         side: Option<SideWrite>,
-    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send {
-        LedgerService::post(self, scope, transfers, side)
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        LedgerService::post(self, scope, transfers, side).await
     }
 
-    fn post_locked(
+    async fn post_attached(
         &self,
         scope: Scope,
         transfers: Vec<NewTransfer>,
         locks: Vec<LockKey>,
         side: Attachment,
-    ) -> impl Future<Output = Result<Vec<Outcome>, LedgerError>> + Send {
-        LedgerService::post_locked(self, scope, transfers, locks, side)
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        LedgerService::post_locked(self, scope, transfers, locks, side).await
     }
 
-    fn create_accounts_in(
+    async fn create_accounts_in(
         &self,
         tx: &mut Tx<'_>,
         scope: Scope,
         accounts: Vec<NewAccount>,
-    ) -> impl Future<Output = Result<Vec<Account>, LedgerError>> + Send {
-        LedgerService::create_accounts_in(self, tx, scope, accounts)
+    ) -> Result<Vec<Account>, LedgerError> {
+        LedgerService::create_accounts_in(self, tx, scope, accounts).await
     }
 
-    fn set_account_flags_in(
+    async fn set_account_flags_in(
         &self,
         tx: &mut Tx<'_>,
         scope: Scope,
         id: AccountId,
-        set: i32,
-        clear: i32,
-    ) -> impl Future<Output = Result<Account, LedgerError>> + Send {
-        LedgerService::set_account_flags_in(self, tx, scope, id, set, clear)
+        set: AccountFlags,
+        clear: AccountFlags,
+    ) -> Result<Account, LedgerError> {
+        LedgerService::set_account_flags_in(self, tx, scope, id, set, clear).await
     }
 
-    fn account(
-        &self,
-        scope: Scope,
-        id: AccountId,
-    ) -> impl Future<Output = Result<Account, LedgerError>> + Send {
-        LedgerService::account(self, scope, id)
+    async fn account(&self, scope: Scope, id: AccountId) -> Result<Account, LedgerError> {
+        LedgerService::account(self, scope, id).await
     }
 
-    fn transfers(
+    async fn transfers(
         &self,
         scope: Scope,
         ids: Vec<TransferId>,
-    ) -> impl Future<Output = Result<Vec<StoredTransfer>, LedgerError>> + Send {
-        LedgerService::transfers(self, scope, ids)
+    ) -> Result<Vec<StoredTransfer>, LedgerError> {
+        LedgerService::transfers(self, scope, ids).await
     }
 
-    fn entries(
+    async fn entries(
         &self,
         scope: Scope,
         account: AccountId,
         before_seq: Option<i64>,
         limit: u32,
-    ) -> impl Future<Output = Result<Page<HistoryEntry>, LedgerError>> + Send {
-        LedgerService::entries(self, scope, account, before_seq, limit)
+    ) -> Result<Page<HistoryEntry>, LedgerError> {
+        LedgerService::entries(self, scope, account, before_seq, limit).await
     }
 
-    fn balance_at(
+    async fn balance_at(
         &self,
         scope: Scope,
         account: AccountId,
         at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(Account, Totals), LedgerError>> + Send {
-        LedgerService::balance_at(self, scope, account, at)
+    ) -> Result<(Account, Totals), LedgerError> {
+        LedgerService::balance_at(self, scope, account, at).await
     }
 }
 
-/// The ledger's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     <LedgerDoc as utoipa::OpenApi>::openapi()
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::kernel::PartnerId;
 use crate::platform::ids::define_id;
-use crate::platform::money::Currency;
+use crate::platform::money::{Currency, Money};
 
 define_id!(AccountId, AccountIdKind, "acct");
 define_id!(TransferId, TransferIdKind, "xfer");
@@ -45,20 +45,23 @@ impl Scope {
     }
 }
 
-/// Account flags, stored as a bit set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AccountFlags(pub i32);
+bitflags::bitflags! {
+    /// Account flags (stored as their bits).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+    pub struct AccountFlags: i32 {
+        const DEBITS_MUST_NOT_EXCEED_CREDITS = 1;
+        const CREDITS_MUST_NOT_EXCEED_DEBITS = 2;
+        const HISTORY = 4;
+        const CLOSED = 8;
+        /// No new debits (a frozen wallet); posting or voiding a pending transfer still works.
+        const DEBITS_BLOCKED = 16;
+        /// No new credits.
+        const CREDITS_BLOCKED = 32;
+    }
+}
 
 impl AccountFlags {
-    pub const DEBITS_MUST_NOT_EXCEED_CREDITS: i32 = 1;
-    pub const CREDITS_MUST_NOT_EXCEED_DEBITS: i32 = 2;
-    pub const HISTORY: i32 = 4;
-    pub const CLOSED: i32 = 8;
-    /// No new debits (a frozen wallet); posting or voiding a pending transfer still works.
-    pub const DEBITS_BLOCKED: i32 = 16;
-    /// No new credits.
-    pub const CREDITS_BLOCKED: i32 = 32;
-    const NAMES: [(i32, &'static str); 6] = [
+    const NAMES: [(AccountFlags, &'static str); 6] = [
         (
             Self::DEBITS_MUST_NOT_EXCEED_CREDITS,
             "debits_must_not_exceed_credits",
@@ -73,13 +76,9 @@ impl AccountFlags {
         (Self::CREDITS_BLOCKED, "credits_blocked"),
     ];
 
-    pub fn has(self, bit: i32) -> bool {
-        self.0 & bit != 0
-    }
-
     /// Parses the API's flag names; unknown names are refused by name.
     pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<AccountFlags, String> {
-        let mut bits = 0;
+        let mut bits = AccountFlags::empty();
         for name in names {
             let name = name.as_ref();
             let bit = Self::NAMES
@@ -94,37 +93,40 @@ impl AccountFlags {
                 })?;
             bits |= bit;
         }
-        if bits & Self::DEBITS_MUST_NOT_EXCEED_CREDITS != 0
-            && bits & Self::CREDITS_MUST_NOT_EXCEED_DEBITS != 0
+        if bits
+            .contains(Self::DEBITS_MUST_NOT_EXCEED_CREDITS | Self::CREDITS_MUST_NOT_EXCEED_DEBITS)
         {
             return Err("debits_must_not_exceed_credits and credits_must_not_exceed_debits exclude each other".to_owned());
         }
-        Ok(AccountFlags(bits))
+        Ok(bits)
     }
 
     pub fn names(self) -> Vec<&'static str> {
         Self::NAMES
             .iter()
-            .filter(|(b, _)| self.has(*b))
+            .filter(|(b, _)| self.contains(*b))
             .map(|(_, n)| *n)
             .collect()
     }
 }
 
-/// Transfer flags, stored as a bit set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct TransferFlags(pub i32);
+bitflags::bitflags! {
+    /// Transfer flags (stored as their bits).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+    pub struct TransferFlags: i32 {
+        const LINKED = 1;
+        const PENDING = 2;
+        const POST_PENDING = 4;
+        const VOID_PENDING = 8;
+        const BALANCING_DEBIT = 16;
+        const BALANCING_CREDIT = 32;
+        /// Set by the expiry worker only: a void of a pending transfer whose timeout passed.
+        const EXPIRY = 64;
+    }
+}
 
 impl TransferFlags {
-    pub const LINKED: i32 = 1;
-    pub const PENDING: i32 = 2;
-    pub const POST_PENDING: i32 = 4;
-    pub const VOID_PENDING: i32 = 8;
-    pub const BALANCING_DEBIT: i32 = 16;
-    pub const BALANCING_CREDIT: i32 = 32;
-    /// Set by the expiry worker only: a void of a pending transfer whose timeout passed.
-    pub const EXPIRY: i32 = 64;
-    const NAMES: [(i32, &'static str); 7] = [
+    const NAMES: [(TransferFlags, &'static str); 7] = [
         (Self::LINKED, "linked"),
         (Self::PENDING, "pending"),
         (Self::POST_PENDING, "post_pending"),
@@ -134,20 +136,16 @@ impl TransferFlags {
         (Self::EXPIRY, "expiry"),
     ];
 
-    pub fn has(self, bit: i32) -> bool {
-        self.0 & bit != 0
-    }
-
     pub fn names(self) -> Vec<&'static str> {
         Self::NAMES
             .iter()
-            .filter(|(b, _)| self.has(*b))
+            .filter(|(b, _)| self.contains(*b))
             .map(|(_, n)| *n)
             .collect()
     }
 
     fn is_post_or_void(self) -> bool {
-        self.has(Self::POST_PENDING) || self.has(Self::VOID_PENDING)
+        self.intersects(Self::POST_PENDING | Self::VOID_PENDING)
     }
 }
 
@@ -355,6 +353,86 @@ pub struct NewTransfer {
     pub metadata: Option<serde_json::Value>,
 }
 
+impl NewTransfer {
+    /// Money moving now: `amount` from `debit` to `credit`.
+    pub fn movement(
+        id: TransferId,
+        debit: AccountId,
+        credit: AccountId,
+        amount: Money,
+        code: i32,
+    ) -> NewTransfer {
+        NewTransfer {
+            id,
+            debit_account_id: Some(debit),
+            credit_account_id: Some(credit),
+            amount: amount.minor(),
+            currency: Some(amount.currency()),
+            code,
+            flags: TransferFlags::empty(),
+            pending_id: None,
+            timeout_secs: None,
+            metadata: None,
+        }
+    }
+
+    /// A reservation: `amount` held on `debit` for `credit` until it is posted or voided.
+    pub fn pending(
+        id: TransferId,
+        debit: AccountId,
+        credit: AccountId,
+        amount: Money,
+        code: i32,
+    ) -> NewTransfer {
+        NewTransfer {
+            flags: TransferFlags::PENDING,
+            ..NewTransfer::movement(id, debit, credit, amount, code)
+        }
+    }
+
+    /// Completes the pending transfer `pending` for its full amount.
+    pub fn post_pending(id: TransferId, pending: TransferId, code: i32) -> NewTransfer {
+        NewTransfer::resolving(id, pending, code, TransferFlags::POST_PENDING)
+    }
+
+    /// Releases the pending transfer `pending`: nothing moves.
+    pub fn void_pending(id: TransferId, pending: TransferId, code: i32) -> NewTransfer {
+        NewTransfer::resolving(id, pending, code, TransferFlags::VOID_PENDING)
+    }
+
+    fn resolving(
+        id: TransferId,
+        pending: TransferId,
+        code: i32,
+        flags: TransferFlags,
+    ) -> NewTransfer {
+        NewTransfer {
+            id,
+            debit_account_id: None,
+            credit_account_id: None,
+            amount: 0,
+            currency: None,
+            code,
+            flags,
+            pending_id: Some(pending),
+            timeout_secs: None,
+            metadata: None,
+        }
+    }
+
+    /// With `metadata` kept on the transfer (shown on statements and webhooks).
+    pub fn with_metadata(mut self, metadata: serde_json::Value) -> NewTransfer {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// With `flags` added (e.g. [`TransferFlags::LINKED`]).
+    pub fn with_flags(mut self, flags: TransferFlags) -> NewTransfer {
+        self.flags |= flags;
+        self
+    }
+}
+
 /// A transfer as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredTransfer {
@@ -446,7 +524,7 @@ pub fn apply_request(
     while start < transfers.len() {
         // A chain runs to the first transfer without `linked` (inclusive).
         let mut end = start;
-        while end < transfers.len() && transfers[end].flags.has(TransferFlags::LINKED) {
+        while end < transfers.len() && transfers[end].flags.contains(TransferFlags::LINKED) {
             end += 1;
         }
         if end == transfers.len() {
@@ -580,12 +658,13 @@ fn static_check(t: &NewTransfer) -> Result<(), ResultCode> {
         TransferFlags::VOID_PENDING,
     ]
     .iter()
-    .filter(|b| f.has(**b))
+    .filter(|b| f.contains(**b))
     .count();
-    let balancing = f.has(TransferFlags::BALANCING_DEBIT) || f.has(TransferFlags::BALANCING_CREDIT);
+    let balancing =
+        f.contains(TransferFlags::BALANCING_DEBIT) || f.contains(TransferFlags::BALANCING_CREDIT);
     if kinds > 1
         || (balancing && f.is_post_or_void())
-        || (f.has(TransferFlags::EXPIRY) && !f.has(TransferFlags::VOID_PENDING))
+        || (f.contains(TransferFlags::EXPIRY) && !f.contains(TransferFlags::VOID_PENDING))
     {
         return Err(ResultCode::FlagsAreMutuallyExclusive);
     }
@@ -597,7 +676,7 @@ fn static_check(t: &NewTransfer) -> Result<(), ResultCode> {
             ResultCode::FlagsAreMutuallyExclusive
         });
     }
-    if t.timeout_secs.is_some() && !f.has(TransferFlags::PENDING) {
+    if t.timeout_secs.is_some() && !f.contains(TransferFlags::PENDING) {
         return Err(ResultCode::TimeoutReservedForPendingTransfer);
     }
     if !f.is_post_or_void() && t.amount <= 0 {
@@ -637,12 +716,12 @@ fn exists_check(snapshot: &Snapshot, scope: Scope, t: &NewTransfer) -> Option<Re
 /// ledger (post/void accounts and currency, a full post's amount, a balancing amount that was
 /// clamped) match what they resolved to.
 fn same_fields(stored: &StoredTransfer, t: &NewTransfer) -> bool {
-    let full_or_void = t.flags.has(TransferFlags::VOID_PENDING)
-        || (t.flags.has(TransferFlags::POST_PENDING) && t.amount == 0);
+    let full_or_void = t.flags.contains(TransferFlags::VOID_PENDING)
+        || (t.flags.contains(TransferFlags::POST_PENDING) && t.amount == 0);
     let amount_matches = if full_or_void {
         true
-    } else if t.flags.has(TransferFlags::BALANCING_DEBIT)
-        || t.flags.has(TransferFlags::BALANCING_CREDIT)
+    } else if t.flags.contains(TransferFlags::BALANCING_DEBIT)
+        || t.flags.contains(TransferFlags::BALANCING_CREDIT)
     {
         stored.amount <= t.amount
     } else {
@@ -709,21 +788,21 @@ fn evaluate_movement(
     if debit.currency != currency || credit.currency != currency {
         return Err(ResultCode::CurrencyMismatch);
     }
-    if debit.flags.has(AccountFlags::CLOSED) || credit.flags.has(AccountFlags::CLOSED) {
+    if debit.flags.contains(AccountFlags::CLOSED) || credit.flags.contains(AccountFlags::CLOSED) {
         return Err(ResultCode::AccountClosed);
     }
-    if debit.flags.has(AccountFlags::DEBITS_BLOCKED) {
+    if debit.flags.contains(AccountFlags::DEBITS_BLOCKED) {
         return Err(ResultCode::DebitsBlocked);
     }
-    if credit.flags.has(AccountFlags::CREDITS_BLOCKED) {
+    if credit.flags.contains(AccountFlags::CREDITS_BLOCKED) {
         return Err(ResultCode::CreditsBlocked);
     }
-    let pending = t.flags.has(TransferFlags::PENDING);
+    let pending = t.flags.contains(TransferFlags::PENDING);
     let mut amount = t.amount;
-    if t.flags.has(TransferFlags::BALANCING_DEBIT)
+    if t.flags.contains(TransferFlags::BALANCING_DEBIT)
         && debit
             .flags
-            .has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
     {
         let headroom = debit
             .totals
@@ -735,10 +814,10 @@ fn evaluate_movement(
             return Err(ResultCode::ExceedsCredits);
         }
     }
-    if t.flags.has(TransferFlags::BALANCING_CREDIT)
+    if t.flags.contains(TransferFlags::BALANCING_CREDIT)
         && credit
             .flags
-            .has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
     {
         let headroom = credit
             .totals
@@ -859,7 +938,7 @@ fn evaluate_resolution(
             ResultCode::PendingTransferNotFound
         });
     };
-    if !pending.flags.has(TransferFlags::PENDING) {
+    if !pending.flags.contains(TransferFlags::PENDING) {
         return Err(ResultCode::PendingTransferNotPending);
     }
     if let (Some(debit), Some(credit)) = (
@@ -884,10 +963,10 @@ fn evaluate_resolution(
         None => {}
     }
     let expired = pending.expires_at.is_some_and(|at| at <= now);
-    if expired && !t.flags.has(TransferFlags::EXPIRY) {
+    if expired && !t.flags.contains(TransferFlags::EXPIRY) {
         return Err(ResultCode::PendingTransferExpired);
     }
-    let post = t.flags.has(TransferFlags::POST_PENDING);
+    let post = t.flags.contains(TransferFlags::POST_PENDING);
     let amount = if !post {
         0
     } else if t.amount == 0 {
@@ -1018,13 +1097,13 @@ fn owned(scope: Scope, debit: &AccountState, credit: &AccountState) -> Result<()
 /// `debits_must_not_exceed_credits`: posted + pending debits at most posted credits.
 /// Summed in 128 bits: a sum past `i64::MAX` exceeds the limit, it overflows no total.
 fn breaks_debit_limit(flags: AccountFlags, t: &Totals) -> bool {
-    flags.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+    flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
         && i128::from(t.debits_posted) + i128::from(t.debits_pending) > i128::from(t.credits_posted)
 }
 
 /// `credits_must_not_exceed_debits`: posted + pending credits at most posted debits.
 fn breaks_credit_limit(flags: AccountFlags, t: &Totals) -> bool {
-    flags.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+    flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
         && i128::from(t.credits_posted) + i128::from(t.credits_pending)
             > i128::from(t.debits_posted)
 }
@@ -1048,7 +1127,7 @@ fn commit(snapshot: &mut Snapshot, applied: &Applied, mut undo: Option<&mut Undo
     if let Some(pending_id) = t.pending_id
         && let Some(pending) = snapshot.pendings.get_mut(&pending_id)
     {
-        pending.1 = Some(if t.flags.has(TransferFlags::POST_PENDING) {
+        pending.1 = Some(if t.flags.contains(TransferFlags::POST_PENDING) {
             Resolution::Posted
         } else {
             Resolution::Voided
@@ -1057,7 +1136,7 @@ fn commit(snapshot: &mut Snapshot, applied: &Applied, mut undo: Option<&mut Undo
             undo.resolved.push(pending_id);
         }
     }
-    if t.flags.has(TransferFlags::PENDING) {
+    if t.flags.contains(TransferFlags::PENDING) {
         // Later transfers of the batch may post or void it.
         snapshot.pendings.insert(t.id, (t.clone(), None));
         if let Some(undo) = undo {

@@ -69,12 +69,12 @@ fn me() -> Scope {
     Scope::Partner(partner(P1))
 }
 
-fn account(n: u128, currency: Currency, flags: i32, owner: Option<u128>) -> AccountState {
+fn account(n: u128, currency: Currency, flags: AccountFlags, owner: Option<u128>) -> AccountState {
     AccountState {
         id: acct(n),
         partner_id: owner.map(partner),
         currency,
-        flags: AccountFlags(flags),
+        flags,
         totals: Totals::default(),
         seq: 0,
         partner_books: owner.is_some(),
@@ -102,18 +102,18 @@ fn world() -> Snapshot {
     );
     frozen.totals.credits_posted = 100;
     frozen.seq = 1;
-    let mut full = account(FULL, usd(), 0, Some(P1));
+    let mut full = account(FULL, usd(), AccountFlags::empty(), Some(P1));
     full.totals.credits_posted = i64::MAX - 5;
     full.seq = 1;
     let accounts = [
-        account(SRC, usd(), 0, Some(P1)),
-        account(DST, usd(), 0, Some(P1)),
+        account(SRC, usd(), AccountFlags::empty(), Some(P1)),
+        account(DST, usd(), AccountFlags::empty(), Some(P1)),
         limited,
         capped,
-        account(EURO, eur(), 0, Some(P1)),
+        account(EURO, eur(), AccountFlags::empty(), Some(P1)),
         account(CLOSED, usd(), AccountFlags::CLOSED | limit, Some(P1)),
-        account(FOREIGN, usd(), 0, Some(P2)),
-        account(FOREIGN_TOO, usd(), 0, Some(P2)),
+        account(FOREIGN, usd(), AccountFlags::empty(), Some(P2)),
+        account(FOREIGN_TOO, usd(), AccountFlags::empty(), Some(P2)),
         full,
         frozen,
         account(NO_CREDITS, usd(), AccountFlags::CREDITS_BLOCKED, Some(P1)),
@@ -155,7 +155,7 @@ fn post(id: u128, pending_id: u128, amount: i64) -> NewTransfer {
         amount,
         currency: None,
         code: 1,
-        flags: TransferFlags(TransferFlags::POST_PENDING),
+        flags: TransferFlags::POST_PENDING,
         pending_id: Some(xfer(pending_id)),
         timeout_secs: None,
         metadata: None,
@@ -164,7 +164,7 @@ fn post(id: u128, pending_id: u128, amount: i64) -> NewTransfer {
 
 fn void(id: u128, pending_id: u128) -> NewTransfer {
     NewTransfer {
-        flags: TransferFlags(TransferFlags::VOID_PENDING),
+        flags: TransferFlags::VOID_PENDING,
         ..post(id, pending_id, 0)
     }
 }
@@ -174,8 +174,8 @@ fn with(mut t: NewTransfer, change: impl FnOnce(&mut NewTransfer)) -> NewTransfe
     t
 }
 
-fn flagged(t: NewTransfer, bits: i32) -> NewTransfer {
-    with(t, |t| t.flags = TransferFlags(t.flags.0 | bits))
+fn flagged(t: NewTransfer, bits: TransferFlags) -> NewTransfer {
+    with(t, |t| t.flags |= bits)
 }
 
 fn linked(t: NewTransfer) -> NewTransfer {
@@ -540,7 +540,7 @@ fn a_transfer_breaking_two_rules_gets_the_code_listed_first() {
         .after(vec![plain(10, SRC, DST, 5)])
         .prepared(|s| {
             if let Some(a) = s.accounts.get_mut(&acct(DST)) {
-                a.flags.0 |= AccountFlags::CLOSED;
+                a.flags |= AccountFlags::CLOSED;
             }
         }),
         row(
@@ -816,7 +816,7 @@ fn a_pending_transfer_settles_although_its_debit_account_was_frozen_since() {
     ok(&mut s, pending(10, SRC, DST, 40));
     ok(&mut s, pending(12, SRC, DST, 30));
     if let Some(a) = s.accounts.get_mut(&acct(SRC)) {
-        a.flags.0 |= AccountFlags::DEBITS_BLOCKED;
+        a.flags |= AccountFlags::DEBITS_BLOCKED;
     }
     ok(&mut s, post(11, 10, 0));
     ok(&mut s, void(13, 12));
@@ -831,7 +831,7 @@ fn a_post_is_allowed_although_an_account_closed_since() {
     let mut s = world();
     ok(&mut s, pending(10, SRC, DST, 40));
     if let Some(a) = s.accounts.get_mut(&acct(DST)) {
-        a.flags.0 |= AccountFlags::CLOSED;
+        a.flags |= AccountFlags::CLOSED;
     }
     ok(&mut s, post(11, 10, 0));
 }
@@ -1371,7 +1371,7 @@ struct RefTransfer {
 impl RefTransfer {
     /// Identical fields, where those the client left to the ledger match what they became.
     fn asked_the_same(&self, t: &NewTransfer) -> bool {
-        let f = |bit| t.flags.has(bit);
+        let f = |bit| t.flags.contains(bit);
         let balancing = f(TransferFlags::BALANCING_DEBIT) || f(TransferFlags::BALANCING_CREDIT);
         let amount = f(TransferFlags::VOID_PENDING)
             || (f(TransferFlags::POST_PENDING) && t.amount == 0)
@@ -1456,7 +1456,7 @@ impl Reference {
         let mut chain = Vec::new();
         for t in transfers {
             chain.push(t.clone());
-            if !t.flags.has(TransferFlags::LINKED) {
+            if !t.flags.contains(TransferFlags::LINKED) {
                 codes.extend(self.chain(scope, &chain, now));
                 chain.clear();
             }
@@ -1507,7 +1507,7 @@ impl Reference {
     /// One transfer, rules 3-24 in the documented order; changes nothing on failure.
     fn one(&mut self, scope: Scope, t: &NewTransfer, now: DateTime<Utc>) -> Result<(), ResultCode> {
         use ResultCode as R;
-        let f = |bit| t.flags.has(bit);
+        let f = |bit| t.flags.contains(bit);
         let (pending, post, void) = (
             f(TransferFlags::PENDING),
             f(TransferFlags::POST_PENDING),
@@ -1584,19 +1584,23 @@ impl Reference {
         if d.currency != currency || c.currency != currency {
             return Err(R::CurrencyMismatch);
         }
-        if d.flags.has(AccountFlags::CLOSED) || c.flags.has(AccountFlags::CLOSED) {
+        if d.flags.contains(AccountFlags::CLOSED) || c.flags.contains(AccountFlags::CLOSED) {
             return Err(R::AccountClosed);
         }
-        if d.flags.has(AccountFlags::DEBITS_BLOCKED) {
+        if d.flags.contains(AccountFlags::DEBITS_BLOCKED) {
             return Err(R::DebitsBlocked);
         }
-        if c.flags.has(AccountFlags::CREDITS_BLOCKED) {
+        if c.flags.contains(AccountFlags::CREDITS_BLOCKED) {
             return Err(R::CreditsBlocked);
         }
-        let debit_limited = d.flags.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
-        let credit_limited = c.flags.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS);
+        let debit_limited = d
+            .flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
+        let credit_limited = c
+            .flags
+            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS);
         let mut amount = wide(t.amount);
-        if t.flags.has(TransferFlags::BALANCING_DEBIT) && debit_limited {
+        if t.flags.contains(TransferFlags::BALANCING_DEBIT) && debit_limited {
             let dt = d.totals;
             let headroom =
                 wide(dt.credits_posted) - wide(dt.debits_posted) - wide(dt.debits_pending);
@@ -1605,7 +1609,7 @@ impl Reference {
                 return Err(R::ExceedsCredits);
             }
         }
-        if t.flags.has(TransferFlags::BALANCING_CREDIT) && credit_limited {
+        if t.flags.contains(TransferFlags::BALANCING_CREDIT) && credit_limited {
             let ct = c.totals;
             let headroom =
                 wide(ct.debits_posted) - wide(ct.credits_posted) - wide(ct.credits_pending);
@@ -1614,7 +1618,7 @@ impl Reference {
                 return Err(R::ExceedsDebits);
             }
         }
-        let pending = t.flags.has(TransferFlags::PENDING);
+        let pending = t.flags.contains(TransferFlags::PENDING);
         if pending {
             d.totals.debits_pending = narrow(
                 wide(d.totals.debits_pending) + amount,
@@ -1706,10 +1710,10 @@ impl Reference {
             RefKind::Voided => return Err(R::PendingTransferAlreadyVoided),
             RefKind::Open | RefKind::Plain => {}
         }
-        if p.expires_at.is_some_and(|e| now >= e) && !t.flags.has(TransferFlags::EXPIRY) {
+        if p.expires_at.is_some_and(|e| now >= e) && !t.flags.contains(TransferFlags::EXPIRY) {
             return Err(R::PendingTransferExpired);
         }
-        let post = t.flags.has(TransferFlags::POST_PENDING);
+        let post = t.flags.contains(TransferFlags::POST_PENDING);
         let amount = match (post, t.amount) {
             (false, _) => 0,
             (true, 0) => p.moved,
@@ -1976,13 +1980,13 @@ impl Generator {
                     spec.ops.iter().map(|op| self.transfer(op)).collect();
                 if spec.chain {
                     for t in &mut transfers {
-                        t.flags.0 |= TransferFlags::LINKED;
+                        t.flags |= TransferFlags::LINKED;
                     }
                 }
                 if let Some(last) = transfers.last_mut()
                     && !spec.leave_open
                 {
-                    last.flags.0 &= !TransferFlags::LINKED;
+                    last.flags -= TransferFlags::LINKED;
                 }
                 transfers
             }
@@ -1994,7 +1998,7 @@ impl Generator {
     /// Learns which pending transfers exist, to post and void them later.
     fn learn(&mut self, transfers: &[NewTransfer], outcomes: &[Outcome]) {
         for (t, o) in transfers.iter().zip(outcomes) {
-            if o.code == ResultCode::Ok && t.flags.has(TransferFlags::PENDING) {
+            if o.code == ResultCode::Ok && t.flags.contains(TransferFlags::PENDING) {
                 self.pendings.push(t.clone());
             }
         }
@@ -2028,7 +2032,7 @@ impl Generator {
         } else {
             eur()
         };
-        let mut flags = op.noise_flags;
+        let mut flags = TransferFlags::from_bits_retain(op.noise_flags);
         if op.linked {
             flags |= TransferFlags::LINKED;
         }
@@ -2054,7 +2058,7 @@ impl Generator {
                     amount: op.amount,
                     currency: Some(currency),
                     code: 1,
-                    flags: TransferFlags(flags),
+                    flags: flags,
                     pending_id: None,
                     timeout_secs: timeout,
                     metadata: op.metadata.map(serde_json::Value::from),
@@ -2094,7 +2098,7 @@ impl Generator {
                     amount,
                     currency: named.2,
                     code: 1,
-                    flags: TransferFlags(flags),
+                    flags: flags,
                     pending_id: Some(pending_id),
                     timeout_secs: op.timeout.filter(|_| op.stray_timeout),
                     metadata: op.metadata.map(serde_json::Value::from),
@@ -2122,9 +2126,13 @@ fn check_run(accounts: &[AccountSpec], requests: &[RequestSpec]) -> Result<(), T
         let limit = match spec.limit {
             1 => AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
             2 => AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
-            _ => 0,
+            _ => AccountFlags::empty(),
         };
-        let closed = if spec.closed { AccountFlags::CLOSED } else { 0 };
+        let closed = if spec.closed {
+            AccountFlags::CLOSED
+        } else {
+            AccountFlags::empty()
+        };
         let owner = match spec.owner {
             0 | 3 => Some(P1),
             1 => Some(P2),
@@ -2208,12 +2216,16 @@ fn check_run(accounts: &[AccountSpec], requests: &[RequestSpec]) -> Result<(), T
             let (seq, sums) = journal.get(&a.id).copied().unwrap_or_default();
             prop_assert_eq!((a.seq, a.totals), (seq, sums), "account {}", a.id);
             // c. Limits hold.
-            if a.flags.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+            if a.flags
+                .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            {
                 prop_assert!(
                     wide(t.debits_posted) + wide(t.debits_pending) <= wide(t.credits_posted)
                 );
             }
-            if a.flags.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
+            if a.flags
+                .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            {
                 prop_assert!(
                     wide(t.credits_posted) + wide(t.credits_pending) <= wide(t.debits_posted)
                 );

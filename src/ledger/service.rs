@@ -238,12 +238,13 @@ impl LedgerService {
         tx: &mut Tx<'_>,
         scope: Scope,
         id: AccountId,
-        set: i32,
-        clear: i32,
+        set: AccountFlags,
+        clear: AccountFlags,
     ) -> Result<Account, LedgerError> {
-        const CHANGEABLE: i32 =
-            AccountFlags::DEBITS_BLOCKED | AccountFlags::CREDITS_BLOCKED | AccountFlags::CLOSED;
-        if (set | clear) & !CHANGEABLE != 0 || clear & AccountFlags::CLOSED != 0 {
+        const CHANGEABLE: AccountFlags = AccountFlags::DEBITS_BLOCKED
+            .union(AccountFlags::CREDITS_BLOCKED)
+            .union(AccountFlags::CLOSED);
+        if !CHANGEABLE.contains(set | clear) || clear.contains(AccountFlags::CLOSED) {
             return Err(LedgerError::validation(
                 "flags",
                 "only debits_blocked and credits_blocked may change, and closed may only be set",
@@ -253,7 +254,8 @@ impl LedgerService {
             .await?
             .filter(|r| scope.sees(r.partner_id.map(PartnerId::from_uuid)))
             .ok_or(LedgerError::AccountNotFound)?;
-        let flags = (row.flags | set) & !clear;
+        let flags = (AccountFlags::from_bits_retain(row.flags) | set) - clear;
+        let flags = flags.bits();
         if flags != row.flags {
             store::set_account_flags(tx.conn(), id.uuid(), flags).await?;
             row.flags = flags;
@@ -413,17 +415,13 @@ impl LedgerService {
         }
         let voids: Vec<NewTransfer> = claimed
             .iter()
-            .map(|pending| NewTransfer {
-                id: TransferId::from_uuid(Uuid::new_v5(&EXPIRY_NAMESPACE, pending.as_bytes())),
-                debit_account_id: None,
-                credit_account_id: None,
-                amount: 0,
-                currency: None,
-                code: 0,
-                flags: TransferFlags(TransferFlags::VOID_PENDING | TransferFlags::EXPIRY),
-                pending_id: Some(TransferId::from_uuid(*pending)),
-                timeout_secs: None,
-                metadata: None,
+            .map(|pending| {
+                NewTransfer::void_pending(
+                    TransferId::from_uuid(Uuid::new_v5(&EXPIRY_NAMESPACE, pending.as_bytes())),
+                    TransferId::from_uuid(*pending),
+                    0,
+                )
+                .with_flags(TransferFlags::EXPIRY)
             })
             .collect();
         let outcomes = self.post(Scope::System, voids, None).await?;
@@ -489,7 +487,7 @@ fn account_rows(
     accounts
         .into_iter()
         .map(|a| {
-            if a.flags.has(AccountFlags::CLOSED) {
+            if a.flags.contains(AccountFlags::CLOSED) {
                 return Err(LedgerError::validation(
                     "flags",
                     "an account cannot be created closed",
@@ -501,7 +499,7 @@ fn account_rows(
                 partner_id: scope.owner().map(|p| p.uuid()),
                 currency: a.currency.code().to_owned(),
                 code: a.code,
-                flags: a.flags.0,
+                flags: a.flags.bits(),
                 metadata: a.metadata,
                 debits_pending: 0,
                 debits_posted: 0,
@@ -567,7 +565,7 @@ pub(super) fn account_state(row: AccountRow) -> Result<AccountState, LedgerError
         id: AccountId::from_uuid(row.id),
         partner_id: row.partner_id.map(PartnerId::from_uuid),
         currency: currency_of(&row.currency)?,
-        flags: AccountFlags(row.flags),
+        flags: AccountFlags::from_bits_retain(row.flags),
         totals: Totals {
             debits_pending: row.debits_pending,
             debits_posted: row.debits_posted,
@@ -601,7 +599,7 @@ pub(super) fn stored_transfer(row: TransferRow) -> Result<StoredTransfer, Ledger
         amount: row.amount,
         currency: currency_of(&row.currency)?,
         code: row.code,
-        flags: TransferFlags(row.flags),
+        flags: TransferFlags::from_bits_retain(row.flags),
         pending_id: row.pending_id.map(TransferId::from_uuid),
         timeout_secs: row.timeout_secs.and_then(|s| u32::try_from(s).ok()),
         expires_at: row.expires_at,

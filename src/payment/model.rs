@@ -119,11 +119,11 @@ pub fn transfers_problem(
         ));
     }
     let withdrawal = payment.kind == PaymentKind::Withdrawal.as_str();
-    if withdrawal != flags.has(F::PENDING) {
+    if withdrawal != flags.contains(F::PENDING) {
         return Some(format!(
             "a {} whose transfer is {}",
             payment.kind,
-            if flags.has(F::PENDING) {
+            if flags.contains(F::PENDING) {
                 "a hold"
             } else {
                 "not a hold"
@@ -140,14 +140,14 @@ pub fn transfers_problem(
         ("pending", None) => None,
         ("pending", Some((id, _))) => Some(format!("pending, yet settled by {id}")),
         ("completed", Some((_, (moved, f))))
-            if f.has(F::POST_PENDING) && moved == payment.amount =>
+            if f.contains(F::POST_PENDING) && moved == payment.amount =>
         {
             None
         }
-        ("failed", Some((_, (_, f)))) if f.has(F::VOID_PENDING) => None,
+        ("failed", Some((_, (_, f)))) if f.contains(F::VOID_PENDING) => None,
         (status, Some((id, (moved, f)))) => Some(format!(
             "{status}, but its settlement {id} {} {moved}",
-            if f.has(F::POST_PENDING) {
+            if f.contains(F::POST_PENDING) {
                 "posted"
             } else {
                 "voided"

@@ -19,7 +19,7 @@ use crate::kernel::{PartnerId, Principal};
 use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind, limit_lock_key};
 use crate::ledger::{
     AccountFlags, AccountId, AttachedItem, Attachment, BatchWrite, LedgerService, NewAccount,
-    NewTransfer, Outcome, ResultCode, Scope, SideWrite, SideWriteError, TransferFlags, TransferId,
+    NewTransfer, Outcome, ResultCode, Scope, SideWrite, SideWriteError, TransferId,
 };
 use crate::notify::{NewEvent, record_event, record_events};
 use crate::platform::db::{Db, LockKey, LockNamespace, Tx, TxFuture};
@@ -374,22 +374,18 @@ impl PaymentService {
                 at,
             )
         };
-        let transfer = NewTransfer {
-            id: TransferId::from_uuid(id.uuid()),
-            debit_account_id: Some(from.account_id),
-            credit_account_id: Some(to.account_id),
-            amount: amount.minor(),
-            currency: Some(input.currency),
-            code: PaymentKind::P2p.transfer_code(),
-            flags: TransferFlags(0),
-            pending_id: None,
-            timeout_secs: None,
-            metadata: Some(json!({
-                "payment_id": id,
-                "type": "p2p",
-                "description": description,
-            })),
-        };
+        let transfer = NewTransfer::movement(
+            TransferId::from_uuid(id.uuid()),
+            from.account_id,
+            to.account_id,
+            amount,
+            PaymentKind::P2p.transfer_code(),
+        )
+        .with_metadata(json!({
+            "payment_id": id,
+            "type": "p2p",
+            "description": description,
+        }));
         // The payment module moves the money, on accounts it checked are the partner's
         // wallets: the system's scope (a partner's own scope may not touch wallet accounts).
         self.post(
@@ -448,18 +444,14 @@ impl PaymentService {
                 at,
             )
         };
-        let transfer = NewTransfer {
-            id: TransferId::from_uuid(id.uuid()),
-            debit_account_id: Some(rail),
-            credit_account_id: Some(to.account_id),
-            amount: amount.minor(),
-            currency: Some(input.currency),
-            code: PaymentKind::Deposit.transfer_code(),
-            flags: TransferFlags(0),
-            pending_id: None,
-            timeout_secs: None,
-            metadata: Some(json!({ "payment_id": id, "type": "deposit" })),
-        };
+        let transfer = NewTransfer::movement(
+            TransferId::from_uuid(id.uuid()),
+            rail,
+            to.account_id,
+            amount,
+            PaymentKind::Deposit.transfer_code(),
+        )
+        .with_metadata(json!({ "payment_id": id, "type": "deposit" }));
         self.post(
             Scope::System,
             transfer,
@@ -556,7 +548,7 @@ impl PaymentService {
                                 id: Some(id),
                                 currency,
                                 code: RAIL_ACCOUNT_CODE,
-                                flags: AccountFlags(AccountFlags::HISTORY),
+                                flags: AccountFlags::HISTORY,
                                 metadata: Some(json!({ "rail": "sandbox" })),
                             }],
                         )
@@ -602,18 +594,14 @@ impl PaymentService {
                 at,
             )
         };
-        let transfer = NewTransfer {
-            id: TransferId::from_uuid(id.uuid()),
-            debit_account_id: Some(from.account_id),
-            credit_account_id: Some(rail_account),
-            amount: amount.minor(),
-            currency: Some(input.currency),
-            code: PaymentKind::Withdrawal.transfer_code(),
-            flags: TransferFlags(TransferFlags::PENDING),
-            pending_id: None,
-            timeout_secs: None,
-            metadata: Some(json!({ "payment_id": id, "type": "withdrawal" })),
-        };
+        let transfer = NewTransfer::pending(
+            TransferId::from_uuid(id.uuid()),
+            from.account_id,
+            rail_account,
+            amount,
+            PaymentKind::Withdrawal.transfer_code(),
+        )
+        .with_metadata(json!({ "payment_id": id, "type": "withdrawal" }));
         self.post(
             Scope::System,
             transfer,
@@ -712,18 +700,14 @@ impl PaymentService {
                 at,
             )
         };
-        let transfer = NewTransfer {
-            id: TransferId::from_uuid(id.uuid()),
-            debit_account_id: Some(from.account_id),
-            credit_account_id: Some(to.account_id),
-            amount: amount.minor(),
-            currency: Some(currency),
-            code: PaymentKind::Refund.transfer_code(),
-            flags: TransferFlags(0),
-            pending_id: None,
-            timeout_secs: None,
-            metadata: Some(json!({ "payment_id": id, "type": "refund", "refund_of": original })),
-        };
+        let transfer = NewTransfer::movement(
+            TransferId::from_uuid(id.uuid()),
+            from.account_id,
+            to.account_id,
+            amount,
+            PaymentKind::Refund.transfer_code(),
+        )
+        .with_metadata(json!({ "payment_id": id, "type": "refund", "refund_of": original }));
         // The payment module moves the money, on accounts it checked are the partner's
         // wallets: the system's scope (a partner's own scope may not touch wallet accounts).
         self.post(
@@ -782,10 +766,10 @@ impl PaymentService {
             self.inner
                 .rail
                 .settlement(amount, row.settle_after.unwrap_or(row.created_at), at);
-        let (flag, status) = match verdict {
+        let (resolve, status): (fn(TransferId, TransferId, i32) -> NewTransfer, _) = match verdict {
             Settlement::Pending => return Ok(false),
-            Settlement::Succeeded => (TransferFlags::POST_PENDING, PaymentStatus::Completed),
-            Settlement::Failed(_) => (TransferFlags::VOID_PENDING, PaymentStatus::Failed),
+            Settlement::Succeeded => (NewTransfer::post_pending, PaymentStatus::Completed),
+            Settlement::Failed(_) => (NewTransfer::void_pending, PaymentStatus::Failed),
         };
         let customer = match row.from_wallet_id {
             Some(w) => Some(
@@ -797,20 +781,12 @@ impl PaymentService {
             ),
             None => None,
         };
-        let transfer = NewTransfer {
-            id: TransferId::from_uuid(settlement_id),
-            debit_account_id: None,
-            credit_account_id: None,
-            amount: 0,
-            currency: None,
-            code: PaymentKind::Withdrawal.transfer_code(),
-            flags: TransferFlags(flag),
-            pending_id: Some(TransferId::from_uuid(row.transfer_id)),
-            timeout_secs: None,
-            metadata: Some(
-                json!({ "payment_id": PaymentId::from_uuid(row.id), "type": "withdrawal" }),
-            ),
-        };
+        let transfer = resolve(
+            TransferId::from_uuid(settlement_id),
+            TransferId::from_uuid(row.transfer_id),
+            PaymentKind::Withdrawal.transfer_code(),
+        )
+        .with_metadata(json!({ "payment_id": PaymentId::from_uuid(row.id), "type": "withdrawal" }));
         let kyc = self.inner.kyc.clone();
         let side_row = row.clone();
         let side: SideWrite = Box::new(move |tx, outcomes| {

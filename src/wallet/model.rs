@@ -93,7 +93,7 @@ impl FreezeMode {
     }
 
     /// The ledger account flags that enforce it.
-    pub fn account_flags(self) -> i32 {
+    pub fn account_flags(self) -> AccountFlags {
         match self {
             Self::All => AccountFlags::DEBITS_BLOCKED | AccountFlags::CREDITS_BLOCKED,
             Self::Debits => AccountFlags::DEBITS_BLOCKED,
@@ -103,7 +103,8 @@ impl FreezeMode {
 }
 
 /// Every flag a freeze may set.
-pub const FREEZE_FLAGS: i32 = AccountFlags::DEBITS_BLOCKED | AccountFlags::CREDITS_BLOCKED;
+pub const FREEZE_FLAGS: AccountFlags =
+    AccountFlags::DEBITS_BLOCKED.union(AccountFlags::CREDITS_BLOCKED);
 
 /// A requested status change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

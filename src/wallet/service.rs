@@ -243,10 +243,8 @@ impl WalletService {
                                 id: Some(account),
                                 currency,
                                 code: WALLET_ACCOUNT_CODE,
-                                flags: AccountFlags(
-                                    AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
-                                        | AccountFlags::HISTORY,
-                                ),
+                                flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                                    | AccountFlags::HISTORY,
                                 metadata: Some(json!({ "wallet_id": id })),
                             }],
                         )
@@ -512,9 +510,9 @@ impl WalletService {
                 ChangeRefused::AlreadyFrozen => WalletError::AlreadyFrozen,
             })?;
         let (set, clear) = match change {
-            Change::Freeze(m) => (m.account_flags(), FREEZE_FLAGS & !m.account_flags()),
-            Change::Unfreeze => (0, FREEZE_FLAGS),
-            Change::Close => (AccountFlags::CLOSED, 0),
+            Change::Freeze(m) => (m.account_flags(), FREEZE_FLAGS - m.account_flags()),
+            Change::Unfreeze => (AccountFlags::empty(), FREEZE_FLAGS),
+            Change::Close => (AccountFlags::CLOSED, AccountFlags::empty()),
         };
         let account = self
             .inner

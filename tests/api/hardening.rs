@@ -297,9 +297,7 @@ async fn direct_books(
                     id: None,
                     currency: usd(),
                     code: 2,
-                    flags: flowlet::ledger::AccountFlags(
-                        flowlet::ledger::AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
-                    ),
+                    flags: flowlet::ledger::AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
                     metadata: None,
                 },
             ],

@@ -678,9 +678,7 @@ async fn a_thousand_concurrent_debits_of_an_account_holding_five_hundred_succeed
                     id: None,
                     currency: usd(),
                     code: 2,
-                    flags: direct::AccountFlags(
-                        direct::AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
-                    ),
+                    flags: direct::AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
                     metadata: None,
                 },
             ],
