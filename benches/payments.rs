@@ -338,7 +338,7 @@ async fn bench(
     let verify_started = Instant::now();
     let db = Db::connect(url, &small_pool())?;
     let (ledger, _engine) =
-        LedgerService::new(db, flowlet::app::engine_config(&settings.ledger), None);
+        LedgerService::new(db, flowlet::wiring::engine_config(&settings.ledger), None);
     let violations = ledger.verify().await?.violations;
     let rows = count_p2p(url).await?;
     let stored_answers = count_stored_answers(url).await?;

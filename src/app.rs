@@ -1,4 +1,5 @@
-//! Wires the modules together and builds the actix App. `flowlet serve` and the test harness
+//! Builds the actix App over the services the composition root ([`crate::wiring`]) wires.
+//! `flowlet serve` and the test harness
 //! both go through [`Application::build`], so tests exercise exactly what production runs.
 
 use std::net::TcpListener;
@@ -10,12 +11,11 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use utoipa::OpenApi;
 
-use crate::auth::{self, AuthService};
-use crate::kyc::{self, KycService};
-use crate::ledger::{self, EngineConfig, EngineMetrics, ExpiryConfig, LedgerService};
-use crate::notify::{self, Notifier, NotifyMetrics};
-use crate::payment::{self, PaymentMetrics, PaymentService, SandboxRail};
-use crate::platform::config::LedgerSettings;
+use crate::auth;
+use crate::kyc;
+use crate::ledger;
+use crate::notify;
+use crate::payment;
 use crate::platform::config::Settings;
 use crate::platform::docs;
 use crate::platform::error::ApiError;
@@ -27,7 +27,8 @@ use crate::platform::infra::{Infra, Migrate};
 use crate::platform::metrics::Metrics;
 use crate::platform::ops::{self, OpsState};
 use crate::platform::workers::Workers;
-use crate::wallet::{self, WalletService};
+use crate::wallet;
+use crate::wiring::Services;
 
 /// Extra routes a caller adds beside the product's (the test harness's probe routes).
 pub type ExtraRoutes = fn(&mut web::ServiceConfig);
@@ -53,142 +54,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(wallet::openapi());
     doc.merge(payment::openapi());
     doc
-}
-
-/// The auth service over running infrastructure (also used by `flowlet admin`).
-pub fn auth_service(settings: &Settings, infra: &Infra) -> anyhow::Result<AuthService> {
-    AuthService::new(
-        infra.db.clone(),
-        infra.shared.clone(),
-        &settings.auth,
-        &settings.rate_limit,
-        settings.server.trust_forwarded_for,
-    )
-    .context("configuring auth")
-}
-
-/// The outbox service (webhooks and email) over running infrastructure (also used by
-/// `flowlet admin`); `metrics` only where the worker runs.
-pub fn notifier(
-    settings: &Settings,
-    infra: &Infra,
-    metrics: Option<&Metrics>,
-) -> anyhow::Result<Notifier> {
-    let mailer = notify::mailer(
-        settings.smtp_url(),
-        &settings.smtp.from,
-        &settings.smtp.mail_dir,
-    )
-    .context("configuring outgoing mail (smtp.*)")?;
-    let metrics = metrics
-        .map(|m| NotifyMetrics::new(m.registry()))
-        .transpose()
-        .context("registering the outbox metrics")?;
-    Notifier::new(infra.db.clone(), mailer, &settings.webhooks, metrics)
-        .context("configuring webhooks")
-}
-
-/// The KYC service over running infrastructure (also used by `flowlet admin`).
-pub fn kyc_service(
-    settings: &Settings,
-    db: &crate::platform::db::Db,
-) -> anyhow::Result<KycService> {
-    KycService::new(db.clone(), &settings.kyc, kyc::system_clock())
-        .context("configuring KYC (kyc.*)")
-}
-
-/// The payment service and the wallets it moves money between, over running infrastructure
-/// (also used by `flowlet admin`); `metrics` only where requests are served.
-pub fn payment_service(
-    settings: &Settings,
-    db: &crate::platform::db::Db,
-    ledger: &LedgerService,
-    metrics: Option<PaymentMetrics>,
-) -> anyhow::Result<(WalletService, PaymentService)> {
-    let kyc = kyc_service(settings, db)?;
-    let wallets = WalletService::new(db.clone(), ledger.clone(), kyc.clone());
-    let payments = PaymentService::new(
-        db.clone(),
-        ledger.clone(),
-        wallets.clone(),
-        kyc,
-        metrics,
-        std::sync::Arc::new(SandboxRail {
-            delay: settings.payments.sandbox_settle_delay,
-        }),
-        settings.payments.settlement_batch,
-    );
-    Ok((wallets, payments))
-}
-
-/// Verifies the books: every ledger invariant, then every payment against its transfers.
-/// One verification runs at a time across replicas; with `wait` false, `None` when another
-/// is running (the periodic worker skips its turn), else this waits for it.
-pub async fn verify_books(
-    db: &crate::platform::db::Db,
-    ledger: &LedgerService,
-    payments: &PaymentService,
-    wait: bool,
-) -> anyhow::Result<Option<ledger::VerifyReport>> {
-    let Some(_lock) = db
-        .session_lock(
-            crate::platform::db::LockKey::singleton(crate::platform::db::namespaces::VERIFICATION),
-            wait,
-        )
-        .await
-        .context("taking the verification lock")?
-    else {
-        return Ok(None);
-    };
-    let mut report = ledger.verify().await.context("verifying the ledger")?;
-    payments
-        .verify(&mut report)
-        .await
-        .context("verifying payments against the ledger")?;
-    Ok(Some(report))
-}
-
-/// The periodic verification: every `interval` (the first within 10 s), on whichever replica
-/// gets the lock, logging each violation and publishing the count on /metrics.
-async fn run_verify(
-    db: crate::platform::db::Db,
-    ledger: LedgerService,
-    payments: PaymentService,
-    interval: Duration,
-    metrics: ledger::VerifyMetrics,
-    mut shutdown: crate::platform::workers::Shutdown,
-) {
-    let mut wait = interval.min(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            () = shutdown.requested() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        wait = interval;
-        match verify_books(&db, &ledger, &payments, false).await {
-            Ok(Some(report)) => {
-                report.log_violations();
-                metrics.record(&report);
-            }
-            Ok(None) => tracing::debug!("another replica is verifying the books"),
-            Err(e) => {
-                tracing::error!(error.cause = %format!("{e:#}"), "verifying the books failed")
-            }
-        }
-    }
-}
-
-/// The posting engine's tuning from configuration.
-pub fn engine_config(settings: &LedgerSettings) -> EngineConfig {
-    EngineConfig {
-        batch_max_transfers: settings.batch_max_transfers,
-        batch_linger: settings.batch_linger,
-        queue_capacity: settings.queue_capacity,
-        queue_max_bytes: settings.queue_max_bytes,
-        enqueue_timeout: settings.enqueue_timeout,
-        max_retries: settings.max_retries,
-        pipeline_depth: settings.pipeline_depth,
-    }
 }
 
 /// A built, listening, not yet running service.
@@ -243,82 +108,19 @@ impl Application {
         extra_routes: Option<ExtraRoutes>,
     ) -> anyhow::Result<(u16, Server)> {
         let metrics = Metrics::new().context("creating the metrics registry")?;
-        let engine_metrics =
-            EngineMetrics::new(metrics.registry()).context("registering the ledger metrics")?;
-        let (ledger, engine) = LedgerService::new(
-            infra.db.clone(),
-            engine_config(&settings.ledger),
-            Some(engine_metrics),
-        );
-        workers.spawn("ledger-engine", |shutdown| engine.run(shutdown));
-        let expiry = ExpiryConfig {
-            interval: settings.ledger.expiry_interval,
-            batch: settings.ledger.expiry_batch,
-        };
-        let expiring = ledger.clone();
-        workers.spawn("ledger-expiry", move |shutdown| {
-            expiring.run_expiry(expiry, shutdown)
-        });
-        let notifier = notifier(settings, infra, Some(&metrics))?;
-        let outbox = notifier.clone();
-        workers.spawn("outbox", move |shutdown| outbox.run(shutdown));
-        let keys = infra.db.clone();
-        workers.spawn("idempotency-purge", move |shutdown| {
-            idempotency::run_purge(keys, shutdown)
-        });
-        Self::serve_on(
-            settings,
-            infra,
-            workers,
-            metrics,
-            ledger,
-            notifier,
-            extra_routes,
-        )
-    }
-
-    fn serve_on(
-        settings: &Settings,
-        infra: &Infra,
-        workers: &mut Workers,
-        metrics: Metrics,
-        ledger: LedgerService,
-        notifier: Notifier,
-        extra_routes: Option<ExtraRoutes>,
-    ) -> anyhow::Result<(u16, Server)> {
+        let services =
+            Services::build(settings, &infra.db, &infra.shared, workers, Some(&metrics))?;
+        services.spawn_background(settings, workers, &metrics)?;
         let listener = TcpListener::bind(settings.server.bind)
             .with_context(|| format!("binding {} (server.bind)", settings.server.bind))?;
         let port = listener.local_addr()?.port();
-        let auth = std::sync::Arc::new(auth_service(settings, infra)?);
-        let partners: std::sync::Arc<dyn crate::kernel::Partners> = auth.clone();
-        let partners = web::Data::from(partners);
-        let auth = web::Data::from(auth);
-        let ledger = web::Data::new(ledger);
-        let notifier = web::Data::new(notifier);
-        let kyc_svc = kyc_service(settings, &infra.db)?;
-        let payment_metrics =
-            PaymentMetrics::new(metrics.registry()).context("registering the payment metrics")?;
-        let (wallets, payments) =
-            payment_service(settings, &infra.db, ledger.get_ref(), Some(payment_metrics))?;
-        let (wallets, payments) = (web::Data::new(wallets), web::Data::new(payments));
-        let verify_metrics = ledger::VerifyMetrics::new(metrics.registry())
-            .context("registering the ledger verification metrics")?;
-        if let Some(interval) = settings.ledger.verify_interval {
-            let (db, ledger, payments) = (
-                infra.db.clone(),
-                ledger.get_ref().clone(),
-                payments.get_ref().clone(),
-            );
-            workers.spawn("ledger-verify", move |shutdown| {
-                run_verify(db, ledger, payments, interval, verify_metrics, shutdown)
-            });
-        }
-        let settling = payments.get_ref().clone();
-        let settlement_interval = settings.payments.settlement_interval;
-        workers.spawn("payment-settlement", move |shutdown| {
-            settling.run_settlement(settlement_interval, shutdown)
-        });
-        let kyc = web::Data::new(kyc_svc);
+        let partners = web::Data::from(services.partners());
+        let auth = web::Data::from(services.auth.clone());
+        let ledger = web::Data::new(services.ledger.clone());
+        let notifier = web::Data::new(services.notifier.clone());
+        let kyc = web::Data::new(services.kyc.clone());
+        let wallets = web::Data::new(services.wallets.clone());
+        let payments = web::Data::new(services.payments.clone());
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {

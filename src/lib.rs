@@ -15,3 +15,4 @@ pub mod notify;
 pub mod payment;
 pub mod platform;
 pub mod wallet;
+pub mod wiring;

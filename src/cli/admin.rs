@@ -8,17 +8,16 @@ use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::app::{auth_service, kyc_service};
 use crate::auth::{AuthService, Caller, RequestMeta};
 use crate::kernel::{ApiKeyId, PartnerId, Role};
 use crate::kyc::{ApplicationId, KycService, ReviewDecision, SanctionsList};
-use crate::ledger::LedgerService;
 use crate::notify::{EndpointId, EventId, Notifier};
 use crate::platform::config::Settings;
 use crate::platform::db::migration_status;
 use crate::platform::infra::{Infra, Migrate};
 use crate::platform::money::Currency;
-use crate::wallet::{Change, FreezeMode, WalletId, WalletService};
+use crate::wallet::{Change, FreezeMode, WalletId};
+use crate::wiring::with_services;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -302,13 +301,7 @@ where
     F: FnOnce(AuthService) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let infra = Infra::start(settings, Migrate::Skip).await?;
-    let result = match auth_service(settings, &infra) {
-        Ok(auth) => f(auth).await,
-        Err(e) => Err(e),
-    };
-    infra.shutdown().await;
-    result
+    with_services(settings, |s| f((*s.auth).clone())).await
 }
 
 /// Who runs the command, for the audit log.
@@ -487,13 +480,7 @@ where
     F: FnOnce(Notifier) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let infra = Infra::start(settings, Migrate::Skip).await?;
-    let result = match crate::app::notifier(settings, &infra, None) {
-        Ok(notifier) => f(notifier).await,
-        Err(e) => Err(e),
-    };
-    infra.shutdown().await;
-    result
+    with_services(settings, |s| f(s.notifier)).await
 }
 
 async fn run_webhooks(command: WebhooksCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -578,16 +565,7 @@ where
     F: FnOnce(KycService, AuthService) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let infra = Infra::start(settings, Migrate::Skip).await?;
-    let result = match (
-        kyc_service(settings, &infra.db),
-        auth_service(settings, &infra),
-    ) {
-        (Ok(kyc), Ok(auth)) => f(kyc, auth).await,
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    infra.shutdown().await;
-    result
+    with_services(settings, |s| f(s.kyc, (*s.auth).clone())).await
 }
 
 async fn run_kyc(command: KycCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -725,25 +703,13 @@ async fn run_wallet(command: WalletCommand, settings: &Settings) -> anyhow::Resu
         WalletCommand::Unfreeze { id, reason, json } => (id, Change::Unfreeze, reason, json),
     };
     let id: WalletId = id.parse().context("not a wallet id (wal_...)")?;
-    let infra = Infra::start(settings, Migrate::Skip).await?;
-    let result = async {
-        let (ledger, _engine) = LedgerService::new(
-            infra.db.clone(),
-            crate::app::engine_config(&settings.ledger),
-            None,
-        );
-        let wallets =
-            WalletService::new(infra.db.clone(), ledger, kyc_service(settings, &infra.db)?);
-        let actor = format!("operator:{}", operator_name());
-        Ok::<_, anyhow::Error>(
-            wallets
-                .change_status(None, &actor, id, change, &reason)
-                .await?,
-        )
-    }
-    .await;
-    infra.shutdown().await;
-    let wallet = result?;
+    let actor = format!("operator:{}", operator_name());
+    let wallet = with_services(settings, |s| async move {
+        Ok(s.wallets
+            .change_status(None, &actor, id, change, &reason)
+            .await?)
+    })
+    .await?;
     if json {
         return print_json(&wallet);
     }
@@ -759,17 +725,12 @@ async fn run_wallet(command: WalletCommand, settings: &Settings) -> anyhow::Resu
 }
 
 async fn run_ledger(command: LedgerCommand, settings: &Settings) -> anyhow::Result<()> {
-    let infra = Infra::start(settings, Migrate::Skip).await?;
-    let (ledger, _engine) = LedgerService::new(
-        infra.db.clone(),
-        crate::app::engine_config(&settings.ledger),
-        None,
-    );
-    let result = async {
+    with_services(settings, |services| async move {
+        let ledger = &services.ledger;
         match command {
             LedgerCommand::Verify { json } => {
-                let (_, payments) = crate::app::payment_service(settings, &infra.db, &ledger, None)?;
-                let report = crate::app::verify_books(&infra.db, &ledger, &payments, true)
+                let report = services
+                    .verify_books(true)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("the verification lock was not granted"))?;
                 let violations = &report.violations;
@@ -853,10 +814,8 @@ async fn run_ledger(command: LedgerCommand, settings: &Settings) -> anyhow::Resu
                 Ok(())
             }
         }
-    }
-    .await;
-    infra.shutdown().await;
-    result
+    })
+    .await
 }
 
 /// The configuration as an operator may see it: secrets reduced to set/unset.

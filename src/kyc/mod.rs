@@ -22,8 +22,6 @@ mod screening;
 mod service;
 mod store;
 
-use std::future::Future;
-
 use chrono::{DateTime, Utc};
 
 pub use error::KycError;
@@ -45,46 +43,48 @@ use crate::platform::money::Money;
 
 /// What other modules ask before moving a customer's money, inside their own transaction (so
 /// the counted usage commits or rolls back with the movement).
+#[async_trait::async_trait]
 pub trait Compliance: Send + Sync {
     /// Allows the movement (counting outgoing money against the daily and monthly limits) or
     /// refuses it with the exact rule: [`KycError::Denied`] holding `kyc_required` (with the
     /// tier that would allow it) or `limit_exceeded` (which limit, and what remains).
-    fn authorize(
+    async fn authorize(
         &self,
         tx: &mut Tx<'_>,
         partner: PartnerId,
         movement: &Movement,
-    ) -> impl Future<Output = Result<(), KycError>> + Send;
+    ) -> Result<(), KycError>;
 
     /// [`Compliance::authorize`] for many movements at once, as if one after another in the
     /// given order (a customer's second payment counts after their first; a refused one counts
     /// nothing): one answer per movement. A handful of statements whatever their number, for
     /// callers that authorize a whole batch (the ledger engine's batched attached writes).
-    fn authorize_all(
+    async fn authorize_all(
         &self,
         tx: &mut Tx<'_>,
         movements: &[(PartnerId, Movement)],
-    ) -> impl Future<Output = Result<Vec<Result<(), KycError>>, KycError>> + Send;
+    ) -> Result<Vec<Result<(), KycError>>, KycError>;
 
     /// Gives back an outgoing movement allowed at `counted_at` that did not happen after all
     /// (failed or reversed), so it stops counting against the limits.
-    fn release(
+    async fn release(
         &self,
         tx: &mut Tx<'_>,
         customer: CustomerId,
         amount: Money,
         counted_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), KycError>> + Send;
+    ) -> Result<(), KycError>;
 
     /// The customer's tier and KYC status (404 for another partner's customer).
-    fn customer_tier(
+    async fn customer_tier(
         &self,
         tx: &mut Tx<'_>,
         partner: PartnerId,
         customer: CustomerId,
-    ) -> impl Future<Output = Result<(u8, String), KycError>> + Send;
+    ) -> Result<(u8, String), KycError>;
 }
 
+#[async_trait::async_trait]
 impl Compliance for KycService {
     async fn authorize(
         &self,

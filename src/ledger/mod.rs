@@ -92,6 +92,14 @@ pub trait Ledger: Send + Sync {
         ids: Vec<TransferId>,
     ) -> Result<Vec<StoredTransfer>, LedgerError>;
 
+    /// A page of every posted transfer in id order after `after` (the platform's view), for
+    /// other modules' checks of their records against the ledger.
+    async fn transfers_after(
+        &self,
+        after: Option<TransferId>,
+        limit: u32,
+    ) -> Result<Vec<StoredTransfer>, LedgerError>;
+
     /// An account's journal, newest first.
     async fn entries(
         &self,
@@ -161,6 +169,14 @@ impl Ledger for LedgerService {
         ids: Vec<TransferId>,
     ) -> Result<Vec<StoredTransfer>, LedgerError> {
         LedgerService::transfers(self, scope, ids).await
+    }
+
+    async fn transfers_after(
+        &self,
+        after: Option<TransferId>,
+        limit: u32,
+    ) -> Result<Vec<StoredTransfer>, LedgerError> {
+        LedgerService::transfers_after(self, after, limit).await
     }
 
     async fn entries(

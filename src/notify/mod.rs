@@ -29,6 +29,66 @@ pub use templates::{Rendered, Template};
 pub use webhook::{MAX_ATTEMPTS as WEBHOOK_MAX_ATTEMPTS, filter_matches};
 
 /// Notify's part of the OpenAPI document.
+/// The outbox's face: what other modules write into their own transaction, so an event (and
+/// its webhook deliveries) or an email exists exactly when the change that caused it commits.
+/// Callers hold an `Arc<dyn Outbox>` from the composition root.
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync {
+    /// Records one event (and a delivery per matching endpoint) in the caller's transaction.
+    async fn record_event(
+        &self,
+        tx: &mut crate::platform::db::Tx<'_>,
+        event: NewEvent,
+    ) -> Result<EventId, crate::platform::db::DbError>;
+
+    /// Records many events in one statement each for events and deliveries.
+    async fn record_events(
+        &self,
+        tx: &crate::platform::db::Tx<'_>,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<EventId>, crate::platform::db::DbError>;
+
+    /// Queues an email in the caller's transaction; the outbox worker sends it.
+    async fn enqueue_email(
+        &self,
+        tx: &mut crate::platform::db::Tx<'_>,
+        recipient: &str,
+        template: Template,
+    ) -> Result<(), crate::platform::db::DbError>;
+}
+
+/// The in-process outbox: rows in this module's tables, in the caller's transaction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransactionalOutbox;
+
+#[async_trait::async_trait]
+impl Outbox for TransactionalOutbox {
+    async fn record_event(
+        &self,
+        tx: &mut crate::platform::db::Tx<'_>,
+        event: NewEvent,
+    ) -> Result<EventId, crate::platform::db::DbError> {
+        service::record_event(tx, event).await
+    }
+
+    async fn record_events(
+        &self,
+        tx: &crate::platform::db::Tx<'_>,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<EventId>, crate::platform::db::DbError> {
+        service::record_events(tx, events).await
+    }
+
+    async fn enqueue_email(
+        &self,
+        tx: &mut crate::platform::db::Tx<'_>,
+        recipient: &str,
+        template: Template,
+    ) -> Result<(), crate::platform::db::DbError> {
+        service::enqueue_email(tx, recipient, template).await
+    }
+}
+
 pub fn openapi() -> utoipa::openapi::OpenApi {
     <NotifyDoc as utoipa::OpenApi>::openapi()
 }

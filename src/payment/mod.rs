@@ -17,10 +17,10 @@ mod store;
 pub use error::PaymentError;
 pub use http::{PaymentDoc, configure};
 pub use model::{PaymentId, PaymentKind, PaymentStatus};
-pub use rail::{Rail, SandboxRail, Settlement};
+pub use rail::{Rail, RailError, SandboxRail, Settlement};
 pub use service::{
-    CLAIMING_IN_TRANSACTION, NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment,
-    PaymentMetrics, PaymentService, RAIL_ACCOUNT_CODE,
+    CLAIMING_IN_TRANSACTION, Collaborators, NewDeposit, NewPayment, NewRefund, NewWithdrawal,
+    Payment, PaymentMetrics, PaymentService, RAIL_ACCOUNT_CODE,
 };
 
 /// The payment module's part of the OpenAPI document.

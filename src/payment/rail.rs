@@ -19,18 +19,27 @@ pub enum Settlement {
     Failed(String),
 }
 
+/// The rail could not be asked (a network rail's timeout, say): the settlement worker asks
+/// again on its next round; nothing about the payment changes.
+#[derive(Debug, thiserror::Error)]
+#[error("the payment rail did not answer: {0}")]
+pub struct RailError(pub String);
+
+/// An outside payment rail. Asynchronous, so a rail that talks to a bank over the network
+/// implements it as well as the sandbox does.
+#[async_trait::async_trait]
 pub trait Rail: Send + Sync + 'static {
     /// The rail's name, kept on the payment.
     fn name(&self) -> &'static str;
     /// When to ask about a withdrawal submitted at `now` for the first time.
     fn settle_after(&self, now: DateTime<Utc>) -> DateTime<Utc>;
     /// Whether the withdrawal of `amount` settled, as of `now`.
-    fn settlement(
+    async fn settlement(
         &self,
         amount: Money,
         settle_after: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Settlement;
+    ) -> Result<Settlement, RailError>;
 }
 
 /// The sandbox: settles `delay` after submission; amounts ending in `.13` fail.
@@ -38,6 +47,7 @@ pub struct SandboxRail {
     pub delay: Duration,
 }
 
+#[async_trait::async_trait]
 impl Rail for SandboxRail {
     fn name(&self) -> &'static str {
         "sandbox"
@@ -47,19 +57,19 @@ impl Rail for SandboxRail {
         now + chrono::Duration::from_std(self.delay).unwrap_or(chrono::Duration::zero())
     }
 
-    fn settlement(
+    async fn settlement(
         &self,
         amount: Money,
         settle_after: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Settlement {
-        if now < settle_after {
+    ) -> Result<Settlement, RailError> {
+        Ok(if now < settle_after {
             Settlement::Pending
         } else if amount.format_amount().ends_with(".13") {
             Settlement::Failed("the sandbox rail fails amounts ending in .13".into())
         } else {
             Settlement::Succeeded
-        }
+        })
     }
 }
 
@@ -72,24 +82,33 @@ mod tests {
         Money::from_minor(minor, Currency::parse("USD").unwrap())
     }
 
-    #[test]
-    fn the_sandbox_settles_after_its_delay_and_fails_amounts_ending_in_13() {
+    #[tokio::test]
+    async fn the_sandbox_settles_after_its_delay_and_fails_amounts_ending_in_13() {
         let rail = SandboxRail {
             delay: Duration::from_secs(2),
         };
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let due = rail.settle_after(t0);
         assert_eq!(due, t0 + chrono::Duration::seconds(2));
-        assert_eq!(rail.settlement(usd(1000), due, t0), Settlement::Pending);
-        assert_eq!(rail.settlement(usd(1000), due, due), Settlement::Succeeded);
+        assert_eq!(
+            rail.settlement(usd(1000), due, t0).await.unwrap(),
+            Settlement::Pending
+        );
+        assert_eq!(
+            rail.settlement(usd(1000), due, due).await.unwrap(),
+            Settlement::Succeeded
+        );
         assert!(matches!(
-            rail.settlement(usd(1013), due, due),
+            rail.settlement(usd(1013), due, due).await.unwrap(),
             Settlement::Failed(_)
         ));
         assert!(matches!(
-            rail.settlement(usd(13), due, due),
+            rail.settlement(usd(13), due, due).await.unwrap(),
             Settlement::Failed(_)
         ));
-        assert_eq!(rail.settlement(usd(1130), due, due), Settlement::Succeeded);
+        assert_eq!(
+            rail.settlement(usd(1130), due, due).await.unwrap(),
+            Settlement::Succeeded
+        );
     }
 }

@@ -16,18 +16,18 @@ use super::model::{self, PaymentId, PaymentKind, PaymentStatus, Refusal};
 use super::rail::{Rail, Settlement};
 use super::store::{self, PaymentRow};
 use crate::kernel::{PartnerId, Principal};
-use crate::kyc::{Compliance, Direction, KycService, Movement, OutgoingKind, limit_lock_key};
+use crate::kyc::{Compliance, Direction, Movement, OutgoingKind, limit_lock_key};
 use crate::ledger::{
-    AccountFlags, AccountId, AttachedItem, Attachment, BatchWrite, LedgerService, NewAccount,
-    NewTransfer, Outcome, ResultCode, Scope, SideWrite, SideWriteError, TransferId,
+    AccountFlags, AccountId, AttachedItem, Attachment, BatchWrite, Ledger, NewAccount, NewTransfer,
+    Outcome, ResultCode, Scope, SideWrite, SideWriteError, TransferId,
 };
-use crate::notify::{NewEvent, record_event, record_events};
+use crate::notify::{NewEvent, Outbox};
 use crate::platform::db::{Db, LockKey, LockNamespace, Tx, TxFuture};
 use crate::platform::http::pagination::Page;
 use crate::platform::idempotency::{Claim, is_claim_lost};
 use crate::platform::money::{Amount, Currency, Money};
 use crate::platform::workers::Shutdown;
-use crate::wallet::{FreezeMode, WalletId, WalletRef, WalletService, WalletStatus};
+use crate::wallet::{FreezeMode, WalletId, WalletRef, WalletStatus, Wallets};
 
 /// Ledger account code of the platform's rail clearing accounts.
 pub const RAIL_ACCOUNT_CODE: i32 = 900;
@@ -133,14 +133,23 @@ impl PaymentMetrics {
 
 struct Inner {
     db: Db,
-    ledger: LedgerService,
-    wallets: WalletService,
-    kyc: KycService,
+    ledger: Arc<dyn Ledger>,
+    wallets: Arc<dyn Wallets>,
+    kyc: Arc<dyn Compliance>,
+    outbox: Arc<dyn Outbox>,
     metrics: Option<PaymentMetrics>,
     rail: Arc<dyn Rail>,
     settlement_batch: i64,
     /// Writes the payments of each ledger batch together.
     writer: Arc<dyn BatchWrite>,
+}
+
+/// The other modules' faces payments work through (built by the composition root).
+pub struct Collaborators {
+    pub ledger: Arc<dyn Ledger>,
+    pub wallets: Arc<dyn Wallets>,
+    pub kyc: Arc<dyn Compliance>,
+    pub outbox: Arc<dyn Outbox>,
 }
 
 /// Payments. Cheap to clone.
@@ -308,20 +317,28 @@ pub struct NewRefund {
 impl PaymentService {
     pub fn new(
         db: Db,
-        ledger: LedgerService,
-        wallets: WalletService,
-        kyc: KycService,
+        collaborators: Collaborators,
         metrics: Option<PaymentMetrics>,
         rail: Arc<dyn Rail>,
         settlement_batch: i64,
     ) -> PaymentService {
+        let Collaborators {
+            ledger,
+            wallets,
+            kyc,
+            outbox,
+        } = collaborators;
         PaymentService {
             inner: Arc::new(Inner {
                 db,
                 ledger,
                 wallets,
-                writer: Arc::new(PaymentWriter { kyc: kyc.clone() }),
+                writer: Arc::new(PaymentWriter {
+                    kyc: kyc.clone(),
+                    outbox: outbox.clone(),
+                }),
                 kyc,
+                outbox,
                 metrics,
                 rail,
                 settlement_batch,
@@ -492,7 +509,7 @@ impl PaymentService {
         let result = self
             .inner
             .ledger
-            .post_locked(scope, vec![transfer], locks, side)
+            .post_attached(scope, vec![transfer], locks, side)
             .await
             .map_err(PaymentError::from)
             .and_then(|outcomes| {
@@ -762,10 +779,12 @@ impl PaymentService {
         let currency = Currency::parse(&row.currency)
             .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
         let amount = Money::from_minor(row.amount, currency);
-        let verdict =
-            self.inner
-                .rail
-                .settlement(amount, row.settle_after.unwrap_or(row.created_at), at);
+        let verdict = self
+            .inner
+            .rail
+            .settlement(amount, row.settle_after.unwrap_or(row.created_at), at)
+            .await
+            .map_err(|e| PaymentError::Internal(e.into()))?;
         let (resolve, status): (fn(TransferId, TransferId, i32) -> NewTransfer, _) = match verdict {
             Settlement::Pending => return Ok(false),
             Settlement::Succeeded => (NewTransfer::post_pending, PaymentStatus::Completed),
@@ -787,19 +806,20 @@ impl PaymentService {
             PaymentKind::Withdrawal.transfer_code(),
         )
         .with_metadata(json!({ "payment_id": PaymentId::from_uuid(row.id), "type": "withdrawal" }));
-        let kyc = self.inner.kyc.clone();
+        let (kyc, outbox) = (self.inner.kyc.clone(), self.inner.outbox.clone());
         let side_row = row.clone();
         let side: SideWrite = Box::new(move |tx, outcomes| {
-            let (kyc, row) = (kyc.clone(), side_row.clone());
+            let (kyc, outbox, row) = (kyc.clone(), outbox.clone(), side_row.clone());
             Box::pin(async move {
-                finish_withdrawal(tx, &kyc, &row, customer, amount, status, outcomes).await
+                let faces = (&*kyc, &*outbox);
+                finish_withdrawal(tx, faces, &row, customer, amount, status, outcomes).await
             })
         });
         let locks = customer.map(limit_lock_key).into_iter().collect();
         let outcomes = self
             .inner
             .ledger
-            .post_locked(Scope::System, vec![transfer], locks, Attachment::Each(side))
+            .post_attached(Scope::System, vec![transfer], locks, Attachment::Each(side))
             .await?;
         if !outcomes.first().is_some_and(|o| o.code == ResultCode::Ok) {
             return Ok(false);
@@ -1001,7 +1021,8 @@ fn refused_label(e: &PaymentError) -> &'static str {
 /// a handful of statements whatever its size (customers and limit counters, payment rows,
 /// events, stored answers) instead of several per payment.
 struct PaymentWriter {
-    kyc: KycService,
+    kyc: Arc<dyn Compliance>,
+    outbox: Arc<dyn Outbox>,
 }
 
 impl BatchWrite for PaymentWriter {
@@ -1010,7 +1031,7 @@ impl BatchWrite for PaymentWriter {
         tx: &'t mut Tx<'c>,
         items: &'t [AttachedItem<'t>],
     ) -> TxFuture<'t, Result<Vec<(usize, SideWriteError)>, SideWriteError>> {
-        Box::pin(write_payments(tx, &self.kyc, items))
+        Box::pin(write_payments(tx, &*self.kyc, &*self.outbox, items))
     }
 }
 
@@ -1020,7 +1041,8 @@ impl BatchWrite for PaymentWriter {
 /// payments a rule refuses; the engine runs the batch again without them.
 async fn write_payments(
     tx: &mut Tx<'_>,
-    kyc: &KycService,
+    kyc: &dyn Compliance,
+    outbox: &dyn Outbox,
     items: &[AttachedItem<'_>],
 ) -> Result<Vec<(usize, SideWriteError)>, SideWriteError> {
     let mut posted: Vec<(usize, &Attached, &crate::ledger::Applied)> = Vec::new();
@@ -1157,7 +1179,7 @@ async fn write_payments(
     let shared: &Tx<'_> = tx;
     let (inserted, recorded, stored) = futures_util::future::join3(
         store::insert_payments(shared.shared(), rows),
-        record_events(shared, events),
+        outbox.record_events(shared, events),
         Claim::complete_all_in(shared, &answers),
     )
     .await;
@@ -1181,7 +1203,7 @@ async fn write_payments(
 /// the customer's daily and monthly totals.
 async fn finish_withdrawal(
     tx: &mut Tx<'_>,
-    kyc: &KycService,
+    (kyc, outbox): (&dyn Compliance, &dyn Outbox),
     row: &PaymentRow,
     customer: Option<crate::kyc::CustomerId>,
     amount: Money,
@@ -1220,19 +1242,21 @@ async fn finish_withdrawal(
         ..row.clone()
     })
     .map_err(side_error)?;
-    record_event(
-        tx,
-        NewEvent {
-            partner_id: Some(PartnerId::from_uuid(row.partner_id)),
-            event_type: match status {
-                PaymentStatus::Completed => "payment.completed",
-                _ => "payment.failed",
-            }
-            .into(),
-            data: serde_json::to_value(&payment).map_err(|e| side_error(anyhow::Error::from(e)))?,
-        },
-    )
-    .await
-    .map_err(side_error)?;
+    outbox
+        .record_event(
+            tx,
+            NewEvent {
+                partner_id: Some(PartnerId::from_uuid(row.partner_id)),
+                event_type: match status {
+                    PaymentStatus::Completed => "payment.completed",
+                    _ => "payment.failed",
+                }
+                .into(),
+                data: serde_json::to_value(&payment)
+                    .map_err(|e| side_error(anyhow::Error::from(e)))?,
+            },
+        )
+        .await
+        .map_err(side_error)?;
     Ok(())
 }

@@ -8,13 +8,15 @@
 //!   change keeps who and why; `wallet.frozen`, `wallet.unfrozen`, `wallet.closed`.
 //! - Balance and statement straight from the ledger (entries with the totals after each).
 //!
-//! Payments reach wallets through [`WalletService::wallet_ref`].
+//! Payments reach wallets through the [`Wallets`] trait.
 
 mod error;
 mod http;
 mod model;
 mod service;
 mod store;
+
+use crate::kernel::PartnerId;
 
 pub use error::WalletError;
 pub use http::{WalletDoc, configure};
@@ -23,6 +25,56 @@ pub use service::{
     Balance, NewWallet, Transaction, WALLET_ACCOUNT_CODE, Wallet, WalletAccount, WalletDetail,
     WalletRef, WalletService,
 };
+
+/// The wallets' face for other modules (payments, cards): the facts a movement needs about
+/// a partner's wallets. 404 (`WalletError::NotFound`) for another partner's wallet.
+#[async_trait::async_trait]
+pub trait Wallets: Send + Sync {
+    /// A wallet of `partner`: its account, customer, currency and status.
+    async fn wallet_ref(&self, partner: PartnerId, id: WalletId) -> Result<WalletRef, WalletError>;
+
+    /// Two wallets of `partner` in one read (a refund's payer and payee).
+    async fn wallet_pair(
+        &self,
+        partner: PartnerId,
+        first: WalletId,
+        second: WalletId,
+    ) -> Result<(WalletRef, WalletRef), WalletError>;
+
+    /// The immutable facts of two wallets of `partner` (a payment's payer and payee), without
+    /// a database read once known.
+    async fn wallet_accounts(
+        &self,
+        partner: PartnerId,
+        first: WalletId,
+        second: WalletId,
+    ) -> Result<(WalletAccount, WalletAccount), WalletError>;
+}
+
+#[async_trait::async_trait]
+impl Wallets for WalletService {
+    async fn wallet_ref(&self, partner: PartnerId, id: WalletId) -> Result<WalletRef, WalletError> {
+        WalletService::wallet_ref(self, partner, id).await
+    }
+
+    async fn wallet_pair(
+        &self,
+        partner: PartnerId,
+        first: WalletId,
+        second: WalletId,
+    ) -> Result<(WalletRef, WalletRef), WalletError> {
+        WalletService::wallet_pair(self, partner, first, second).await
+    }
+
+    async fn wallet_accounts(
+        &self,
+        partner: PartnerId,
+        first: WalletId,
+        second: WalletId,
+    ) -> Result<(WalletAccount, WalletAccount), WalletError> {
+        WalletService::wallet_accounts(self, partner, first, second).await
+    }
+}
 
 /// The wallet module's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -16,9 +16,9 @@ use super::model::{
 };
 use super::store::{self, StatusChangeRow, WalletRow};
 use crate::kernel::{PartnerId, Principal};
-use crate::kyc::{Compliance, CustomerId, KycService};
-use crate::ledger::{AccountFlags, AccountId, LedgerService, NewAccount, Scope, TransferId};
-use crate::notify::{NewEvent, record_event};
+use crate::kyc::{Compliance, CustomerId};
+use crate::ledger::{AccountFlags, AccountId, Ledger, NewAccount, Scope, TransferId};
+use crate::notify::{NewEvent, Outbox};
 use crate::platform::db::{Db, Tx};
 use crate::platform::http::pagination::Page;
 use crate::platform::idempotency::Claim;
@@ -152,8 +152,9 @@ const ACCOUNT_CACHE_MAX: usize = 200_000;
 
 struct Inner {
     db: Db,
-    ledger: LedgerService,
-    kyc: KycService,
+    ledger: Arc<dyn Ledger>,
+    kyc: Arc<dyn Compliance>,
+    outbox: Arc<dyn Outbox>,
     /// Immutable facts of wallets, so a payment reads no wallet row.
     accounts: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, WalletAccount>>,
 }
@@ -194,12 +195,18 @@ fn metadata_str(metadata: Option<&serde_json::Value>, key: &str) -> Option<Strin
 }
 
 impl WalletService {
-    pub fn new(db: Db, ledger: LedgerService, kyc: KycService) -> WalletService {
+    pub fn new(
+        db: Db,
+        ledger: Arc<dyn Ledger>,
+        kyc: Arc<dyn Compliance>,
+        outbox: Arc<dyn Outbox>,
+    ) -> WalletService {
         WalletService {
             inner: Arc::new(Inner {
                 db,
                 ledger,
                 kyc,
+                outbox,
                 accounts: std::sync::Mutex::default(),
             }),
         }
@@ -262,20 +269,22 @@ impl WalletService {
                         updated_at: at,
                     };
                     store::insert_wallet(tx.conn(), &row).await?;
-                    record_event(
-                        tx,
-                        NewEvent {
-                            partner_id: Some(partner),
-                            event_type: "wallet.created".into(),
-                            data: json!({
-                                "wallet_id": id,
-                                "customer_id": customer,
-                                "currency": currency.code(),
-                                "type": kind.as_str(),
-                            }),
-                        },
-                    )
-                    .await?;
+                    this.inner
+                        .outbox
+                        .record_event(
+                            tx,
+                            NewEvent {
+                                partner_id: Some(partner),
+                                event_type: "wallet.created".into(),
+                                data: json!({
+                                    "wallet_id": id,
+                                    "customer_id": customer,
+                                    "currency": currency.code(),
+                                    "type": kind.as_str(),
+                                }),
+                            },
+                        )
+                        .await?;
                     let wallet = view(&row)?;
                     if let Some(claim) = claim {
                         let body = serde_json::to_vec(&wallet)
@@ -561,21 +570,23 @@ impl WalletService {
             Change::Unfreeze => "wallet.unfrozen",
             Change::Close => "wallet.closed",
         };
-        record_event(
-            tx,
-            NewEvent {
-                partner_id: Some(PartnerId::from_uuid(row.partner_id)),
-                event_type: event_type.into(),
-                data: json!({
-                    "wallet_id": id,
-                    "customer_id": CustomerId::from_uuid(row.customer_id),
-                    "status": status.as_str(),
-                    "freeze_mode": new_mode.map(FreezeMode::as_str),
-                    "reason": reason,
-                }),
-            },
-        )
-        .await?;
+        self.inner
+            .outbox
+            .record_event(
+                tx,
+                NewEvent {
+                    partner_id: Some(PartnerId::from_uuid(row.partner_id)),
+                    event_type: event_type.into(),
+                    data: json!({
+                        "wallet_id": id,
+                        "customer_id": CustomerId::from_uuid(row.customer_id),
+                        "status": status.as_str(),
+                        "freeze_mode": new_mode.map(FreezeMode::as_str),
+                        "reason": reason,
+                    }),
+                },
+            )
+            .await?;
         view(&WalletRow {
             status: status.as_str().to_owned(),
             freeze_mode: new_mode.map(|m| m.as_str().to_owned()),

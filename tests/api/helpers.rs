@@ -404,14 +404,21 @@ impl TestApp {
     /// Every invariant of the books holds: the ledger's, and every payment against its
     /// transfers (exactly the check behind `flowlet admin ledger verify`).
     pub async fn assert_ledger_invariants(&self) {
-        let ledger = self.ledger();
-        let (_, payments) =
-            flowlet::app::payment_service(&self.settings, &self.pool(), &ledger, None)
-                .expect("the payment service");
-        let report = flowlet::app::verify_books(&self.pool(), &ledger, &payments, true)
+        let mut workers = flowlet::platform::workers::Workers::new();
+        let services = flowlet::wiring::Services::build(
+            &self.settings,
+            &self.pool(),
+            &SharedState::in_process(),
+            &mut workers,
+            None,
+        )
+        .expect("the services");
+        let report = services
+            .verify_books(true)
             .await
             .expect("verify the books")
             .expect("the verification lock");
+        workers.stop(Duration::from_secs(5)).await;
         assert!(
             report.is_sound(),
             "ledger invariants broken: {:#?}",
@@ -432,7 +439,12 @@ impl TestApp {
             },
         )
         .expect("a ledger pool");
-        LedgerService::new(db, flowlet::app::engine_config(&self.settings.ledger), None).0
+        LedgerService::new(
+            db,
+            flowlet::wiring::engine_config(&self.settings.ledger),
+            None,
+        )
+        .0
     }
 
     /// A second posting engine on this app's database (as another replica would run), with
@@ -451,8 +463,11 @@ impl TestApp {
             },
         )
         .expect("an engine pool");
-        let (ledger, engine) =
-            LedgerService::new(db, flowlet::app::engine_config(&self.settings.ledger), None);
+        let (ledger, engine) = LedgerService::new(
+            db,
+            flowlet::wiring::engine_config(&self.settings.ledger),
+            None,
+        );
         let mut workers = flowlet::platform::workers::Workers::new();
         workers.spawn("test-engine", |shutdown| engine.run(shutdown));
         (ledger, workers)
