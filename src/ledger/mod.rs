@@ -42,7 +42,7 @@ use crate::platform::http::pagination::Page;
 /// What other modules may ask of the ledger. Implemented by [`LedgerService`]; a split-out
 /// ledger service would implement it as an RPC client (transfer ids make posting idempotent).
 /// The ledger's face: how every other module moves money and reads balances. Callers hold an
-/// `Arc<dyn Ledger>` built by the composition root (`crate::app`), never a [`LedgerService`].
+/// `Arc<dyn Ledger>` built by the composition root (`wiring.rs`), never a [`LedgerService`].
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync {
     /// Posts `transfers` through the engine (batched with other requests, all-or-nothing per

@@ -757,6 +757,7 @@ async fn the_engine_queue_is_bounded_in_bytes_not_only_in_requests() {
         .unwrap();
     let note = "x".repeat(4000);
     let mut tasks = tokio::task::JoinSet::new();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for _ in 0..200 {
         let ledger = ledger.clone();
         let transfers: Vec<_> = (0..10)
@@ -772,13 +773,25 @@ async fn the_engine_queue_is_bounded_in_bytes_not_only_in_requests() {
         let side = flowlet::ledger::Attachment::Each(Box::new(|_tx, _outcomes| {
             Box::pin(async { Ok(()) })
         }));
+        let finished = finished.clone();
         tasks.spawn(async move {
-            ledger
+            let answer = ledger
                 .post_locked(direct::Scope::System, transfers, vec![key(K)], side)
-                .await
+                .await;
+            finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answer
         });
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // Let go only once every request not admitted has been turned away (each waits at most
+    // the 500 ms enqueue timeout from when it first ran; on a loaded machine that may be
+    // well after it was spawned).
+    let started = std::time::Instant::now();
+    while finished.load(std::sync::atomic::Ordering::SeqCst) < 180
+        && started.elapsed() < std::time::Duration::from_secs(20)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     holder
         .batch_execute(&format!("SELECT pg_advisory_unlock({K})"))
         .await

@@ -19,6 +19,7 @@ mod helpers;
 mod idempotency;
 mod kyc;
 mod ledger;
+mod ledger_contract;
 mod observability;
 mod payments;
 mod platform;
