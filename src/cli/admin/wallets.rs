@@ -34,7 +34,7 @@ pub enum WalletCommand {
     },
 }
 
-/// Runs the ledger verbs (reads only: no engine is started).
+/// Runs the wallet verbs (freeze, unfreeze) through the wired services.
 pub(super) async fn run_wallet(command: WalletCommand, settings: &Settings) -> anyhow::Result<()> {
     let (id, change, reason, json) = match command {
         WalletCommand::Freeze {
