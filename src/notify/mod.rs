@@ -22,9 +22,11 @@ pub use mail::{
     DEFAULT_MAIL_DIR, Email, FileMailer, MailError, Mailer, ReceivedEmail, SmtpMailer, mailer,
     read_mail_dir,
 };
-pub use model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret, Event, EventId};
+pub use model::{
+    Attempt, AttemptId, EmailBacklog, Endpoint, EndpointBacklog, EndpointId, EndpointWithSecret,
+    Event, EventId,
+};
 pub use service::{NewEvent, Notifier, NotifyMetrics, enqueue_email, record_event, record_events};
-pub use store::{EmailBacklog, EndpointBacklog};
 pub use templates::{Rendered, Template};
 pub use webhook::{MAX_ATTEMPTS as WEBHOOK_MAX_ATTEMPTS, filter_matches};
 

@@ -66,3 +66,23 @@ pub struct Attempt {
 fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose_secret())
 }
+
+/// Per endpoint: deliveries pending and failed, and the age of the oldest pending one.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointBacklog {
+    pub endpoint_id: EndpointId,
+    pub partner_id: crate::kernel::PartnerId,
+    pub url: String,
+    pub enabled: bool,
+    pub pending: i64,
+    pub failed: i64,
+    pub oldest_pending_secs: Option<f64>,
+}
+
+/// Emails pending and failed, and the oldest pending age.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EmailBacklog {
+    pub pending: i64,
+    pub failed: i64,
+    pub oldest_pending_secs: Option<f64>,
+}

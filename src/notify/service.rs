@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 use super::error::NotifyError;
 use super::mail::{Email, Mailer};
-use super::model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret, Event, EventId};
+use super::model::{
+    Attempt, AttemptId, EmailBacklog, Endpoint, EndpointBacklog, EndpointId, EndpointWithSecret,
+    Event, EventId,
+};
 use super::store::{self, AttemptRow, ClaimedDelivery, EndpointRow, EventRow};
 use super::templates::Template;
 use super::webhook::{self, SigningKey};
@@ -457,13 +460,29 @@ impl Notifier {
     }
 
     /// Backlog per endpoint and of the email outbox.
-    pub async fn outbox_status(
-        &self,
-    ) -> Result<(Vec<store::EndpointBacklog>, store::EmailBacklog), NotifyError> {
+    pub async fn outbox_status(&self) -> Result<(Vec<EndpointBacklog>, EmailBacklog), NotifyError> {
         let mut conn = self.db().conn().await?;
+        let endpoints = store::backlog(&mut conn)
+            .await?
+            .into_iter()
+            .map(|r| EndpointBacklog {
+                endpoint_id: EndpointId::from_uuid(r.endpoint_id),
+                partner_id: PartnerId::from_uuid(r.partner_id),
+                url: r.url,
+                enabled: r.enabled,
+                pending: r.pending,
+                failed: r.failed,
+                oldest_pending_secs: r.oldest_pending_secs,
+            })
+            .collect();
+        let emails = store::email_backlog(&mut conn).await?;
         Ok((
-            store::backlog(&mut conn).await?,
-            store::email_backlog(&mut conn).await?,
+            endpoints,
+            EmailBacklog {
+                pending: emails.pending,
+                failed: emails.failed,
+                oldest_pending_secs: emails.oldest_pending_secs,
+            },
         ))
     }
 

@@ -558,8 +558,8 @@ pub async fn email_failed(
 }
 
 /// Per endpoint: deliveries pending and failed, and the age of the oldest pending one.
-#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
-pub struct EndpointBacklog {
+#[derive(Debug, Clone, QueryableByName)]
+pub struct EndpointBacklogRow {
     #[diesel(sql_type = SqlUuid)]
     pub endpoint_id: Uuid,
     #[diesel(sql_type = SqlUuid)]
@@ -576,7 +576,7 @@ pub struct EndpointBacklog {
     pub oldest_pending_secs: Option<f64>,
 }
 
-pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Vec<EndpointBacklog>> {
+pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Vec<EndpointBacklogRow>> {
     diesel::sql_query(
         "SELECT e.id AS endpoint_id, e.partner_id, e.url, (e.enabled AND e.deleted_at IS NULL) AS enabled, \
                 count(*) FILTER (WHERE d.status = 'pending') AS pending, \
@@ -591,8 +591,8 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Vec<EndpointBa
 }
 
 /// Emails pending and failed, and the oldest pending age.
-#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
-pub struct EmailBacklog {
+#[derive(Debug, Clone, QueryableByName)]
+pub struct EmailBacklogRow {
     #[diesel(sql_type = BigInt)]
     pub pending: i64,
     #[diesel(sql_type = BigInt)]
@@ -601,7 +601,7 @@ pub struct EmailBacklog {
     pub oldest_pending_secs: Option<f64>,
 }
 
-pub async fn email_backlog(conn: &mut AsyncPgConnection) -> QueryResult<EmailBacklog> {
+pub async fn email_backlog(conn: &mut AsyncPgConnection) -> QueryResult<EmailBacklogRow> {
     diesel::sql_query(
         "SELECT count(*) FILTER (WHERE status = 'pending') AS pending, \
                 count(*) FILTER (WHERE status = 'failed') AS failed, \

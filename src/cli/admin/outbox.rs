@@ -3,7 +3,6 @@
 use clap::Subcommand;
 
 use super::{print_json, table, with_notifier};
-use crate::notify::EndpointId;
 use crate::platform::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -24,8 +23,8 @@ pub(super) async fn run_outbox(command: OutboxCommand, settings: &Settings) -> a
             .iter()
             .map(|e| {
                 serde_json::json!({
-                    "endpoint_id": EndpointId::from_uuid(e.endpoint_id),
-                    "partner_id": crate::kernel::PartnerId::from_uuid(e.partner_id),
+                    "endpoint_id": e.endpoint_id,
+                    "partner_id": e.partner_id,
                     "url": e.url, "enabled": e.enabled, "pending": e.pending, "failed": e.failed,
                     "oldest_pending_secs": e.oldest_pending_secs,
                 })
@@ -38,7 +37,7 @@ pub(super) async fn run_outbox(command: OutboxCommand, settings: &Settings) -> a
             .iter()
             .map(|e| {
                 vec![
-                    EndpointId::from_uuid(e.endpoint_id).to_string(),
+                    e.endpoint_id.to_string(),
                     if e.enabled { "yes" } else { "no" }.to_owned(),
                     e.pending.to_string(),
                     e.failed.to_string(),
