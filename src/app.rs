@@ -16,7 +16,6 @@ use crate::kyc;
 use crate::ledger;
 use crate::notify;
 use crate::payment;
-use crate::platform::config::Settings;
 use crate::platform::docs;
 use crate::platform::error::ApiError;
 use crate::platform::http::{
@@ -27,6 +26,7 @@ use crate::platform::infra::{Infra, Migrate};
 use crate::platform::metrics::Metrics;
 use crate::platform::ops::{self, OpsState};
 use crate::platform::workers::Workers;
+use crate::settings::Settings;
 use crate::wallet;
 use crate::wiring::Services;
 
@@ -82,7 +82,7 @@ impl Application {
         } else {
             Migrate::Skip
         };
-        let infra = Infra::start(&settings, migrate).await?;
+        let infra = Infra::start(&settings.database, &settings.redis, migrate).await?;
         let mut workers = Workers::new();
         match Self::assemble(&settings, &infra, &mut workers, extra_routes) {
             Ok((port, server)) => Ok(Application {

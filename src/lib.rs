@@ -14,5 +14,6 @@ pub mod ledger;
 pub mod notify;
 pub mod payment;
 pub mod platform;
+pub mod settings;
 pub mod wallet;
 pub mod wiring;

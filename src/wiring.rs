@@ -17,12 +17,13 @@ use crate::ledger::{
 };
 use crate::notify::{self, Notifier, NotifyMetrics, Outbox, TransactionalOutbox};
 use crate::payment::{Collaborators, PaymentMetrics, PaymentService, Rail, SandboxRail};
-use crate::platform::config::{LedgerSettings, Settings};
+use crate::platform::config::LedgerSettings;
 use crate::platform::db::{Db, LockKey, namespaces};
 use crate::platform::idempotency;
 use crate::platform::metrics::Metrics;
 use crate::platform::shared_state::SharedState;
 use crate::platform::workers::{Shutdown, Workers};
+use crate::settings::Settings;
 use crate::wallet::{WalletService, Wallets};
 
 /// Every service of the product, wired. The concrete services are here for their own
@@ -236,7 +237,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     use crate::platform::infra::{Infra, Migrate};
-    let infra = Infra::start(settings, Migrate::Skip).await?;
+    let infra = Infra::start(&settings.database, &settings.redis, Migrate::Skip).await?;
     let mut workers = Workers::new();
     let result = match Services::build(settings, &infra.db, &infra.shared, &mut workers, None) {
         Ok(services) => f(services).await,

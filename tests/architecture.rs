@@ -433,6 +433,17 @@ fn the_boundary_check_catches_a_reach_into_another_modules_room() {
     assert!(boundary_violations("notify", "use crate::kernel::Principal;").is_empty());
     assert!(boundary_violations("kernel", "use crate::platform::error::ApiError;").is_empty());
     assert!(boundary_violations("app", "use crate::payment::PaymentService;").is_empty());
+    assert!(boundary_violations("settings", "use crate::ledger::LedgerSettings;").is_empty());
+    assert_eq!(
+        boundary_violations("platform", "use crate::settings::Settings;").len(),
+        1,
+        "the composed settings name every module: platform must not see them"
+    );
+    assert_eq!(
+        boundary_violations("ledger", "use crate::settings::Settings;").len(),
+        1,
+        "a module takes its own section, never the whole"
+    );
     assert_eq!(
         boundary_violations("brand_new", "use crate::ledger::Ledger;").len(),
         1,

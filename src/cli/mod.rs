@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::platform::config::Settings;
 use crate::platform::telemetry;
+use crate::settings::Settings;
 
 /// Flowlet core: wallets, payments, cards, ledger, KYC/AML and auth for embedded-finance
 /// partners.

@@ -5,8 +5,8 @@ use secrecy::ExposeSecret;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::app::Application;
-use crate::platform::config::Settings;
 use crate::platform::infra::{Infra, Migrate};
+use crate::settings::Settings;
 
 /// Runs the service until SIGTERM or SIGINT, then shuts down in order.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -33,7 +33,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 /// Applies pending migrations and exits.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let infra = Infra::start(&settings, Migrate::Skip).await?;
+    let infra = Infra::start(&settings.database, &settings.redis, Migrate::Skip).await?;
     let applied = crate::platform::db::run_migrations(infra.database_url().expose_secret()).await;
     infra.shutdown().await;
     let applied = applied?;

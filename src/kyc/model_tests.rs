@@ -9,7 +9,7 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use super::model::*;
-use crate::platform::config::{Settings, Sources, TierSettings};
+use crate::platform::config::{KycSettings, Sources, TierSettings, load_section};
 use crate::platform::money::{Currency, Money};
 
 fn date(s: &str) -> NaiveDate {
@@ -22,9 +22,8 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 fn tiers() -> Vec<TierSettings> {
-    Settings::load_from(&Sources::with_vars([("FLOWLET_ENV", "test")]))
+    load_section::<KycSettings>(&Sources::with_vars([("FLOWLET_ENV", "test")]))
         .unwrap()
-        .kyc
         .tiers
 }
 

@@ -140,12 +140,11 @@ impl Vault {
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::platform::config::{SecretBytes, Settings, Sources};
+    use crate::platform::config::{SecretBytes, Sources, load_section};
 
     fn settings(keys: &[(&str, u8)], active: &str) -> KycSettings {
-        let mut s = Settings::load_from(&Sources::with_vars([("FLOWLET_ENV", "test")]))
-            .unwrap()
-            .kyc;
+        let mut s: KycSettings =
+            load_section(&Sources::with_vars([("FLOWLET_ENV", "test")])).unwrap();
         s.encryption_keys = keys
             .iter()
             .map(|(kid, b)| ((*kid).to_owned(), SecretBytes(vec![*b; 32])))

@@ -7,7 +7,7 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::platform::config::Settings;
+use crate::platform::config::{DatabaseSettings, RedisSettings};
 use crate::platform::db::embedded::EmbeddedPostgres;
 use crate::platform::db::{Db, PoolOptions, run_migrations};
 use crate::platform::shared_state::SharedState;
@@ -32,25 +32,28 @@ pub struct Infra {
 
 impl Infra {
     /// Starts everything the configuration asks for and checks that it answers.
-    pub async fn start(settings: &Settings, migrate: Migrate) -> anyhow::Result<Infra> {
-        let (database_url, embedded) = match settings.database_url() {
+    pub async fn start(
+        database: &DatabaseSettings,
+        redis: &RedisSettings,
+        migrate: Migrate,
+    ) -> anyhow::Result<Infra> {
+        let (database_url, embedded) = match database.expose_url() {
             Some(url) => (SecretString::from(url.to_owned()), None),
             None => {
-                let embedded = EmbeddedPostgres::start(
-                    &settings.database.embedded_dir,
-                    settings.database.embedded_placement,
-                )
-                .await?;
+                let embedded =
+                    EmbeddedPostgres::start(&database.embedded_dir, database.embedded_placement)
+                        .await?;
                 let url = embedded.url_for_database(EMBEDDED_DATABASE);
                 ensure_database(&embedded.url(), EMBEDDED_DATABASE).await?;
                 (SecretString::from(url), Some(embedded))
             }
         };
-        Self::connect(settings, migrate, database_url, embedded).await
+        Self::connect(database, redis, migrate, database_url, embedded).await
     }
 
     async fn connect(
-        settings: &Settings,
+        database: &DatabaseSettings,
+        redis: &RedisSettings,
         migrate: Migrate,
         database_url: SecretString,
         embedded: Option<EmbeddedPostgres>,
@@ -65,21 +68,19 @@ impl Infra {
             let db = Db::connect(
                 database_url.expose_secret(),
                 &PoolOptions {
-                    max_size: settings.database.pool_size,
-                    wait_timeout: settings.database.pool_timeout,
-                    connect_timeout: settings.database.connect_timeout,
-                    tx_max_retries: settings.database.tx_max_retries,
+                    max_size: database.pool_size,
+                    wait_timeout: database.pool_timeout,
+                    connect_timeout: database.connect_timeout,
+                    tx_max_retries: database.tx_max_retries,
                 },
             )?;
             db.ping().await.context("connecting to PostgreSQL")?;
-            let shared = match settings.redis_url() {
-                Some(url) => SharedState::redis_or_degraded(
-                    url,
-                    &settings.redis.key_prefix,
-                    settings.redis.pool_size,
-                )
-                .await
-                .context("configuring Redis")?,
+            let shared = match redis.expose_url() {
+                Some(url) => {
+                    SharedState::redis_or_degraded(url, &redis.key_prefix, redis.pool_size)
+                        .await
+                        .context("configuring Redis")?
+                }
                 None => SharedState::in_process(),
             };
             anyhow::Ok((db, shared))

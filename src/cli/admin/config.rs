@@ -5,13 +5,13 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::table;
-use crate::platform::config::Settings;
 use crate::platform::db::migration_status;
 use crate::platform::infra::{Infra, Migrate};
+use crate::settings::Settings;
 
 /// Runs `admin migrations`.
 pub(super) async fn run_migrations(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let infra = Infra::start(settings, Migrate::Skip).await?;
+    let infra = Infra::start(&settings.database, &settings.redis, Migrate::Skip).await?;
     let status = migration_status(&infra.db).await;
     infra.shutdown().await;
     let status = status?;

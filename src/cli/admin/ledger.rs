@@ -4,8 +4,8 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::{print_json, table};
-use crate::platform::config::Settings;
 use crate::platform::money::Currency;
+use crate::settings::Settings;
 use crate::wiring::with_services;
 
 #[derive(Debug, Subcommand)]

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::auth::{AuthService, Caller};
 use crate::kyc::KycService;
 use crate::notify::Notifier;
-use crate::platform::config::Settings;
+use crate::settings::Settings;
 use crate::wiring::with_services;
 
 pub use api_keys::ApiKeyCommand;

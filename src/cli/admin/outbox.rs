@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use super::{print_json, table, with_notifier};
-use crate::platform::config::Settings;
+use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {

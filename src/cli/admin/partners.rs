@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 
 use super::{operator, print_json, table, with_auth};
 use crate::auth::RequestMeta;
-use crate::platform::config::Settings;
+use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum PartnerCommand {

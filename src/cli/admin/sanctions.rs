@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::{print_json, table, with_kyc};
 use crate::kyc::SanctionsList;
-use crate::platform::config::Settings;
+use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum SanctionsCommand {

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::{operator, operator_name, print_json, read_password, table, with_auth};
 use crate::auth::RequestMeta;
 use crate::kernel::{PartnerId, Role};
-use crate::platform::config::Settings;
+use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {

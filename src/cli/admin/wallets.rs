@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::{operator_name, print_json, table};
-use crate::platform::config::Settings;
+use crate::settings::Settings;
 use crate::wallet::{Change, FreezeMode, WalletId};
 use crate::wiring::with_services;
 

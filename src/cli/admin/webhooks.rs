@@ -5,7 +5,7 @@ use clap::Subcommand;
 
 use super::{print_json, with_notifier};
 use crate::notify::{EndpointId, EventId};
-use crate::platform::config::Settings;
+use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCommand {
