@@ -2,7 +2,7 @@
 //! module's section.
 //!
 //! Each section belongs to its owner, with its type, raw form, validation and messages
-//! (for now still side by side in `platform::config`, one file each); each is a
+//! (platform's in `platform::config`, the ledger's in `ledger/settings.rs`, ...); each is a
 //! [`Section`]. This file only composes them, which is why it sits beside `app.rs` in the
 //! composition root: `platform` knows no domain module, and each module is handed its own
 //! section (`&LedgerSettings`), never the whole.
@@ -13,10 +13,14 @@
 
 use serde::Deserialize;
 
+use crate::auth::{AuthSettings, RateLimitSettings};
+use crate::kyc::KycSettings;
+use crate::ledger::LedgerSettings;
+use crate::notify::{SmtpSettings, WebhookSettings};
+use crate::payment::PaymentSettings;
 use crate::platform::config::{
-    AuthSettings, ConfigError, DatabaseSettings, Environment, IdempotencySettings, InsecureKey,
-    KycSettings, Layers, LedgerSettings, LogSettings, PaymentSettings, RateLimitSettings,
-    RedisSettings, Section, ServerSettings, SmtpSettings, Sources, WebhookSettings,
+    ConfigError, DatabaseSettings, Environment, IdempotencySettings, InsecureKey, Layers,
+    LogSettings, RedisSettings, Section, ServerSettings, Sources,
 };
 
 /// The whole validated configuration. Secrets are `SecretString`, so `{:?}` never prints them.

@@ -13,11 +13,11 @@ use crate::auth::AuthService;
 use crate::kernel::Partners;
 use crate::kyc::{self, Compliance, KycService};
 use crate::ledger::{
-    EngineConfig, EngineMetrics, ExpiryConfig, Ledger, LedgerService, VerifyMetrics, VerifyReport,
+    EngineConfig, EngineMetrics, ExpiryConfig, Ledger, LedgerService, LedgerSettings,
+    VerifyMetrics, VerifyReport,
 };
 use crate::notify::{self, Notifier, NotifyMetrics, Outbox, TransactionalOutbox};
 use crate::payment::{Collaborators, PaymentMetrics, PaymentService, Rail, SandboxRail};
-use crate::platform::config::LedgerSettings;
 use crate::platform::db::{Db, LockKey, namespaces};
 use crate::platform::idempotency;
 use crate::platform::metrics::Metrics;

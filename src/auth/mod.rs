@@ -16,12 +16,14 @@ mod error;
 mod http;
 mod model;
 mod service;
+mod settings;
 mod store;
 
 pub use error::AuthError;
 pub use http::{AuthDoc, authenticate, configure};
 pub use model::{AccessToken, ApiKey, CreatedApiKey, Partner, User};
 pub use service::{AuditEntry, AuthService, Caller, RequestMeta, record_audit};
+pub use settings::{AuthSettings, RateLimitSettings};
 
 /// Auth's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -13,12 +13,12 @@ use super::crypto::{
 };
 use super::error::AuthError;
 use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, tightest};
+use super::settings::{AuthSettings, RateLimitSettings};
 use super::store::{self, ApiKeyRow, AuditRow, PartnerRow, PasswordResetRow, UserRow};
 use crate::kernel::{
     Access, Actor, ApiKeyId, Area, PartnerId, Principal, Role, Scopes, UserId, valid_email,
 };
 use crate::notify::{Template, enqueue_email};
-use crate::platform::config::{AuthSettings, RateLimitSettings};
 use crate::platform::db::{Db, DbError, LockKey, LockNamespace, Tx};
 
 /// Concurrent bootstraps take turns (the tag is the key earlier releases used).

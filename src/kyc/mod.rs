@@ -20,6 +20,7 @@ mod model_tests;
 mod pii;
 mod screening;
 mod service;
+mod settings;
 mod store;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +37,7 @@ pub use service::{
     Application, Clock, Customer, KycService, NewCustomer, Rescreening, ReviewDecision,
     SanctionsList, ScreeningHit, Submission, TierView, Transition, system_clock,
 };
+pub use settings::{KycSettings, SecretBytes, TierLimits, TierSettings};
 
 use crate::kernel::PartnerId;
 use crate::platform::db::{LockKey, LockNamespace, Tx};

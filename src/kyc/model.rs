@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::platform::config::{TierLimits, TierSettings};
+use super::settings::{TierLimits, TierSettings};
 use crate::platform::ids::define_id;
 use crate::platform::money::Money;
 

@@ -9,7 +9,8 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use super::model::*;
-use crate::platform::config::{KycSettings, Sources, TierSettings, load_section};
+use super::settings::{KycSettings, TierSettings};
+use crate::platform::config::{Sources, load_section};
 use crate::platform::money::{Currency, Money};
 
 fn date(s: &str) -> NaiveDate {

@@ -19,7 +19,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use secrecy::ExposeSecret;
 
-use crate::platform::config::KycSettings;
+use super::settings::KycSettings;
 
 /// Why a value could not be sealed or opened. Never carries the value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -140,7 +140,8 @@ impl Vault {
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::platform::config::{SecretBytes, Sources, load_section};
+    use crate::kyc::SecretBytes;
+    use crate::platform::config::{Sources, load_section};
 
     fn settings(keys: &[(&str, u8)], active: &str) -> KycSettings {
         let mut s: KycSettings =

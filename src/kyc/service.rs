@@ -20,10 +20,10 @@ use super::model::{
 };
 use super::pii::Vault;
 use super::screening::{self, BirthDate, ListEntry, ScreeningIndex, ScreeningSettings, Subject};
+use super::settings::{KycSettings, TierSettings};
 use super::store::{self, ApplicationRow, CustomerRow, EntryRow, UsageRow};
 use crate::kernel::{PartnerId, Principal};
 use crate::notify::{NewEvent, Template, enqueue_email, record_event};
-use crate::platform::config::{KycSettings, TierSettings};
 use crate::platform::db::{Db, Tx};
 use crate::platform::http::pagination::Page;
 use crate::platform::money::Money;

@@ -19,6 +19,7 @@ mod error;
 mod http;
 mod model;
 mod service;
+mod settings;
 mod store;
 
 use chrono::{DateTime, Utc};
@@ -34,6 +35,7 @@ pub use service::{
     Account, CheckRun, ExpiryConfig, HistoryEntry, LedgerService, NewAccount, VerifyMetrics,
     VerifyReport,
 };
+pub use settings::LedgerSettings;
 pub use store::{TrialBalanceRow, Violation};
 
 use crate::platform::db::{LockKey, Tx};

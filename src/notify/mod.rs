@@ -12,6 +12,7 @@ mod http;
 mod mail;
 mod model;
 mod service;
+mod settings;
 mod store;
 mod templates;
 mod webhook;
@@ -27,6 +28,7 @@ pub use model::{
     Event, EventId,
 };
 pub use service::{NewEvent, Notifier, NotifyMetrics, enqueue_email, record_event, record_events};
+pub use settings::{SmtpSettings, WebhookSettings};
 pub use templates::{Rendered, Template};
 pub use webhook::{MAX_ATTEMPTS as WEBHOOK_MAX_ATTEMPTS, filter_matches};
 

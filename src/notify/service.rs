@@ -14,11 +14,11 @@ use super::model::{
     Attempt, AttemptId, EmailBacklog, Endpoint, EndpointBacklog, EndpointId, EndpointWithSecret,
     Event, EventId,
 };
+use super::settings::WebhookSettings;
 use super::store::{self, AttemptRow, ClaimedDelivery, EndpointRow, EventRow};
 use super::templates::Template;
 use super::webhook::{self, SigningKey};
 use crate::kernel::PartnerId;
-use crate::platform::config::WebhookSettings;
 use crate::platform::db::{Db, DbError, Tx};
 use crate::platform::http::pagination::Page;
 use crate::platform::workers::Shutdown;

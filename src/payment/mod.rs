@@ -12,6 +12,7 @@ mod http;
 mod model;
 mod rail;
 mod service;
+mod settings;
 mod store;
 
 pub use error::PaymentError;
@@ -22,6 +23,7 @@ pub use service::{
     CLAIMING_IN_TRANSACTION, Collaborators, NewDeposit, NewPayment, NewRefund, NewWithdrawal,
     Payment, PaymentMetrics, PaymentService, RAIL_ACCOUNT_CODE,
 };
+pub use settings::PaymentSettings;
 
 /// The payment module's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -1,8 +1,7 @@
 //! Configuration mechanics: the layers, the [`Section`] every part of the configuration is, and
 //! the errors that stop start-up. The sections themselves belong to their owners (platform's
-//! own in `config/sections.rs`, each domain module's in a file of its own here until it moves
-//! into the module); the composition root (`src/settings.rs`) puts them together into the one
-//! `Settings` read at start-up.
+//! own in `config/sections.rs`, each domain module's in its `settings.rs`); the composition
+//! root (`src/settings.rs`) puts them together into the one `Settings` read at start-up.
 //!
 //! Layers, later wins: `config/default.toml` < `config/$FLOWLET_ENV.toml` < environment
 //! variables `FLOWLET__SECTION__KEY`. Both files are compiled into the binary as well, so the
@@ -19,20 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
 
-mod auth;
-mod kyc;
-mod ledger;
-mod notify;
-mod payments;
 mod sections;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{AuthSettings, RateLimitSettings};
-pub use kyc::{KycSettings, SecretBytes, TierLimits, TierSettings};
-pub use ledger::LedgerSettings;
-pub use notify::{SmtpSettings, WebhookSettings};
-pub use payments::PaymentSettings;
 pub use sections::{
     DatabaseSettings, IdempotencySettings, LogFormat, LogSettings, RedisSettings, ServerSettings,
 };
