@@ -17,7 +17,7 @@ use crate::ledger::{
     VerifyMetrics, VerifyReport,
 };
 use crate::notify::{self, Notifier, NotifyMetrics, Outbox, TransactionalOutbox};
-use crate::payment::{Collaborators, PaymentMetrics, PaymentService, Rail, SandboxRail};
+use crate::payment::{Collaborators, PaymentMetrics, PaymentService, Rail, RailKind, SandboxRail};
 use crate::platform::db::{Db, LockKey, namespaces};
 use crate::platform::idempotency;
 use crate::platform::metrics::Metrics;
@@ -209,11 +209,14 @@ fn notifier(settings: &Settings, db: &Db, metrics: Option<&Metrics>) -> anyhow::
     Notifier::new(db.clone(), mailer, &settings.webhooks, metrics).context("configuring webhooks")
 }
 
-/// The payment rail the configuration names.
+/// The payment rail the configuration names (`payments.rail`; production refuses the sandbox
+/// unless `payments.allow_sandbox_rail` says otherwise, checked when the settings load).
 fn rail(settings: &Settings) -> anyhow::Result<Arc<dyn Rail>> {
-    Ok(Arc::new(SandboxRail {
-        delay: settings.payments.sandbox_settle_delay,
-    }))
+    Ok(match settings.payments.rail {
+        RailKind::Sandbox => Arc::new(SandboxRail {
+            delay: settings.payments.sandbox_settle_delay,
+        }),
+    })
 }
 
 /// The posting engine's tuning from configuration.

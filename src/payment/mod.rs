@@ -23,7 +23,7 @@ pub use service::{
     CLAIMING_IN_TRANSACTION, Collaborators, NewDeposit, NewPayment, NewRefund, NewWithdrawal,
     Payment, PaymentMetrics, PaymentService, RAIL_ACCOUNT_CODE,
 };
-pub use settings::PaymentSettings;
+pub use settings::{PaymentSettings, RailKind};
 
 /// The payment module's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -5,11 +5,22 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::platform::config::{ConfigError, Environment, Section};
+use crate::platform::config::{ConfigError, Environment, InsecureKey, Section};
 
-/// Payments: the sandbox rail and the settlement worker.
+/// The payment rails this build has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RailKind {
+    /// Settles against no bank: withdrawals succeed after a delay, amounts ending in `.13` fail.
+    Sandbox,
+}
+
+/// Payments: the rail and the settlement worker.
 #[derive(Debug, Clone)]
 pub struct PaymentSettings {
+    /// The rail withdrawals go out through (`payments.rail`).
+    pub rail: RailKind,
+    /// Production runs the sandbox rail only when this says so.
+    pub allow_sandbox_rail: bool,
     /// How long the sandbox rail takes to settle a withdrawal.
     pub sandbox_settle_delay: Duration,
     /// How often the settlement worker looks for withdrawals due.
@@ -22,6 +33,8 @@ pub struct PaymentSettings {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPayments {
+    rail: String,
+    allow_sandbox_rail: bool,
     sandbox_settle_delay_ms: u64,
     settlement_interval_ms: u64,
     settlement_batch: i64,
@@ -32,6 +45,20 @@ impl Section for PaymentSettings {
     type Raw = RawPayments;
 
     fn validate(raw: RawPayments, _env: Environment) -> Result<Self, ConfigError> {
+        let rail = match raw.rail.as_str() {
+            "sandbox" => RailKind::Sandbox,
+            other => {
+                return Err(ConfigError::invalid(
+                    "payments.rail",
+                    "FLOWLET__PAYMENTS__RAIL",
+                    format!(
+                        "`{}` is not a rail of this build (sandbox)",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
+        };
+
         if raw.sandbox_settle_delay_ms > 86_400_000 {
             return Err(ConfigError::invalid(
                 "payments.sandbox_settle_delay_ms",
@@ -54,10 +81,28 @@ impl Section for PaymentSettings {
             ));
         }
         Ok(PaymentSettings {
+            rail,
+            allow_sandbox_rail: raw.allow_sandbox_rail,
             sandbox_settle_delay: Duration::from_millis(raw.sandbox_settle_delay_ms),
             settlement_interval: Duration::from_millis(raw.settlement_interval_ms),
             settlement_batch: raw.settlement_batch,
         })
+    }
+
+    /// Production refuses the sandbox rail (withdrawals would settle against no bank) unless
+    /// the operator allowed it, listed with the development secrets so one start-up names all.
+    fn development_secrets(&self) -> Vec<InsecureKey> {
+        if self.rail == RailKind::Sandbox && !self.allow_sandbox_rail {
+            vec![InsecureKey {
+                key: "payments.rail",
+                env_var: "FLOWLET__PAYMENTS__RAIL",
+                reason: "is `sandbox`, which settles withdrawals against no bank; configure a \
+                         real rail, or set FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL=true to run \
+                         production against the sandbox knowingly",
+            }]
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -79,5 +124,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("payments.settlement_interval_ms"), "{err}");
+        assert_eq!(s.rail, RailKind::Sandbox);
+        let err = load(&[("FLOWLET__PAYMENTS__RAIL", "swift")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("payments.rail"), "{err}");
+    }
+
+    fn refused_in_production(allow: bool) -> Vec<InsecureKey> {
+        PaymentSettings::validate(
+            RawPayments {
+                rail: "sandbox".into(),
+                allow_sandbox_rail: allow,
+                sandbox_settle_delay_ms: 2000,
+                settlement_interval_ms: 250,
+                settlement_batch: 100,
+            },
+            Environment::Production,
+        )
+        .unwrap()
+        .development_secrets()
+    }
+
+    #[test]
+    fn production_refuses_the_sandbox_rail_unless_it_is_explicitly_allowed() {
+        let refused = refused_in_production(false);
+        assert_eq!(refused.len(), 1);
+        let text = refused[0].to_string();
+        assert!(text.contains("payments.rail"), "{text}");
+        assert!(text.contains("ALLOW_SANDBOX_RAIL"), "{text}");
+        assert!(refused_in_production(true).is_empty());
     }
 }

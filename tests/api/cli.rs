@@ -122,6 +122,29 @@ fn production_refuses_to_start_with_development_secrets_and_names_them() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("auth.jwt_secret"), "{err}");
     assert!(err.contains("FLOWLET__AUTH__JWT_SECRET"), "{err}");
+    // The same start-up names the sandbox rail, which production runs only when allowed.
+    assert!(err.contains("payments.rail"), "{err}");
+}
+
+#[test]
+fn production_refuses_the_sandbox_rail_unless_the_operator_allows_it() {
+    let out = run(flowlet()
+        .args(["admin", "config"])
+        .env("FLOWLET_ENV", "production")
+        .env("FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL", "false"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("payments.rail"), "{err}");
+    assert!(
+        err.contains("FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL"),
+        "{err}"
+    );
+    let out = run(flowlet()
+        .args(["admin", "config"])
+        .env("FLOWLET_ENV", "production")
+        .env("FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL", "true"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("payments.rail"), "{err}");
 }
 
 #[test]
