@@ -18,10 +18,7 @@ mod webhook;
 
 pub use error::NotifyError;
 pub use http::{NotifyDoc, configure};
-pub use mail::{
-    DEFAULT_MAIL_DIR, Email, FileMailer, MailError, Mailer, ReceivedEmail, SmtpMailer, mailer,
-    read_mail_dir,
-};
+pub use mail::{DEFAULT_MAIL_DIR, Email, FileMailer, MailError, Mailer, SmtpMailer, mailer};
 pub use model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret, Event, EventId};
 pub use service::{NewEvent, Notifier, NotifyMetrics, enqueue_email, record_event, record_events};
 pub use store::{EmailBacklog, EndpointBacklog};

@@ -19,6 +19,7 @@ mod helpers;
 mod idempotency;
 mod kyc;
 mod ledger;
+mod mailbox;
 mod observability;
 mod payments;
 mod platform;
