@@ -19,10 +19,7 @@ mod webhook;
 
 pub use error::NotifyError;
 pub use http::{NotifyDoc, configure};
-pub use mail::{
-    DEFAULT_MAIL_DIR, Email, FileMailer, MailError, Mailer, ReceivedEmail, SmtpMailer, mailer,
-    read_mail_dir,
-};
+pub use mail::{DEFAULT_MAIL_DIR, Email, FileMailer, MailError, Mailer, SmtpMailer, mailer};
 pub use model::{
     Attempt, AttemptId, EmailBacklog, Endpoint, EndpointBacklog, EndpointId, EndpointWithSecret,
     Event, EventId,

@@ -36,7 +36,7 @@ fn hs256_token(header: &Value, claims: &Value, secret: &[u8]) -> String {
 }
 
 /// The one-time token a password-reset mail carries.
-fn reset_token_in(mail: &flowlet::notify::ReceivedEmail) -> String {
+fn reset_token_in(mail: &crate::mailbox::ReceivedEmail) -> String {
     mail.text
         .split_whitespace()
         .find(|w| w.starts_with("flr_"))

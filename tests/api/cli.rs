@@ -657,7 +657,7 @@ async fn operator_verbs_work_and_no_secret_ever_reaches_the_logs() {
         .unwrap();
     let started = Instant::now();
     let reset_token = loop {
-        let mail = flowlet::notify::read_mail_dir(mail.path()).unwrap_or_default();
+        let mail = crate::mailbox::read_mail_dir(mail.path()).unwrap_or_default();
         if let Some(token) = mail
             .iter()
             .flat_map(|m| m.text.split_whitespace())

@@ -475,10 +475,10 @@ impl TestApp {
     }
 
     /// Mail the app has sent so far (file transport), waiting up to 5 s for `expected` messages.
-    pub async fn mail(&self, expected: usize) -> Vec<flowlet::notify::ReceivedEmail> {
+    pub async fn mail(&self, expected: usize) -> Vec<crate::mailbox::ReceivedEmail> {
         let started = std::time::Instant::now();
         loop {
-            let mail = flowlet::notify::read_mail_dir(&self.mail_dir).unwrap_or_default();
+            let mail = crate::mailbox::read_mail_dir(&self.mail_dir).unwrap_or_default();
             if mail.len() >= expected || started.elapsed() > Duration::from_secs(5) {
                 return mail;
             }

@@ -113,7 +113,7 @@ async fn events(app: &TestApp, event_type: &str, customer: &str) -> i64 {
     .await
 }
 
-async fn mail_to(app: &TestApp, to: &str, expected: usize) -> Vec<flowlet::notify::ReceivedEmail> {
+async fn mail_to(app: &TestApp, to: &str, expected: usize) -> Vec<crate::mailbox::ReceivedEmail> {
     let started = std::time::Instant::now();
     loop {
         let mail: Vec<_> = app

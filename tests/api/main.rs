@@ -20,6 +20,7 @@ mod idempotency;
 mod kyc;
 mod ledger;
 mod ledger_contract;
+mod mailbox;
 mod observability;
 mod payments;
 mod platform;
