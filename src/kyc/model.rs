@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::platform::config::{TierLimits, TierSettings};
+pub use crate::platform::error::FieldError;
 use crate::platform::ids::define_id;
 use crate::platform::money::Money;
 
@@ -15,22 +16,6 @@ define_id!(CustomerId, CustomerIdKind, "cus");
 define_id!(ApplicationId, ApplicationIdKind, "kyc");
 
 // ----- input validation ------------------------------------------------------------------------
-
-/// A request field that is missing or malformed: a 400 naming the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
-    }
-}
 
 /// The oldest date of birth accepted: anything earlier is a typo, not a customer.
 const EARLIEST_BIRTH: (i32, u32, u32) = (1900, 1, 1);

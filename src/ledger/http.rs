@@ -70,6 +70,7 @@ fn scope_of(principal: &Principal, access: Access) -> Result<Scope, ApiError> {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    let field: String = field.into();
     LedgerError::validation(field, message).into()
 }
 
@@ -472,7 +473,7 @@ fn parse_transfer(index: usize, t: TransferInput) -> Result<NewTransfer, ApiErro
         return Err(invalid(field("code"), "must be between 0 and 65535"));
     }
     check_metadata(t.metadata.as_ref()).map_err(|e| match e {
-        LedgerError::Validation { message, .. } => invalid(field("metadata"), message),
+        LedgerError::Validation(e) => invalid(field("metadata"), e.message),
         other => other.into(),
     })?;
     Ok(NewTransfer {

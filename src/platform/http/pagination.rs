@@ -1,10 +1,9 @@
 //! Lists: `?limit=1..200` (default 50) and `?cursor=...`, answered newest first as
 //! `{"data": [...], "next_cursor": "..." | null}` (API.md "Lists").
 
-use actix_web::http::StatusCode;
 use serde::Deserialize;
 
-use crate::platform::error::ApiError;
+use crate::platform::error::{ApiError, FieldError};
 
 /// Default page size.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -27,12 +26,9 @@ impl PageQuery {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                format!("limit must be between 1 and {MAX_LIMIT}"),
-            )
-            .with_extension("field", serde_json::Value::String("limit".to_owned()))),
+            Some(_) => {
+                Err(FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}")).into())
+            }
         }
     }
 
@@ -43,16 +39,7 @@ impl PageQuery {
     ) -> Result<Option<T>, ApiError> {
         self.cursor
             .as_deref()
-            .map(|c| {
-                parse(c).map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "validation_failed",
-                        "cursor is not valid",
-                    )
-                    .with_extension("field", serde_json::Value::String("cursor".to_owned()))
-                })
-            })
+            .map(|c| parse(c).map_err(|_| FieldError::new("cursor", "is not valid").into()))
             .transpose()
     }
 }
