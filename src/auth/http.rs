@@ -19,9 +19,9 @@ use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, ceil_secs}
 use super::service::{AuthService, Caller, RequestMeta};
 use crate::kernel::{ApiKeyId, PartnerId, Principal, Role};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
 use crate::platform::http::current_request_id;
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::{Json, PathId};
 use crate::platform::shared_state::RateDecision;
 
 /// Registers the routes.
@@ -185,10 +185,6 @@ impl FromRequest for RequestMeta {
     }
 }
 
-fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| AuthError::NotFound(what).into())
-}
-
 fn parse_partner_field(raw: Option<&str>) -> Result<Option<PartnerId>, ApiError> {
     raw.map(|p| {
         p.parse::<PartnerId>()
@@ -347,9 +343,8 @@ async fn create_partner(
 async fn get_partner(
     svc: web::Data<AuthService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<PartnerId>,
 ) -> Result<web::Json<Partner>, ApiError> {
-    let id = parse_id::<PartnerId>(&path, "partner")?;
     Ok(web::Json(svc.get_partner(&principal, id).await?))
 }
 
@@ -489,9 +484,8 @@ async fn revoke_api_key(
     svc: web::Data<AuthService>,
     principal: Principal,
     meta: RequestMeta,
-    path: web::Path<String>,
+    PathId(id): PathId<ApiKeyId>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id::<ApiKeyId>(&path, "API key")?;
     svc.revoke_api_key(&Caller::Principal(principal), None, id, &meta)
         .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -12,10 +12,10 @@ use super::service::{
     TierView, Transition,
 };
 use crate::kernel::forbidden;
-use crate::kernel::{Access, Area, PartnerId, Principal};
+use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::{Json, PathId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -51,34 +51,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub struct KycDoc;
 
-/// The partner a caller acts for, if the caller may act on customers this way.
-fn partner_of(principal: &Principal, access: Access) -> Result<PartnerId, ApiError> {
-    allowed(principal, access)?;
-    principal
-        .partner_id
-        .ok_or_else(|| forbidden("Customers belong to partners."))
-}
-
-fn allowed(principal: &Principal, access: Access) -> Result<(), ApiError> {
-    if principal.allows(Area::Customers, access) {
-        Ok(())
-    } else {
-        Err(forbidden(
-            "These credentials may not use customers and KYC.",
-        ))
-    }
-}
-
-fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
-    raw.parse()
-        .map_err(|_| KycError::NotFound("customer").into())
-}
-
-fn application_id(raw: &str) -> Result<ApplicationId, ApiError> {
-    raw.parse()
-        .map_err(|_| KycError::NotFound("application").into())
-}
-
 /// Open a customer. Personal data is encrypted at rest.
 #[utoipa::path(post, path = "/v1/customers", tag = "kyc", request_body = NewCustomer, security(("bearer" = [])),
     responses(
@@ -91,7 +63,7 @@ async fn create_customer(
     principal: Principal,
     body: Json<NewCustomer>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
+    let partner = principal.require_partner(Area::Customers, Access::Write)?;
     let customer = kyc.create_customer(partner, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(customer))
 }
@@ -122,7 +94,7 @@ async fn list_customers(
     principal: Principal,
     query: web::Query<CustomerQuery>,
 ) -> Result<web::Json<CustomerList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+    principal.require(Area::Customers, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -154,12 +126,10 @@ async fn list_customers(
 async fn get_customer(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<CustomerId>,
 ) -> Result<web::Json<Customer>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        kyc.customer(&principal, customer_id(&path)?).await?,
-    ))
+    principal.require(Area::Customers, Access::Read)?;
+    Ok(web::Json(kyc.customer(&principal, id).await?))
 }
 
 /// Submit a KYC application (or send what an application awaiting documents misses). The
@@ -175,13 +145,11 @@ async fn get_customer(
 async fn submit(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<CustomerId>,
     body: Json<Submission>,
 ) -> Result<HttpResponse, ApiError> {
-    allowed(&principal, Access::Write)?;
-    let application = kyc
-        .submit(&principal, customer_id(&path)?, body.into_inner())
-        .await?;
+    principal.require(Area::Customers, Access::Write)?;
+    let application = kyc.submit(&principal, id, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(application))
 }
 
@@ -195,13 +163,10 @@ async fn submit(
 async fn latest_application(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<CustomerId>,
 ) -> Result<web::Json<Application>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        kyc.latest_application(&principal, customer_id(&path)?)
-            .await?,
-    ))
+    principal.require(Area::Customers, Access::Read)?;
+    Ok(web::Json(kyc.latest_application(&principal, id).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -231,7 +196,7 @@ async fn list_applications(
     principal: Principal,
     query: web::Query<ApplicationQuery>,
 ) -> Result<web::Json<ApplicationList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+    principal.require(Area::Customers, Access::Read)?;
     let query = query.into_inner();
     let status = query
         .status
@@ -269,12 +234,10 @@ async fn list_applications(
 async fn get_application(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<ApplicationId>,
 ) -> Result<web::Json<Application>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        kyc.application(&principal, application_id(&path)?).await?,
-    ))
+    principal.require(Area::Customers, Access::Read)?;
+    Ok(web::Json(kyc.application(&principal, id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -299,13 +262,12 @@ pub struct DecisionBody {
 async fn decide(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<ApplicationId>,
     body: Json<DecisionBody>,
 ) -> Result<web::Json<Application>, ApiError> {
     if !principal.is_platform_admin() {
         return Err(forbidden("Only platform admins decide KYC applications."));
     }
-    let id = application_id(&path)?;
     let body = body.into_inner();
     Ok(web::Json(
         kyc.review(&principal, id, body.decision, &body.reason)
@@ -325,6 +287,6 @@ async fn tiers(
     kyc: web::Data<KycService>,
     principal: Principal,
 ) -> Result<web::Json<TierList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+    principal.require(Area::Customers, Access::Read)?;
     Ok(web::Json(TierList { data: kyc.tiers() }))
 }

@@ -12,8 +12,8 @@ pub use crate::platform::error::FieldError;
 use crate::platform::ids::define_id;
 use crate::platform::money::Money;
 
-define_id!(CustomerId, CustomerIdKind, "cus");
-define_id!(ApplicationId, ApplicationIdKind, "kyc");
+define_id!(CustomerId, CustomerIdKind, "cus", "customer");
+define_id!(ApplicationId, ApplicationIdKind, "kyc", "application");
 
 // ----- input validation ------------------------------------------------------------------------
 

@@ -14,11 +14,10 @@ use super::model::{
     TransferId,
 };
 use super::service::{Account, HistoryEntry, LedgerService, NewAccount, check_metadata};
-use crate::kernel::forbidden;
 use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::{Claim, Idempotency};
 use crate::platform::money::{Amount, Currency, Money};
 
@@ -58,11 +57,7 @@ pub struct LedgerDoc;
 
 /// The ledger scope of a caller: its partner, or the platform for platform admins.
 fn scope_of(principal: &Principal, access: Access) -> Result<Scope, ApiError> {
-    if !principal.allows(Area::Ledger, access) {
-        return Err(forbidden(
-            "These credentials may not use the ledger this way.",
-        ));
-    }
+    principal.require(Area::Ledger, access)?;
     Ok(match principal.partner_id {
         Some(partner) => Scope::Partner(partner),
         None => Scope::System,
@@ -76,10 +71,6 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 
 fn money(minor: i64, currency: Currency) -> String {
     Money::from_minor(minor, currency).format_amount()
-}
-
-fn not_found_id<T: std::str::FromStr>(raw: &str, err: LedgerError) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::from(err))
 }
 
 // ----- accounts ---------------------------------------------------------------------------------
@@ -197,10 +188,9 @@ async fn create_account(
 async fn get_account(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<AccountId>,
 ) -> Result<web::Json<AccountView>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
     Ok(web::Json(account_view(ledger.account(scope, id).await?)))
 }
 
@@ -259,11 +249,10 @@ fn entry_view(e: HistoryEntry, currency: Currency) -> EntryView {
 async fn list_entries(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<AccountId>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<EntryList>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
     let limit = query.limit()?;
     let before = query.cursor(|c| c.parse::<i64>())?;
     let account = ledger.account(scope, id).await?;
@@ -309,11 +298,10 @@ pub struct PointInTimeBalance {
 async fn get_balance(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<AccountId>,
     query: web::Query<BalanceQuery>,
 ) -> Result<web::Json<PointInTimeBalance>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
     let at = query.at.unwrap_or_else(Utc::now);
     let (account, totals) = ledger.balance_at(scope, id, at).await?;
     let c = account.state.currency;
@@ -602,9 +590,8 @@ fn transfer_view(t: StoredTransfer) -> TransferView {
 async fn get_transfer(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<TransferId>,
 ) -> Result<web::Json<TransferView>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<TransferId>(&path, LedgerError::TransferNotFound)?;
     Ok(web::Json(transfer_view(ledger.transfer(scope, id).await?)))
 }

@@ -16,8 +16,8 @@ use crate::kernel::PartnerId;
 use crate::platform::ids::define_id;
 use crate::platform::money::{Currency, Money};
 
-define_id!(AccountId, AccountIdKind, "acct");
-define_id!(TransferId, TransferIdKind, "xfer");
+define_id!(AccountId, AccountIdKind, "acct", "account");
+define_id!(TransferId, TransferIdKind, "xfer", "transfer");
 
 /// Who acts on the ledger: a partner sees and moves only its own accounts; the platform's own
 /// modules (payments, cards, expiry) act as `System` and see every account.

@@ -5,13 +5,12 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::NotifyError;
 use super::model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret, Event, EventId};
 use super::service::Notifier;
-use crate::kernel::{Access, Area, PartnerId, Partners, Principal};
+use crate::kernel::{Access, Area, Partners, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::{Json, PathId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -53,16 +52,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub struct NotifyDoc;
 
-/// The partner a caller acts for, if the caller may use webhooks this way.
-fn partner_of(principal: &Principal, access: Access) -> Result<PartnerId, ApiError> {
-    principal.require_partner(Area::Webhooks, access)
-}
-
-fn endpoint_id(raw: &str) -> Result<EndpointId, ApiError> {
-    raw.parse()
-        .map_err(|_| NotifyError::NotFound("webhook endpoint").into())
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
@@ -85,7 +74,7 @@ async fn create_endpoint(
     principal: Principal,
     body: Json<CreateEndpoint>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
     let alert_email = partners.contact_email(&principal, partner).await?;
     let body = body.into_inner();
     let created = notifier
@@ -114,7 +103,7 @@ async fn list_endpoints(
     principal: Principal,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<EndpointList>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let cursor = query.cursor(|c| c.parse::<EndpointId>())?;
     let page = notifier
         .list_endpoints(partner, query.limit()?, cursor)
@@ -135,12 +124,10 @@ async fn list_endpoints(
 async fn get_endpoint(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<web::Json<Endpoint>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
-    Ok(web::Json(
-        notifier.endpoint(partner, endpoint_id(&path)?).await?,
-    ))
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
+    Ok(web::Json(notifier.endpoint(partner, id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -174,15 +161,15 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
 async fn update_endpoint(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
     body: Json<UpdateEndpoint>,
 ) -> Result<web::Json<Endpoint>, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
     let body = body.into_inner();
     let updated = notifier
         .update_endpoint(
             partner,
-            endpoint_id(&path)?,
+            id,
             body.url,
             body.events,
             body.description,
@@ -202,12 +189,10 @@ async fn update_endpoint(
 async fn delete_endpoint(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
-    notifier
-        .delete_endpoint(partner, endpoint_id(&path)?)
-        .await?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
+    notifier.delete_endpoint(partner, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -222,12 +207,10 @@ async fn delete_endpoint(
 async fn rotate_secret(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<web::Json<EndpointWithSecret>, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
-    Ok(web::Json(
-        notifier.rotate_secret(partner, endpoint_id(&path)?).await?,
-    ))
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
+    Ok(web::Json(notifier.rotate_secret(partner, id).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -245,10 +228,10 @@ pub struct TestSent {
 async fn send_test(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
-    let event_id = notifier.send_test(partner, endpoint_id(&path)?).await?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
+    let event_id = notifier.send_test(partner, id).await?;
     Ok(HttpResponse::Accepted().json(TestSent { event_id }))
 }
 
@@ -269,13 +252,13 @@ pub struct AttemptList {
 async fn list_attempts(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<AttemptList>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let cursor = query.cursor(|c| c.parse::<AttemptId>())?;
     let page = notifier
-        .attempts(partner, endpoint_id(&path)?, query.limit()?, cursor)
+        .attempts(partner, id, query.limit()?, cursor)
         .await?;
     Ok(web::Json(AttemptList {
         data: page.data,
@@ -312,7 +295,7 @@ async fn list_events(
     principal: Principal,
     query: web::Query<EventQuery>,
 ) -> Result<web::Json<EventList>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -338,11 +321,8 @@ async fn list_events(
 async fn get_event(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EventId>,
 ) -> Result<web::Json<Event>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
-    let id: EventId = path
-        .parse()
-        .map_err(|_| ApiError::from(NotifyError::NotFound("event")))?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     Ok(web::Json(notifier.event(partner, id).await?))
 }

@@ -7,11 +7,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::error::PaymentError;
 use super::model::{PaymentId, PaymentKind, PaymentStatus};
 use super::service::{NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentService};
-use crate::kernel::forbidden;
-use crate::kernel::{Access, Area, PartnerId, Principal};
+use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::Idempotency;
 use crate::wallet::WalletId;
 
@@ -40,15 +39,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub struct PaymentDoc;
 
-fn partner(principal: &Principal) -> Result<PartnerId, ApiError> {
-    if !principal.allows(Area::Payments, Access::Write) {
-        return Err(forbidden("These credentials may not make payments."));
-    }
-    principal
-        .partner_id
-        .ok_or_else(|| forbidden("Payments are made by partners."))
-}
-
 /// Pay from one wallet to another.
 #[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = NewPayment, security(("bearer" = [])),
     responses(
@@ -64,7 +54,7 @@ async fn pay(
     Idempotency(claim): Idempotency,
     body: Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments.pay(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
@@ -84,7 +74,7 @@ async fn deposit(
     Idempotency(claim): Idempotency,
     body: Json<NewDeposit>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments.deposit(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
@@ -105,7 +95,7 @@ async fn withdraw(
     Idempotency(claim): Idempotency,
     body: Json<NewWithdrawal>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments.withdraw(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
@@ -123,13 +113,10 @@ async fn refund(
     payments: web::Data<PaymentService>,
     principal: Principal,
     Idempotency(claim): Idempotency,
-    path: web::Path<String>,
+    PathId(id): PathId<PaymentId>,
     body: Json<NewRefund>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
-    let id: PaymentId = path
-        .parse()
-        .map_err(|_| PaymentError::NotFound("payment"))?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments
         .refund(partner, id, body.into_inner(), claim)
         .await?;
@@ -146,14 +133,9 @@ async fn refund(
 async fn get(
     payments: web::Data<PaymentService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<PaymentId>,
 ) -> Result<web::Json<Payment>, ApiError> {
-    if !principal.allows(Area::Payments, Access::Read) {
-        return Err(forbidden("These credentials may not read payments."));
-    }
-    let id: PaymentId = path
-        .parse()
-        .map_err(|_| PaymentError::NotFound("payment"))?;
+    principal.require(Area::Payments, Access::Read)?;
     Ok(web::Json(payments.payment(&principal, id).await?))
 }
 
@@ -180,9 +162,7 @@ async fn list(
     principal: Principal,
     query: web::Query<PaymentQuery>,
 ) -> Result<web::Json<PaymentList>, ApiError> {
-    if !principal.allows(Area::Payments, Access::Read) {
-        return Err(forbidden("These credentials may not read payments."));
-    }
+    principal.require(Area::Payments, Access::Read)?;
     let query = query.into_inner();
     let wallet =
         match query.wallet_id.as_deref() {

@@ -9,12 +9,11 @@ use super::model::{Change, EntryKind, FreezeMode, WalletId, WalletKind, WalletSt
 use super::service::{
     Balance, NewWallet, StatusChange, Transaction, Wallet, WalletDetail, WalletService,
 };
-use crate::kernel::forbidden;
 use crate::kernel::{Access, Area, Principal};
 use crate::kyc::CustomerId;
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
 use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::Idempotency;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -44,19 +43,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 pub struct WalletDoc;
 
-fn allowed(principal: &Principal, access: Access) -> Result<(), ApiError> {
-    if principal.allows(Area::Wallets, access) {
-        Ok(())
-    } else {
-        Err(forbidden("These credentials may not use wallets."))
-    }
-}
-
-fn wallet_id(raw: &str) -> Result<WalletId, ApiError> {
-    raw.parse()
-        .map_err(|_| WalletError::NotFound("wallet").into())
-}
-
 /// Open a wallet for a customer.
 #[utoipa::path(post, path = "/v1/wallets", tag = "wallets", request_body = NewWallet, security(("bearer" = [])),
     responses(
@@ -70,10 +56,7 @@ async fn create(
     Idempotency(claim): Idempotency,
     body: Json<NewWallet>,
 ) -> Result<HttpResponse, ApiError> {
-    allowed(&principal, Access::Write)?;
-    let partner = principal
-        .partner_id
-        .ok_or_else(|| forbidden("Wallets belong to partners' customers."))?;
+    let partner = principal.require_partner(Area::Wallets, Access::Write)?;
     let wallet = wallets.create(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(wallet))
 }
@@ -101,7 +84,7 @@ async fn list(
     principal: Principal,
     query: web::Query<WalletQuery>,
 ) -> Result<web::Json<WalletList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+    principal.require(Area::Wallets, Access::Read)?;
     let query = query.into_inner();
     let customer = match query.customer_id.as_deref() {
         Some(raw) => Some(raw.parse::<CustomerId>().map_err(|_| {
@@ -133,12 +116,10 @@ async fn list(
 async fn get(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
 ) -> Result<web::Json<WalletDetail>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        wallets.wallet(&principal, wallet_id(&path)?).await?,
-    ))
+    principal.require(Area::Wallets, Access::Read)?;
+    Ok(web::Json(wallets.wallet(&principal, id).await?))
 }
 
 /// The wallet's balance.
@@ -151,12 +132,10 @@ async fn get(
 async fn balance(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
 ) -> Result<web::Json<Balance>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        wallets.balance(&principal, wallet_id(&path)?).await?,
-    ))
+    principal.require(Area::Wallets, Access::Read)?;
+    Ok(web::Json(wallets.balance(&principal, id).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -183,10 +162,10 @@ pub struct TransactionList {
 async fn transactions(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     query: web::Query<TransactionQuery>,
 ) -> Result<web::Json<TransactionList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+    principal.require(Area::Wallets, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -194,7 +173,7 @@ async fn transactions(
     };
     let cursor = page.cursor(|c| c.parse::<i64>())?;
     let result = wallets
-        .transactions(&principal, wallet_id(&path)?, page.limit()?, cursor)
+        .transactions(&principal, id, page.limit()?, cursor)
         .await?;
     Ok(web::Json(TransactionList {
         data: result.data,
@@ -221,12 +200,11 @@ pub struct ReasonBody {
 async fn change(
     wallets: &WalletService,
     principal: &Principal,
-    raw_id: &str,
+    id: WalletId,
     change: Change,
     reason: &str,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    allowed(principal, Access::Write)?;
-    let id = wallet_id(raw_id)?;
+    principal.require(Area::Wallets, Access::Write)?;
     let scope = if principal.is_platform_admin() {
         None
     } else {
@@ -250,7 +228,7 @@ async fn change(
 async fn freeze(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     body: Json<FreezeBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
     let mode = match body.mode.as_deref() {
@@ -258,14 +236,7 @@ async fn freeze(
         Some(m) => FreezeMode::parse(m)
             .ok_or_else(|| WalletError::validation("mode", "must be all, debits or credits"))?,
     };
-    change(
-        &wallets,
-        &principal,
-        &path,
-        Change::Freeze(mode),
-        &body.reason,
-    )
-    .await
+    change(&wallets, &principal, id, Change::Freeze(mode), &body.reason).await
 }
 
 /// Unfreeze a wallet.
@@ -278,10 +249,10 @@ async fn freeze(
 async fn unfreeze(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     body: Json<ReasonBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    change(&wallets, &principal, &path, Change::Unfreeze, &body.reason).await
+    change(&wallets, &principal, id, Change::Unfreeze, &body.reason).await
 }
 
 /// Close a wallet (only at a zero balance with nothing pending; final).
@@ -295,8 +266,8 @@ async fn unfreeze(
 async fn close(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     body: Json<ReasonBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    change(&wallets, &principal, &path, Change::Close, &body.reason).await
+    change(&wallets, &principal, id, Change::Close, &body.reason).await
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::ledger::AccountFlags;
 use crate::platform::ids::define_id;
 
-define_id!(WalletId, WalletIdKind, "wal");
+define_id!(WalletId, WalletIdKind, "wal", "wallet");
 
 /// What the wallet is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
