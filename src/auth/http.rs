@@ -20,7 +20,7 @@ use super::service::{AuthService, Caller, RequestMeta};
 use crate::kernel::{ApiKeyId, PartnerId, Principal, Role};
 use crate::platform::error::{ApiError, ProblemBody};
 use crate::platform::http::current_request_id;
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
 use crate::platform::http::{Json, PathId};
 use crate::platform::shared_state::RateDecision;
 
@@ -51,7 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
           create_user, create_api_key, list_api_keys, revoke_api_key),
     components(schemas(LoginRequest, AccessToken, MeResponse, PasswordResetRequest,
                        PasswordResetConfirm, CreatePartner, Partner, CreateUser, User, Role,
-                       CreateApiKey, ApiKey, CreatedApiKey, ApiKeyList)),
+                       CreateApiKey, ApiKey, CreatedApiKey, List<ApiKey>)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login, partners, users and API keys. Every /v1 request \
         authenticates with `Authorization: Bearer <API key or access token>`; limits per IP \
@@ -439,24 +439,17 @@ pub struct ListApiKeysQuery {
     partner_id: Option<String>,
 }
 
-/// `GET /v1/api-keys`.
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeyList {
-    data: Vec<ApiKey>,
-    next_cursor: Option<String>,
-}
-
 /// The partner's API keys, newest first (never their secrets).
 #[utoipa::path(get, path = "/v1/api-keys", tag = "auth", security(("bearer" = [])), params(ListApiKeysQuery),
     responses(
-        (status = 200, description = "A page of keys.", body = ApiKeyList),
+        (status = 200, description = "A page of keys.", body = List<ApiKey>),
         (status = 400, description = "Invalid limit or cursor.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_api_keys(
     svc: web::Data<AuthService>,
     principal: Principal,
     query: web::Query<ListApiKeysQuery>,
-) -> Result<web::Json<ApiKeyList>, ApiError> {
+) -> Result<web::Json<List<ApiKey>>, ApiError> {
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -467,10 +460,7 @@ async fn list_api_keys(
     let result = svc
         .list_api_keys(&principal, partner, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(ApiKeyList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// Revoke an API key: refused on every replica from the next request on.

@@ -14,7 +14,7 @@ use super::service::{
 use crate::kernel::forbidden;
 use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
 use crate::platform::http::{Json, PathId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -39,8 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(create_customer, list_customers, get_customer, submit, latest_application,
           list_applications, get_application, decide, tiers),
-    components(schemas(NewCustomer, Customer, CustomerList, Address, Submission, Application,
-                       ApplicationList, Check, CheckName, CheckResult, Status, Transition,
+    components(schemas(NewCustomer, Customer, List<Customer>, Address, Submission, Application,
+                       List<Application>, Check, CheckName, CheckResult, Status, Transition,
                        ScreeningHit, DecisionBody, ReviewDecision, TierView, TierList)),
     tags((name = "kyc", description = "Customers, KYC applications and tiers. A submission runs \
         the automated checks (required data, age, document format and expiry, duplicate \
@@ -80,20 +80,14 @@ pub struct CustomerQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct CustomerList {
-    data: Vec<Customer>,
-    next_cursor: Option<String>,
-}
-
 /// Customers, newest first.
 #[utoipa::path(get, path = "/v1/customers", tag = "kyc", security(("bearer" = [])), params(CustomerQuery),
-    responses((status = 200, description = "A page of customers.", body = CustomerList)))]
+    responses((status = 200, description = "A page of customers.", body = List<Customer>)))]
 async fn list_customers(
     kyc: web::Data<KycService>,
     principal: Principal,
     query: web::Query<CustomerQuery>,
-) -> Result<web::Json<CustomerList>, ApiError> {
+) -> Result<web::Json<List<Customer>>, ApiError> {
     principal.require(Area::Customers, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
@@ -110,10 +104,7 @@ async fn list_customers(
             cursor,
         )
         .await?;
-    Ok(web::Json(CustomerList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// A customer.
@@ -179,23 +170,17 @@ pub struct ApplicationQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ApplicationList {
-    data: Vec<Application>,
-    next_cursor: Option<String>,
-}
-
 /// KYC applications, newest first (`?status=review` is the review queue).
 #[utoipa::path(get, path = "/v1/kyc/applications", tag = "kyc", security(("bearer" = [])), params(ApplicationQuery),
     responses(
-        (status = 200, description = "A page of applications.", body = ApplicationList),
+        (status = 200, description = "A page of applications.", body = List<Application>),
         (status = 400, description = "Unknown status.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_applications(
     kyc: web::Data<KycService>,
     principal: Principal,
     query: web::Query<ApplicationQuery>,
-) -> Result<web::Json<ApplicationList>, ApiError> {
+) -> Result<web::Json<List<Application>>, ApiError> {
     principal.require(Area::Customers, Access::Read)?;
     let query = query.into_inner();
     let status = query
@@ -218,10 +203,7 @@ async fn list_applications(
     let result = kyc
         .list_applications(&principal, status, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(ApplicationList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// A KYC application.

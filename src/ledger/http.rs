@@ -16,7 +16,7 @@ use super::model::{
 use super::service::{Account, HistoryEntry, LedgerService, NewAccount, check_metadata};
 use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
 use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::{Claim, Idempotency};
 use crate::platform::money::{Amount, Currency, Money};
@@ -50,7 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
 #[openapi(
     paths(create_account, get_account, list_entries, get_balance, create_transfers, get_transfer),
     components(schemas(CreateAccount, AccountView, BalanceView, TransferInput, CreateTransfers,
-                       TransferResults, TransferResult, TransferView, EntryView, EntryList)),
+                       TransferResults, TransferResult, TransferView, EntryView, List<EntryView>)),
     tags((name = "ledger", description = include_str!("result_codes.md")))
 )]
 pub struct LedgerDoc;
@@ -215,12 +215,6 @@ pub struct EntryView {
     created_at: DateTime<Utc>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct EntryList {
-    data: Vec<EntryView>,
-    next_cursor: Option<String>,
-}
-
 fn entry_view(e: HistoryEntry, currency: Currency) -> EntryView {
     EntryView {
         account_id: e.account_id,
@@ -242,7 +236,7 @@ fn entry_view(e: HistoryEntry, currency: Currency) -> EntryView {
 #[utoipa::path(get, path = "/v1/ledger/accounts/{id}/entries", tag = "ledger", security(("bearer" = [])),
     params(("id" = String, Path, description = "Account id"), PageQuery),
     responses(
-        (status = 200, description = "A page of entries.", body = EntryList),
+        (status = 200, description = "A page of entries.", body = List<EntryView>),
         (status = 400, description = "Invalid limit or cursor.", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
@@ -251,21 +245,14 @@ async fn list_entries(
     principal: Principal,
     PathId(id): PathId<AccountId>,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<EntryList>, ApiError> {
+) -> Result<web::Json<List<EntryView>>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
     let limit = query.limit()?;
     let before = query.cursor(|c| c.parse::<i64>())?;
     let account = ledger.account(scope, id).await?;
     let page = ledger.entries(scope, id, before, limit).await?;
     let currency = account.state.currency;
-    Ok(web::Json(EntryList {
-        data: page
-            .data
-            .into_iter()
-            .map(|e| entry_view(e, currency))
-            .collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(web::Json(page.map(|e| entry_view(e, currency))))
 }
 
 #[derive(Deserialize, IntoParams)]

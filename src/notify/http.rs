@@ -9,7 +9,7 @@ use super::model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret,
 use super::service::Notifier;
 use crate::kernel::{Access, Area, Partners, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
 use crate::platform::http::{Json, PathId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -40,8 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(create_endpoint, list_endpoints, get_endpoint, update_endpoint, delete_endpoint,
           rotate_secret, send_test, list_attempts, list_events, get_event),
-    components(schemas(CreateEndpoint, UpdateEndpoint, Endpoint, EndpointWithSecret, EndpointList,
-                       Attempt, AttemptList, Event, EventList, TestSent)),
+    components(schemas(CreateEndpoint, UpdateEndpoint, Endpoint, EndpointWithSecret, List<Endpoint>,
+                       Attempt, List<Attempt>, Event, List<Event>, TestSent)),
     tags((name = "webhooks", description = "Webhook endpoints and events. Deliveries follow the \
         Standard Webhooks specification: headers `webhook-id` (the event id, the same on every \
         retry), `webhook-timestamp` and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of \
@@ -89,29 +89,20 @@ async fn create_endpoint(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct EndpointList {
-    data: Vec<Endpoint>,
-    next_cursor: Option<String>,
-}
-
 /// The partner's endpoints, newest first.
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])), params(PageQuery),
-    responses((status = 200, description = "A page of endpoints.", body = EndpointList)))]
+    responses((status = 200, description = "A page of endpoints.", body = List<Endpoint>)))]
 async fn list_endpoints(
     notifier: web::Data<Notifier>,
     principal: Principal,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<EndpointList>, ApiError> {
+) -> Result<web::Json<List<Endpoint>>, ApiError> {
     let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let cursor = query.cursor(|c| c.parse::<EndpointId>())?;
     let page = notifier
         .list_endpoints(partner, query.limit()?, cursor)
         .await?;
-    Ok(web::Json(EndpointList {
-        data: page.data,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(web::Json(page))
 }
 
 /// An endpoint.
@@ -235,18 +226,12 @@ async fn send_test(
     Ok(HttpResponse::Accepted().json(TestSent { event_id }))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct AttemptList {
-    data: Vec<Attempt>,
-    next_cursor: Option<String>,
-}
-
 /// Every delivery attempt to this endpoint, newest first: status, latency, error, and the
 /// first bytes of the answer.
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/attempts", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Endpoint id"), PageQuery),
     responses(
-        (status = 200, description = "A page of attempts.", body = AttemptList),
+        (status = 200, description = "A page of attempts.", body = List<Attempt>),
         (status = 404, description = "No such endpoint.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_attempts(
@@ -254,16 +239,13 @@ async fn list_attempts(
     principal: Principal,
     PathId(id): PathId<EndpointId>,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<AttemptList>, ApiError> {
+) -> Result<web::Json<List<Attempt>>, ApiError> {
     let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let cursor = query.cursor(|c| c.parse::<AttemptId>())?;
     let page = notifier
         .attempts(partner, id, query.limit()?, cursor)
         .await?;
-    Ok(web::Json(AttemptList {
-        data: page.data,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(web::Json(page))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -278,23 +260,17 @@ pub struct EventQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct EventList {
-    data: Vec<Event>,
-    next_cursor: Option<String>,
-}
-
 /// The partner's events, newest first.
 #[utoipa::path(get, path = "/v1/events", tag = "webhooks", security(("bearer" = [])), params(EventQuery),
     responses(
-        (status = 200, description = "A page of events.", body = EventList),
+        (status = 200, description = "A page of events.", body = List<Event>),
         (status = 400, description = "Invalid limit or cursor.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_events(
     notifier: web::Data<Notifier>,
     principal: Principal,
     query: web::Query<EventQuery>,
-) -> Result<web::Json<EventList>, ApiError> {
+) -> Result<web::Json<List<Event>>, ApiError> {
     let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
@@ -305,10 +281,7 @@ async fn list_events(
     let result = notifier
         .list_events(partner, query.event_type.as_deref(), page.limit()?, cursor)
         .await?;
-    Ok(web::Json(EventList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// An event.

@@ -1,15 +1,15 @@
 //! Routes of API.md "Payments" (P2P payments and deposits so far).
 
 use actix_web::{HttpResponse, web};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
 
 use super::error::PaymentError;
 use super::model::{PaymentId, PaymentKind, PaymentStatus};
 use super::service::{NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentService};
 use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
 use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::Idempotency;
 use crate::wallet::WalletId;
@@ -29,7 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(
     paths(pay, deposit, withdraw, refund, get, list),
-    components(schemas(NewPayment, NewDeposit, NewWithdrawal, NewRefund, Payment, PaymentList,
+    components(schemas(NewPayment, NewDeposit, NewWithdrawal, NewRefund, Payment, List<Payment>,
                        PaymentKind, PaymentStatus)),
     tags((name = "payments", description = "Money between wallets (P2P) and into them \
         (deposits). Every payment is one ledger transfer committed with the payment, the \
@@ -148,20 +148,14 @@ pub struct PaymentQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct PaymentList {
-    data: Vec<Payment>,
-    next_cursor: Option<String>,
-}
-
 /// Payments, newest first (`?wallet_id=` for one wallet's, either side).
 #[utoipa::path(get, path = "/v1/payments", tag = "payments", security(("bearer" = [])), params(PaymentQuery),
-    responses((status = 200, description = "A page of payments.", body = PaymentList)))]
+    responses((status = 200, description = "A page of payments.", body = List<Payment>)))]
 async fn list(
     payments: web::Data<PaymentService>,
     principal: Principal,
     query: web::Query<PaymentQuery>,
-) -> Result<web::Json<PaymentList>, ApiError> {
+) -> Result<web::Json<List<Payment>>, ApiError> {
     principal.require(Area::Payments, Access::Read)?;
     let query = query.into_inner();
     let wallet =
@@ -179,8 +173,5 @@ async fn list(
     let result = payments
         .list(&principal, wallet, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(PaymentList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }

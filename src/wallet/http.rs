@@ -1,7 +1,7 @@
 //! Routes of API.md "Wallets". Another partner's wallet is 404.
 
 use actix_web::{HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::error::WalletError;
@@ -12,7 +12,7 @@ use super::service::{
 use crate::kernel::{Access, Area, Principal};
 use crate::kyc::CustomerId;
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
 use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::Idempotency;
 
@@ -33,8 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(
     paths(create, list, get, balance, transactions, freeze, unfreeze, close),
-    components(schemas(NewWallet, Wallet, WalletDetail, WalletList, StatusChange, Balance,
-                       Transaction, TransactionList, FreezeBody, ReasonBody, WalletKind,
+    components(schemas(NewWallet, Wallet, WalletDetail, List<Wallet>, StatusChange, Balance,
+                       Transaction, List<Transaction>, FreezeBody, ReasonBody, WalletKind,
                        WalletStatus, FreezeMode, EntryKind)),
     tags((name = "wallets", description = "A wallet is a customer's ledger account \
         (`debits_must_not_exceed_credits`). Balances and statements come straight from the \
@@ -70,20 +70,14 @@ pub struct WalletQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct WalletList {
-    data: Vec<Wallet>,
-    next_cursor: Option<String>,
-}
-
 /// Wallets, newest first (`?customer_id=` for one customer's).
 #[utoipa::path(get, path = "/v1/wallets", tag = "wallets", security(("bearer" = [])), params(WalletQuery),
-    responses((status = 200, description = "A page of wallets.", body = WalletList)))]
+    responses((status = 200, description = "A page of wallets.", body = List<Wallet>)))]
 async fn list(
     wallets: web::Data<WalletService>,
     principal: Principal,
     query: web::Query<WalletQuery>,
-) -> Result<web::Json<WalletList>, ApiError> {
+) -> Result<web::Json<List<Wallet>>, ApiError> {
     principal.require(Area::Wallets, Access::Read)?;
     let query = query.into_inner();
     let customer = match query.customer_id.as_deref() {
@@ -100,10 +94,7 @@ async fn list(
     let result = wallets
         .list(&principal, customer, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(WalletList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// A wallet, with its status history.
@@ -146,17 +137,11 @@ pub struct TransactionQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TransactionList {
-    data: Vec<Transaction>,
-    next_cursor: Option<String>,
-}
-
 /// The wallet's statement, newest first.
 #[utoipa::path(get, path = "/v1/wallets/{id}/transactions", tag = "wallets", security(("bearer" = [])),
     params(("id" = String, Path, description = "Wallet id (wal_...)"), TransactionQuery),
     responses(
-        (status = 200, description = "Entries with amount, direction, balance after, counterparty and reference.", body = TransactionList),
+        (status = 200, description = "Entries with amount, direction, balance after, counterparty and reference.", body = List<Transaction>),
         (status = 404, description = "No such wallet.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn transactions(
@@ -164,7 +149,7 @@ async fn transactions(
     principal: Principal,
     PathId(id): PathId<WalletId>,
     query: web::Query<TransactionQuery>,
-) -> Result<web::Json<TransactionList>, ApiError> {
+) -> Result<web::Json<List<Transaction>>, ApiError> {
     principal.require(Area::Wallets, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
@@ -175,10 +160,7 @@ async fn transactions(
     let result = wallets
         .transactions(&principal, id, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(TransactionList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 #[derive(Deserialize, ToSchema)]

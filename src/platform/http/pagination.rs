@@ -1,7 +1,7 @@
 //! Lists: `?limit=1..200` (default 50) and `?cursor=...`, answered newest first as
 //! `{"data": [...], "next_cursor": "..." | null}` (API.md "Lists").
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::platform::error::{ApiError, FieldError};
 
@@ -44,14 +44,32 @@ impl PageQuery {
     }
 }
 
-/// One page of results, newest first.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
+/// One page of a list, newest first, as every list route answers it:
+/// `{"data": [...], "next_cursor": "..." | null}`. In the OpenAPI document each use is its own
+/// component, named after the item: `List_Wallet`, `List_Payment`, ...
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    /// The items of this page, newest first.
+    #[schema(schema_with = items_of::<T>)]
     pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 
-impl<T> Page<T> {
+/// `data` of a [`List`]: an array of references to the item's own component. (utoipa would
+/// otherwise copy the item's whole schema into every list, and generated clients would see a
+/// new anonymous type where they should see `Wallet`.)
+fn items_of<T: utoipa::ToSchema>() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name(T::name()))
+        .description(Some("The items of this page, newest first."))
+        .build()
+}
+
+/// A page of results, as services return them: the same thing as the [`List`] they answer.
+pub type Page<T> = List<T>;
+
+impl<T> List<T> {
     /// Builds a page from up to `limit + 1` rows: the extra row only says there is more.
     pub fn from_rows(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -65,6 +83,14 @@ impl<T> Page<T> {
         Page {
             data: rows,
             next_cursor,
+        }
+    }
+
+    /// The same page with each item turned into another (a row into its view).
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> List<U> {
+        List {
+            data: self.data.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
         }
     }
 }
