@@ -15,7 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::error::AuthError;
-use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, ceil_secs};
+use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, ceil_secs, partner_field};
 use super::service::{AuthService, Caller, RequestMeta};
 use crate::kernel::{ApiKeyId, PartnerId, Principal, Role};
 use crate::platform::error::{ApiError, ProblemBody};
@@ -183,14 +183,6 @@ impl FromRequest for RequestMeta {
             request_id: current_request_id(),
         }))
     }
-}
-
-fn parse_partner_field(raw: Option<&str>) -> Result<Option<PartnerId>, ApiError> {
-    raw.map(|p| {
-        p.parse::<PartnerId>()
-            .map_err(|_| AuthError::validation("partner_id", "is not a partner id").into())
-    })
-    .transpose()
 }
 
 // ----- routes ----------------------------------------------------------------------------------
@@ -375,7 +367,7 @@ async fn create_user(
     body: Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let partner = parse_partner_field(body.partner_id.as_deref())?;
+    let partner = partner_field(body.partner_id.as_deref())?;
     let user = svc
         .create_user(
             &Caller::Principal(principal),
@@ -414,7 +406,7 @@ async fn create_api_key(
     body: Json<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let partner = parse_partner_field(body.partner_id.as_deref())?;
+    let partner = partner_field(body.partner_id.as_deref())?;
     let created = svc
         .create_api_key(
             &Caller::Principal(principal),
@@ -455,7 +447,7 @@ async fn list_api_keys(
         limit: query.limit,
         cursor: query.cursor,
     };
-    let partner = parse_partner_field(query.partner_id.as_deref())?;
+    let partner = partner_field(query.partner_id.as_deref())?;
     let cursor = page.cursor(|c| c.parse::<ApiKeyId>())?;
     let result = svc
         .list_api_keys(&principal, partner, page.limit()?, cursor)

@@ -5,7 +5,6 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::KycError;
 use super::model::{Address, ApplicationId, Check, CheckName, CheckResult, CustomerId, Status};
 use super::service::{
     Application, Customer, KycService, NewCustomer, ReviewDecision, ScreeningHit, Submission,
@@ -186,14 +185,7 @@ async fn list_applications(
     let status = query
         .status
         .as_deref()
-        .map(|s| {
-            Status::parse(s).ok_or_else(|| {
-                KycError::validation(
-                    "status",
-                    "must be pending, awaiting_documents, approved, rejected or review",
-                )
-            })
-        })
+        .map(Status::from_request)
         .transpose()?;
     let page = PageQuery {
         limit: query.limit,

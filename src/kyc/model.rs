@@ -514,6 +514,16 @@ impl Status {
         .find(|s| s.as_str() == value)
     }
 
+    /// A `status` filter of a request.
+    pub fn from_request(value: &str) -> Result<Self, FieldError> {
+        Self::parse(value).ok_or_else(|| {
+            FieldError::new(
+                "status",
+                "must be pending, awaiting_documents, approved, rejected or review",
+            )
+        })
+    }
+
     /// The state machine: `pending -> approved | rejected | review | awaiting_documents`,
     /// `awaiting_documents -> pending` (the missing data arrived), `review -> approved |
     /// rejected`. Approved and rejected are final.

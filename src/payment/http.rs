@@ -4,7 +4,6 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use super::error::PaymentError;
 use super::model::{PaymentId, PaymentKind, PaymentStatus};
 use super::service::{NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentService};
 use crate::kernel::{Access, Area, Principal};
@@ -158,13 +157,11 @@ async fn list(
 ) -> Result<web::Json<List<Payment>>, ApiError> {
     principal.require(Area::Payments, Access::Read)?;
     let query = query.into_inner();
-    let wallet =
-        match query.wallet_id.as_deref() {
-            Some(raw) => Some(raw.parse::<WalletId>().map_err(|_| {
-                PaymentError::validation("wallet_id", "is not a wallet id (wal_...)")
-            })?),
-            None => None,
-        };
+    let wallet = query
+        .wallet_id
+        .as_deref()
+        .map(|raw| WalletId::parse_field("wallet_id", raw))
+        .transpose()?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,

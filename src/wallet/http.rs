@@ -4,7 +4,6 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::WalletError;
 use super::model::{Change, EntryKind, FreezeMode, WalletId, WalletKind, WalletStatus};
 use super::service::{
     Balance, NewWallet, StatusChange, Transaction, Wallet, WalletDetail, WalletService,
@@ -80,12 +79,11 @@ async fn list(
 ) -> Result<web::Json<List<Wallet>>, ApiError> {
     principal.require(Area::Wallets, Access::Read)?;
     let query = query.into_inner();
-    let customer = match query.customer_id.as_deref() {
-        Some(raw) => Some(raw.parse::<CustomerId>().map_err(|_| {
-            WalletError::validation("customer_id", "is not a customer id (cus_...)")
-        })?),
-        None => None,
-    };
+    let customer = query
+        .customer_id
+        .as_deref()
+        .map(|raw| CustomerId::parse_field("customer_id", raw))
+        .transpose()?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -213,11 +211,7 @@ async fn freeze(
     PathId(id): PathId<WalletId>,
     body: Json<FreezeBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    let mode = match body.mode.as_deref() {
-        None => FreezeMode::All,
-        Some(m) => FreezeMode::parse(m)
-            .ok_or_else(|| WalletError::validation("mode", "must be all, debits or credits"))?,
-    };
+    let mode = FreezeMode::from_request(body.mode.as_deref())?;
     change(&wallets, &principal, id, Change::Freeze(mode), &body.reason).await
 }
 
