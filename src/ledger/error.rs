@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 
 use crate::platform::db::{DbError, Retryable};
 use crate::platform::error::{Answer, FieldError, ModuleError};
+use crate::platform::money::MoneyError;
 
 /// Why a write attached to a posting refused; the caller's own error, boxed, so it can be
 /// downcast back on the other side of the engine. A boxed retryable [`DbError`] (a deadlock,
@@ -66,9 +67,18 @@ impl ModuleError for LedgerError {
         }
     }
 
+    /// A malformed amount answers its money error's own code: one example of each that
+    /// `Money::parse_positive` returns.
     fn examples() -> Vec<Self> {
+        let amount = |e: MoneyError| Self::Validation(FieldError::amount("amount", &e));
         vec![
             Self::validation("field", "message"),
+            amount(MoneyError::TooManyDecimals {
+                currency: "USD",
+                max: 2,
+            }),
+            amount(MoneyError::Overflow),
+            amount(MoneyError::NotPositive),
             Self::AccountNotFound,
             Self::TransferNotFound,
             Self::Overloaded,

@@ -331,29 +331,41 @@ pub fn problem_response(
     response.body(json)
 }
 
-/// The code used for a bare status that no handler described (404 from the router, 405, ...).
+/// The code of each bare status: an error no handler described (the router's 404, 405, a body
+/// over the limit, ...). Any other 5xx is `internal_error`, any other status `http_error`.
+pub const BARE_STATUS_CODES: [(u16, &str); 18] = [
+    (400, "bad_request"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (404, "not_found"),
+    (405, "method_not_allowed"),
+    (406, "not_acceptable"),
+    (408, "request_timeout"),
+    (409, "conflict"),
+    (411, "length_required"),
+    (413, "payload_too_large"),
+    (414, "uri_too_long"),
+    (415, "unsupported_media_type"),
+    (422, "unprocessable_entity"),
+    (429, "rate_limited"),
+    (431, "request_header_fields_too_large"),
+    (500, "internal_error"),
+    (503, "service_unavailable"),
+    (504, "gateway_timeout"),
+];
+
+/// The code used for a bare status that no handler described (see [`BARE_STATUS_CODES`]).
 pub fn code_for_status(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "bad_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        406 => "not_acceptable",
-        408 => "request_timeout",
-        409 => "conflict",
-        411 => "length_required",
-        413 => "payload_too_large",
-        414 => "uri_too_long",
-        415 => "unsupported_media_type",
-        422 => "unprocessable_entity",
-        429 => "rate_limited",
-        431 => "request_header_fields_too_large",
-        503 => "service_unavailable",
-        504 => "gateway_timeout",
-        500..=599 => "internal_error",
-        _ => "http_error",
-    }
+    let number = status.as_u16();
+    BARE_STATUS_CODES
+        .iter()
+        .find(|(known, _)| *known == number)
+        .map(|(_, code)| *code)
+        .unwrap_or(if status.is_server_error() {
+            "internal_error"
+        } else {
+            "http_error"
+        })
 }
 
 /// Human text for a bare status that no handler described.
@@ -508,6 +520,15 @@ mod tests {
         );
         assert_eq!(wrapped.extensions(), None);
         assert_eq!(Module::examples().len(), 3);
+    }
+
+    #[test]
+    fn bare_statuses_have_their_codes_and_unknown_ones_a_fallback() {
+        let code = |n| code_for_status(StatusCode::from_u16(n).unwrap());
+        assert_eq!(code(405), "method_not_allowed");
+        assert_eq!(code(503), "service_unavailable");
+        assert_eq!(code(502), "internal_error");
+        assert_eq!(code(418), "http_error");
     }
 
     #[test]
