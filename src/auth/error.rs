@@ -1,13 +1,13 @@
 //! Auth's errors, each with its HTTP status and stable code.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use serde_json::{Map, Value};
 
 use super::crypto::PasswordPolicyError;
 use crate::platform::db::{DbError, Retryable};
-use crate::platform::error::Problem;
+use crate::platform::error::{Answer, FieldError, ModuleError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -33,11 +33,8 @@ pub enum AuthError {
     AlreadyBootstrapped,
     #[error("{0}")]
     WeakPassword(#[from] PasswordPolicyError),
-    #[error("{field}: {message}")]
-    Validation {
-        field: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Validation(#[from] FieldError),
     #[error("The password-reset token is invalid, used or expired.")]
     InvalidResetToken,
     #[error("Too many requests; retry after {} seconds.", .retry_after.as_secs().max(1))]
@@ -49,11 +46,8 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field,
-            message: message.into(),
-        }
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        FieldError::new(field, message).into()
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -67,49 +61,49 @@ impl From<diesel::result::Error> for AuthError {
     }
 }
 
-impl Problem for AuthError {
-    fn status(&self) -> StatusCode {
+impl ModuleError for AuthError {
+    fn answer(&self) -> Answer<'_> {
         match self {
-            Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::PartnerSuspended => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::EmailTaken | Self::AlreadyBootstrapped => StatusCode::CONFLICT,
-            Self::WeakPassword(_) | Self::Validation { .. } | Self::InvalidResetToken => {
-                StatusCode::BAD_REQUEST
+            Self::Validation(e) => Answer::As(e),
+            Self::Db(e) => Answer::As(e),
+            Self::Unauthorized => Answer::Own(StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::InvalidCredentials => {
+                Answer::Own(StatusCode::UNAUTHORIZED, "invalid_credentials")
             }
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Db(e) => e.status(),
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Forbidden(_) => Answer::Own(StatusCode::FORBIDDEN, "forbidden"),
+            Self::PartnerSuspended => Answer::Own(StatusCode::FORBIDDEN, "partner_suspended"),
+            Self::NotFound(_) => Answer::Own(StatusCode::NOT_FOUND, "not_found"),
+            Self::EmailTaken => Answer::Own(StatusCode::CONFLICT, "email_taken"),
+            Self::AlreadyBootstrapped => Answer::Own(StatusCode::CONFLICT, "already_bootstrapped"),
+            Self::WeakPassword(e) => Answer::Own(StatusCode::BAD_REQUEST, e.code()),
+            Self::InvalidResetToken => Answer::Own(StatusCode::BAD_REQUEST, "invalid_token"),
+            Self::RateLimited { .. } => Answer::Own(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Internal(_) => Answer::Own(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Unauthorized => "unauthorized",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::Forbidden(_) => "forbidden",
-            Self::PartnerSuspended => "partner_suspended",
-            Self::NotFound(_) => "not_found",
-            Self::EmailTaken => "email_taken",
-            Self::AlreadyBootstrapped => "already_bootstrapped",
-            Self::WeakPassword(e) => e.code(),
-            Self::Validation { .. } => "validation_failed",
-            Self::InvalidResetToken => "invalid_token",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Db(e) => e.code(),
-            Self::Internal(_) => "internal_error",
-        }
-    }
-
-    fn extensions(&self) -> Option<Map<String, Value>> {
-        match self {
-            Self::Validation { field, .. } => {
-                let mut map = Map::new();
-                map.insert("field".to_owned(), Value::String((*field).to_owned()));
-                Some(map)
-            }
-            _ => None,
-        }
+    /// `WeakPassword` once per policy rule: each has its own code.
+    fn examples() -> Vec<Self> {
+        vec![
+            Self::Unauthorized,
+            Self::InvalidCredentials,
+            Self::forbidden(""),
+            Self::PartnerSuspended,
+            Self::NotFound("partner"),
+            Self::EmailTaken,
+            Self::AlreadyBootstrapped,
+            Self::WeakPassword(PasswordPolicyError::TooShort { min: 12 }),
+            Self::WeakPassword(PasswordPolicyError::TooLong { max: 1024 }),
+            Self::WeakPassword(PasswordPolicyError::Common),
+            Self::WeakPassword(PasswordPolicyError::ContainsEmail),
+            Self::validation("field", "message"),
+            Self::InvalidResetToken,
+            Self::RateLimited {
+                retry_after: Duration::from_secs(1),
+            },
+            Self::Db(DbError::Unavailable(String::new())),
+            Self::Internal(anyhow::anyhow!("example")),
+        ]
     }
 }
 

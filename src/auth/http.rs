@@ -15,13 +15,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::error::AuthError;
-use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, ceil_secs};
+use super::model::{AccessToken, ApiKey, CreatedApiKey, Partner, User, ceil_secs, partner_field};
 use super::service::{AuthService, Caller, RequestMeta};
 use crate::kernel::{ApiKeyId, PartnerId, Principal, Role};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
 use crate::platform::http::current_request_id;
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
+use crate::platform::http::{Json, PathId};
 use crate::platform::shared_state::RateDecision;
 
 /// Registers the routes.
@@ -51,7 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
           create_user, create_api_key, list_api_keys, revoke_api_key),
     components(schemas(LoginRequest, AccessToken, MeResponse, PasswordResetRequest,
                        PasswordResetConfirm, CreatePartner, Partner, CreateUser, User, Role,
-                       CreateApiKey, ApiKey, CreatedApiKey, ApiKeyList)),
+                       CreateApiKey, ApiKey, CreatedApiKey, List<ApiKey>)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Login, partners, users and API keys. Every /v1 request \
         authenticates with `Authorization: Bearer <API key or access token>`; limits per IP \
@@ -183,18 +183,6 @@ impl FromRequest for RequestMeta {
             request_id: current_request_id(),
         }))
     }
-}
-
-fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| AuthError::NotFound(what).into())
-}
-
-fn parse_partner_field(raw: Option<&str>) -> Result<Option<PartnerId>, ApiError> {
-    raw.map(|p| {
-        p.parse::<PartnerId>()
-            .map_err(|_| AuthError::validation("partner_id", "is not a partner id").into())
-    })
-    .transpose()
 }
 
 // ----- routes ----------------------------------------------------------------------------------
@@ -347,9 +335,8 @@ async fn create_partner(
 async fn get_partner(
     svc: web::Data<AuthService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<PartnerId>,
 ) -> Result<web::Json<Partner>, ApiError> {
-    let id = parse_id::<PartnerId>(&path, "partner")?;
     Ok(web::Json(svc.get_partner(&principal, id).await?))
 }
 
@@ -380,7 +367,7 @@ async fn create_user(
     body: Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let partner = parse_partner_field(body.partner_id.as_deref())?;
+    let partner = partner_field(body.partner_id.as_deref())?;
     let user = svc
         .create_user(
             &Caller::Principal(principal),
@@ -419,7 +406,7 @@ async fn create_api_key(
     body: Json<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let partner = parse_partner_field(body.partner_id.as_deref())?;
+    let partner = partner_field(body.partner_id.as_deref())?;
     let created = svc
         .create_api_key(
             &Caller::Principal(principal),
@@ -444,38 +431,28 @@ pub struct ListApiKeysQuery {
     partner_id: Option<String>,
 }
 
-/// `GET /v1/api-keys`.
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeyList {
-    data: Vec<ApiKey>,
-    next_cursor: Option<String>,
-}
-
 /// The partner's API keys, newest first (never their secrets).
 #[utoipa::path(get, path = "/v1/api-keys", tag = "auth", security(("bearer" = [])), params(ListApiKeysQuery),
     responses(
-        (status = 200, description = "A page of keys.", body = ApiKeyList),
+        (status = 200, description = "A page of keys.", body = List<ApiKey>),
         (status = 400, description = "Invalid limit or cursor.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_api_keys(
     svc: web::Data<AuthService>,
     principal: Principal,
     query: web::Query<ListApiKeysQuery>,
-) -> Result<web::Json<ApiKeyList>, ApiError> {
+) -> Result<web::Json<List<ApiKey>>, ApiError> {
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
     };
-    let partner = parse_partner_field(query.partner_id.as_deref())?;
+    let partner = partner_field(query.partner_id.as_deref())?;
     let cursor = page.cursor(|c| c.parse::<ApiKeyId>())?;
     let result = svc
         .list_api_keys(&principal, partner, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(ApiKeyList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// Revoke an API key: refused on every replica from the next request on.
@@ -489,9 +466,8 @@ async fn revoke_api_key(
     svc: web::Data<AuthService>,
     principal: Principal,
     meta: RequestMeta,
-    path: web::Path<String>,
+    PathId(id): PathId<ApiKeyId>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id::<ApiKeyId>(&path, "API key")?;
     svc.revoke_api_key(&Caller::Principal(principal), None, id, &meta)
         .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::kernel::{ApiKeyId, PartnerId, Role, UserId};
+use crate::platform::error::FieldError;
 use crate::platform::shared_state::RateDecision;
 
 /// The decision that binds: a denial if any check denied, else the one with the fewest
@@ -19,6 +20,12 @@ pub fn tightest(decisions: &[RateDecision]) -> Option<RateDecision> {
             .then(a.remaining.cmp(&b.remaining))
             .then(b.reset_after.cmp(&a.reset_after))
     })
+}
+
+/// The `partner_id` a request may name (platform admins name the partner they act on).
+pub fn partner_field(raw: Option<&str>) -> Result<Option<PartnerId>, FieldError> {
+    raw.map(|p| PartnerId::parse_field("partner_id", p))
+        .transpose()
 }
 
 /// Whole seconds for a header, rounded up so a client never retries too early.
@@ -100,6 +107,15 @@ fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partner_field_is_a_partner_id_or_absent() {
+        let id = PartnerId::new();
+        assert_eq!(partner_field(Some(&id.to_string())), Ok(Some(id)));
+        assert_eq!(partner_field(None), Ok(None));
+        let err = partner_field(Some(&UserId::new().to_string())).unwrap_err();
+        assert_eq!(err.field, "partner_id");
+    }
 
     #[test]
     fn the_tightest_decision_is_a_denial_else_the_fewest_remaining() {

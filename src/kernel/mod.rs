@@ -13,9 +13,9 @@ use futures_util::future::{Ready, ready};
 use crate::platform::error::ApiError;
 use crate::platform::ids::define_id;
 
-define_id!(PartnerId, PartnerIdKind, "ptn");
-define_id!(UserId, UserIdKind, "usr");
-define_id!(ApiKeyId, ApiKeyIdKind, "key");
+define_id!(PartnerId, PartnerIdKind, "ptn", "partner");
+define_id!(UserId, UserIdKind, "usr", "user");
+define_id!(ApiKeyId, ApiKeyIdKind, "key", "API key");
 
 /// What a user is. API keys act with the partner's authority, narrowed by their scopes.
 #[derive(

@@ -1,20 +1,20 @@
 //! KYC errors and their problem codes.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::model::{Denial, FieldError};
+use super::model::{Denial, LimitKind};
 use super::pii::PiiError;
 use crate::platform::db::{DbError, Retryable};
-use crate::platform::error::Problem;
+use crate::platform::error::{Answer, FieldError, ModuleError};
+use crate::platform::money::{Currency, Money};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KycError {
-    #[error("{field}: {message}")]
-    Validation {
-        field: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Validation(#[from] FieldError),
     #[error("No such {0}.")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -41,20 +41,8 @@ pub enum KycError {
 }
 
 impl KycError {
-    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<FieldError> for KycError {
-    fn from(e: FieldError) -> Self {
-        Self::Validation {
-            field: e.field,
-            message: e.message,
-        }
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        FieldError::new(field, message).into()
     }
 }
 
@@ -82,40 +70,34 @@ fn denial_detail(denial: &Denial) -> String {
     }
 }
 
-impl Problem for KycError {
-    fn status(&self) -> StatusCode {
+impl ModuleError for KycError {
+    fn answer(&self) -> Answer<'_> {
         match self {
-            Self::Validation { .. } | Self::List(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Forbidden(_) | Self::FourEyes(_) | Self::Denied(_) => StatusCode::FORBIDDEN,
-            Self::DuplicateExternalId | Self::ApplicationInProgress(_) | Self::NotInReview(_) => {
-                StatusCode::CONFLICT
+            Self::Validation(e) => Answer::As(e),
+            Self::Db(e) => Answer::As(e),
+            Self::List(_) => Answer::Own(StatusCode::BAD_REQUEST, "invalid_list"),
+            Self::NotFound(_) => Answer::Own(StatusCode::NOT_FOUND, "not_found"),
+            Self::Forbidden(_) => Answer::Own(StatusCode::FORBIDDEN, "forbidden"),
+            Self::FourEyes(_) => Answer::Own(StatusCode::FORBIDDEN, "four_eyes_required"),
+            Self::Denied(Denial::KycRequired { .. }) => {
+                Answer::Own(StatusCode::FORBIDDEN, "kyc_required")
             }
-            Self::Db(e) => e.status(),
-            Self::Pii(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Denied(Denial::LimitExceeded { .. }) => {
+                Answer::Own(StatusCode::FORBIDDEN, "limit_exceeded")
+            }
+            Self::DuplicateExternalId => Answer::Own(StatusCode::CONFLICT, "external_id_taken"),
+            Self::ApplicationInProgress(_) => {
+                Answer::Own(StatusCode::CONFLICT, "application_in_progress")
+            }
+            Self::NotInReview(_) => Answer::Own(StatusCode::CONFLICT, "application_not_in_review"),
+            Self::Pii(_) | Self::Internal(_) => {
+                Answer::Own(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
         }
     }
 
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Validation { .. } => "validation_failed",
-            Self::List(_) => "invalid_list",
-            Self::NotFound(_) => "not_found",
-            Self::Forbidden(_) => "forbidden",
-            Self::DuplicateExternalId => "external_id_taken",
-            Self::ApplicationInProgress(_) => "application_in_progress",
-            Self::NotInReview(_) => "application_not_in_review",
-            Self::FourEyes(_) => "four_eyes_required",
-            Self::Denied(Denial::KycRequired { .. }) => "kyc_required",
-            Self::Denied(Denial::LimitExceeded { .. }) => "limit_exceeded",
-            Self::Db(e) => e.code(),
-            Self::Pii(_) | Self::Internal(_) => "internal_error",
-        }
-    }
-
-    fn extensions(&self) -> Option<Map<String, Value>> {
+    fn own_extensions(&self) -> Option<Map<String, Value>> {
         let value = match self {
-            Self::Validation { field, .. } => json!({ "field": field }),
             Self::Denied(Denial::KycRequired {
                 current_tier,
                 required_tier,
@@ -139,6 +121,37 @@ impl Problem for KycError {
             _ => return None,
         };
         value.as_object().cloned()
+    }
+
+    fn examples() -> Vec<Self> {
+        let usd = Currency::parse("USD").ok();
+        let money = usd.map(|c| Money::from_minor(100, c));
+        let mut examples = vec![
+            Self::validation("field", "message"),
+            Self::NotFound("customer"),
+            Self::Forbidden(String::new()),
+            Self::DuplicateExternalId,
+            Self::ApplicationInProgress("pending".to_owned()),
+            Self::NotInReview("approved".to_owned()),
+            Self::FourEyes(String::new()),
+            Self::Denied(Denial::KycRequired {
+                current_tier: 0,
+                required_tier: Some(1),
+                reason: String::new(),
+            }),
+            Self::List(String::new()),
+            Self::Pii(PiiError::Corrupt),
+            Self::Db(DbError::Unavailable(String::new())),
+            Self::Internal(anyhow::anyhow!("example")),
+        ];
+        if let Some(money) = money {
+            examples.push(Self::Denied(Denial::LimitExceeded {
+                limit: LimitKind::MaxBalance,
+                limit_amount: money,
+                remaining: money,
+            }));
+        }
+        examples
     }
 }
 

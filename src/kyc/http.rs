@@ -5,17 +5,16 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::KycError;
 use super::model::{Address, ApplicationId, Check, CheckName, CheckResult, CustomerId, Status};
 use super::service::{
     Application, Customer, KycService, NewCustomer, ReviewDecision, ScreeningHit, Submission,
     TierView, Transition,
 };
 use crate::kernel::forbidden;
-use crate::kernel::{Access, Area, PartnerId, Principal};
+use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
+use crate::platform::http::{Json, PathId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -39,8 +38,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(create_customer, list_customers, get_customer, submit, latest_application,
           list_applications, get_application, decide, tiers),
-    components(schemas(NewCustomer, Customer, CustomerList, Address, Submission, Application,
-                       ApplicationList, Check, CheckName, CheckResult, Status, Transition,
+    components(schemas(NewCustomer, Customer, List<Customer>, Address, Submission, Application,
+                       List<Application>, Check, CheckName, CheckResult, Status, Transition,
                        ScreeningHit, DecisionBody, ReviewDecision, TierView, TierList)),
     tags((name = "kyc", description = "Customers, KYC applications and tiers. A submission runs \
         the automated checks (required data, age, document format and expiry, duplicate \
@@ -50,34 +49,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         `limit_exceeded` (`limit`, `limit_amount`, `remaining`)."))
 )]
 pub struct KycDoc;
-
-/// The partner a caller acts for, if the caller may act on customers this way.
-fn partner_of(principal: &Principal, access: Access) -> Result<PartnerId, ApiError> {
-    allowed(principal, access)?;
-    principal
-        .partner_id
-        .ok_or_else(|| forbidden("Customers belong to partners."))
-}
-
-fn allowed(principal: &Principal, access: Access) -> Result<(), ApiError> {
-    if principal.allows(Area::Customers, access) {
-        Ok(())
-    } else {
-        Err(forbidden(
-            "These credentials may not use customers and KYC.",
-        ))
-    }
-}
-
-fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
-    raw.parse()
-        .map_err(|_| KycError::NotFound("customer").into())
-}
-
-fn application_id(raw: &str) -> Result<ApplicationId, ApiError> {
-    raw.parse()
-        .map_err(|_| KycError::NotFound("application").into())
-}
 
 /// Open a customer. Personal data is encrypted at rest.
 #[utoipa::path(post, path = "/v1/customers", tag = "kyc", request_body = NewCustomer, security(("bearer" = [])),
@@ -91,7 +62,7 @@ async fn create_customer(
     principal: Principal,
     body: Json<NewCustomer>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
+    let partner = principal.require_partner(Area::Customers, Access::Write)?;
     let customer = kyc.create_customer(partner, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(customer))
 }
@@ -108,21 +79,15 @@ pub struct CustomerQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct CustomerList {
-    data: Vec<Customer>,
-    next_cursor: Option<String>,
-}
-
 /// Customers, newest first.
 #[utoipa::path(get, path = "/v1/customers", tag = "kyc", security(("bearer" = [])), params(CustomerQuery),
-    responses((status = 200, description = "A page of customers.", body = CustomerList)))]
+    responses((status = 200, description = "A page of customers.", body = List<Customer>)))]
 async fn list_customers(
     kyc: web::Data<KycService>,
     principal: Principal,
     query: web::Query<CustomerQuery>,
-) -> Result<web::Json<CustomerList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+) -> Result<web::Json<List<Customer>>, ApiError> {
+    principal.require(Area::Customers, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -138,10 +103,7 @@ async fn list_customers(
             cursor,
         )
         .await?;
-    Ok(web::Json(CustomerList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// A customer.
@@ -154,12 +116,10 @@ async fn list_customers(
 async fn get_customer(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<CustomerId>,
 ) -> Result<web::Json<Customer>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        kyc.customer(&principal, customer_id(&path)?).await?,
-    ))
+    principal.require(Area::Customers, Access::Read)?;
+    Ok(web::Json(kyc.customer(&principal, id).await?))
 }
 
 /// Submit a KYC application (or send what an application awaiting documents misses). The
@@ -175,13 +135,11 @@ async fn get_customer(
 async fn submit(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<CustomerId>,
     body: Json<Submission>,
 ) -> Result<HttpResponse, ApiError> {
-    allowed(&principal, Access::Write)?;
-    let application = kyc
-        .submit(&principal, customer_id(&path)?, body.into_inner())
-        .await?;
+    principal.require(Area::Customers, Access::Write)?;
+    let application = kyc.submit(&principal, id, body.into_inner()).await?;
     Ok(HttpResponse::Created().json(application))
 }
 
@@ -195,13 +153,10 @@ async fn submit(
 async fn latest_application(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<CustomerId>,
 ) -> Result<web::Json<Application>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        kyc.latest_application(&principal, customer_id(&path)?)
-            .await?,
-    ))
+    principal.require(Area::Customers, Access::Read)?;
+    Ok(web::Json(kyc.latest_application(&principal, id).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -214,36 +169,23 @@ pub struct ApplicationQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ApplicationList {
-    data: Vec<Application>,
-    next_cursor: Option<String>,
-}
-
 /// KYC applications, newest first (`?status=review` is the review queue).
 #[utoipa::path(get, path = "/v1/kyc/applications", tag = "kyc", security(("bearer" = [])), params(ApplicationQuery),
     responses(
-        (status = 200, description = "A page of applications.", body = ApplicationList),
+        (status = 200, description = "A page of applications.", body = List<Application>),
         (status = 400, description = "Unknown status.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_applications(
     kyc: web::Data<KycService>,
     principal: Principal,
     query: web::Query<ApplicationQuery>,
-) -> Result<web::Json<ApplicationList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+) -> Result<web::Json<List<Application>>, ApiError> {
+    principal.require(Area::Customers, Access::Read)?;
     let query = query.into_inner();
     let status = query
         .status
         .as_deref()
-        .map(|s| {
-            Status::parse(s).ok_or_else(|| {
-                KycError::validation(
-                    "status",
-                    "must be pending, awaiting_documents, approved, rejected or review",
-                )
-            })
-        })
+        .map(Status::from_request)
         .transpose()?;
     let page = PageQuery {
         limit: query.limit,
@@ -253,10 +195,7 @@ async fn list_applications(
     let result = kyc
         .list_applications(&principal, status, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(ApplicationList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// A KYC application.
@@ -269,12 +208,10 @@ async fn list_applications(
 async fn get_application(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<ApplicationId>,
 ) -> Result<web::Json<Application>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        kyc.application(&principal, application_id(&path)?).await?,
-    ))
+    principal.require(Area::Customers, Access::Read)?;
+    Ok(web::Json(kyc.application(&principal, id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -299,13 +236,12 @@ pub struct DecisionBody {
 async fn decide(
     kyc: web::Data<KycService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<ApplicationId>,
     body: Json<DecisionBody>,
 ) -> Result<web::Json<Application>, ApiError> {
     if !principal.is_platform_admin() {
         return Err(forbidden("Only platform admins decide KYC applications."));
     }
-    let id = application_id(&path)?;
     let body = body.into_inner();
     Ok(web::Json(
         kyc.review(&principal, id, body.decision, &body.reason)
@@ -325,6 +261,6 @@ async fn tiers(
     kyc: web::Data<KycService>,
     principal: Principal,
 ) -> Result<web::Json<TierList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+    principal.require(Area::Customers, Access::Read)?;
     Ok(web::Json(TierList { data: kyc.tiers() }))
 }

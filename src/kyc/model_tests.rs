@@ -583,3 +583,11 @@ fn a_released_movement_leaves_only_the_periods_it_was_counted_in() {
     let next_month = release(usage, usd("400.00"), day1, at("2026-12-01 00:00:00"));
     assert_eq!((next_month.day_total, next_month.month_total), (0, 0));
 }
+
+#[test]
+fn a_status_filter_names_the_statuses_it_knows() {
+    assert_eq!(Status::from_request("review"), Ok(Status::Review));
+    let err = Status::from_request("open").unwrap_err();
+    assert_eq!(err.field, "status");
+    assert!(err.message.contains("awaiting_documents"), "{err}");
+}

@@ -1,11 +1,13 @@
 //! The ledger's errors. Refusals of individual transfers are not errors: they are result codes
 //! (see `model`), returned one per transfer with a 200.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
-use serde_json::{Map, Value};
 
 use crate::platform::db::{DbError, Retryable};
-use crate::platform::error::Problem;
+use crate::platform::error::{Answer, FieldError, ModuleError};
+use crate::platform::money::MoneyError;
 
 /// Why a write attached to a posting refused; the caller's own error, boxed, so it can be
 /// downcast back on the other side of the engine. A boxed retryable [`DbError`] (a deadlock,
@@ -16,8 +18,8 @@ pub struct SideWriteError(pub Box<dyn std::error::Error + Send + Sync>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("{field}: {message}")]
-    Validation { field: String, message: String },
+    #[error(transparent)]
+    Validation(#[from] FieldError),
     #[error("No such account.")]
     AccountNotFound,
     #[error("No such transfer.")]
@@ -38,11 +40,8 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field: field.into(),
-            message: message.into(),
-        }
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        FieldError::new(field, message).into()
     }
 }
 
@@ -52,37 +51,42 @@ impl From<diesel::result::Error> for LedgerError {
     }
 }
 
-impl Problem for LedgerError {
-    fn status(&self) -> StatusCode {
+impl ModuleError for LedgerError {
+    fn answer(&self) -> Answer<'_> {
         match self {
-            Self::Validation { .. } => StatusCode::BAD_REQUEST,
-            Self::AccountNotFound | Self::TransferNotFound => StatusCode::NOT_FOUND,
-            Self::Overloaded | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::SideWrite(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Db(e) => e.status(),
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Validation { .. } => "validation_failed",
-            Self::AccountNotFound | Self::TransferNotFound => "not_found",
-            Self::Overloaded => "ledger_overloaded",
-            Self::Unavailable => "ledger_unavailable",
-            Self::SideWrite(_) | Self::Internal(_) => "internal_error",
-            Self::Db(e) => e.code(),
-        }
-    }
-
-    fn extensions(&self) -> Option<Map<String, Value>> {
-        match self {
-            Self::Validation { field, .. } => {
-                let mut map = Map::new();
-                map.insert("field".to_owned(), Value::String(field.clone()));
-                Some(map)
+            Self::Validation(e) => Answer::As(e),
+            Self::Db(e) => Answer::As(e),
+            Self::AccountNotFound | Self::TransferNotFound => {
+                Answer::Own(StatusCode::NOT_FOUND, "not_found")
             }
-            _ => None,
+            Self::Overloaded => Answer::Own(StatusCode::SERVICE_UNAVAILABLE, "ledger_overloaded"),
+            Self::Unavailable => Answer::Own(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
+            Self::SideWrite(_) | Self::Internal(_) => {
+                Answer::Own(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
         }
+    }
+
+    /// A malformed amount answers its money error's own code: one example of each that
+    /// `Money::parse_positive` returns.
+    fn examples() -> Vec<Self> {
+        let amount = |e: MoneyError| Self::Validation(FieldError::amount("amount", &e));
+        vec![
+            Self::validation("field", "message"),
+            amount(MoneyError::TooManyDecimals {
+                currency: "USD",
+                max: 2,
+            }),
+            amount(MoneyError::Overflow),
+            amount(MoneyError::NotPositive),
+            Self::AccountNotFound,
+            Self::TransferNotFound,
+            Self::Overloaded,
+            Self::Unavailable,
+            Self::SideWrite(SideWriteError("refused".into())),
+            Self::Db(DbError::Unavailable(String::new())),
+            Self::Internal(anyhow::anyhow!("example")),
+        ]
     }
 }
 

@@ -8,22 +8,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::engine::SideWrite;
-use super::error::{LedgerError, SideWriteError};
+use super::error::SideWriteError;
 use super::model::{
-    AccountFlags, AccountId, NewTransfer, Outcome, Scope, StoredTransfer, Totals, TransferFlags,
-    TransferId,
+    AccountId, CreateAccount, CreateTransfers, Outcome, Scope, StoredTransfer, Totals, TransferId,
+    TransferInput,
 };
-use super::service::{Account, HistoryEntry, LedgerService, NewAccount, check_metadata};
-use crate::kernel::forbidden;
+use super::service::{Account, HistoryEntry, LedgerService};
 use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
+use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::{Claim, Idempotency};
-use crate::platform::money::{Amount, Currency, Money};
-
-/// Most transfers one request may carry (TigerBeetle's batch limit).
-pub const MAX_TRANSFERS_PER_REQUEST: usize = 8190;
+use crate::platform::money::{Currency, Money};
 
 /// The route that takes batches, with its own body limit (`ledger.max_request_bytes`).
 pub const TRANSFERS_ROUTE: &str = "/v1/ledger/transfers";
@@ -51,51 +47,25 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
 #[openapi(
     paths(create_account, get_account, list_entries, get_balance, create_transfers, get_transfer),
     components(schemas(CreateAccount, AccountView, BalanceView, TransferInput, CreateTransfers,
-                       TransferResults, TransferResult, TransferView, EntryView, EntryList)),
+                       TransferResults, TransferResult, TransferView, EntryView, List<EntryView>)),
     tags((name = "ledger", description = include_str!("result_codes.md")))
 )]
 pub struct LedgerDoc;
 
 /// The ledger scope of a caller: its partner, or the platform for platform admins.
 fn scope_of(principal: &Principal, access: Access) -> Result<Scope, ApiError> {
-    if !principal.allows(Area::Ledger, access) {
-        return Err(forbidden(
-            "These credentials may not use the ledger this way.",
-        ));
-    }
+    principal.require(Area::Ledger, access)?;
     Ok(match principal.partner_id {
         Some(partner) => Scope::Partner(partner),
         None => Scope::System,
     })
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    LedgerError::validation(field, message).into()
-}
-
 fn money(minor: i64, currency: Currency) -> String {
     Money::from_minor(minor, currency).format_amount()
 }
 
-fn not_found_id<T: std::str::FromStr>(raw: &str, err: LedgerError) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::from(err))
-}
-
 // ----- accounts ---------------------------------------------------------------------------------
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAccount {
-    /// ISO 4217 code; each currency is its own ledger.
-    #[schema(value_type = String, example = "USD")]
-    currency: Currency,
-    /// A number of your choosing that says what the account is for (0-65535).
-    code: Option<i32>,
-    /// Any of `debits_must_not_exceed_credits`, `credits_must_not_exceed_debits`, `history`.
-    flags: Option<Vec<String>>,
-    /// A JSON object of at most 4 KiB.
-    metadata: Option<serde_json::Value>,
-}
 
 /// An account's balances: `posted` = credits - debits posted; `available` = posted - pending
 /// debits; `pending` = pending credits - pending debits.
@@ -160,26 +130,8 @@ async fn create_account(
     body: Json<CreateAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = scope_of(&principal, Access::Write)?;
-    let body = body.into_inner();
-    let code = body.code.unwrap_or(0);
-    if !(0..=65535).contains(&code) {
-        return Err(invalid("code", "must be between 0 and 65535"));
-    }
-    let flags = AccountFlags::parse(body.flags.as_deref().unwrap_or_default())
-        .map_err(|m| invalid("flags", m))?;
-    check_metadata(body.metadata.as_ref())?;
-    let mut created = ledger
-        .create_accounts(
-            scope,
-            vec![NewAccount {
-                id: None,
-                currency: body.currency,
-                code,
-                flags,
-                metadata: body.metadata,
-            }],
-        )
-        .await?;
+    let account = body.into_inner().parse()?;
+    let mut created = ledger.create_accounts(scope, vec![account]).await?;
     let account = created
         .pop()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no account created")))?;
@@ -196,10 +148,9 @@ async fn create_account(
 async fn get_account(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<AccountId>,
 ) -> Result<web::Json<AccountView>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
     Ok(web::Json(account_view(ledger.account(scope, id).await?)))
 }
 
@@ -224,12 +175,6 @@ pub struct EntryView {
     created_at: DateTime<Utc>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct EntryList {
-    data: Vec<EntryView>,
-    next_cursor: Option<String>,
-}
-
 fn entry_view(e: HistoryEntry, currency: Currency) -> EntryView {
     EntryView {
         account_id: e.account_id,
@@ -251,31 +196,23 @@ fn entry_view(e: HistoryEntry, currency: Currency) -> EntryView {
 #[utoipa::path(get, path = "/v1/ledger/accounts/{id}/entries", tag = "ledger", security(("bearer" = [])),
     params(("id" = String, Path, description = "Account id"), PageQuery),
     responses(
-        (status = 200, description = "A page of entries.", body = EntryList),
+        (status = 200, description = "A page of entries.", body = List<EntryView>),
         (status = 400, description = "Invalid limit or cursor.", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_entries(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<AccountId>,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<EntryList>, ApiError> {
+) -> Result<web::Json<List<EntryView>>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
     let limit = query.limit()?;
     let before = query.cursor(|c| c.parse::<i64>())?;
     let account = ledger.account(scope, id).await?;
     let page = ledger.entries(scope, id, before, limit).await?;
     let currency = account.state.currency;
-    Ok(web::Json(EntryList {
-        data: page
-            .data
-            .into_iter()
-            .map(|e| entry_view(e, currency))
-            .collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(web::Json(page.map(|e| entry_view(e, currency))))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -308,11 +245,10 @@ pub struct PointInTimeBalance {
 async fn get_balance(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<AccountId>,
     query: web::Query<BalanceQuery>,
 ) -> Result<web::Json<PointInTimeBalance>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<AccountId>(&path, LedgerError::AccountNotFound)?;
     let at = query.at.unwrap_or_else(Utc::now);
     let (account, totals) = ledger.balance_at(scope, id, at).await?;
     let c = account.state.currency;
@@ -330,52 +266,6 @@ async fn get_balance(
 
 // ----- transfers --------------------------------------------------------------------------------
 
-/// One transfer of a request. Amounts are decimal strings (or exact JSON numbers) in the
-/// currency's units.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TransferInput {
-    /// `xfer_...`, chosen by the client: the idempotency key. Generated when absent.
-    id: Option<String>,
-    /// Required, except for post/void (taken from the pending transfer).
-    debit_account_id: Option<String>,
-    credit_account_id: Option<String>,
-    /// Required and positive, except for post (absent: the full pending amount) and void.
-    amount: Option<Amount>,
-    /// Required when an amount is given.
-    #[schema(value_type = Option<String>, example = "USD")]
-    currency: Option<Currency>,
-    /// A number of your choosing (0-65535).
-    code: Option<i32>,
-    /// Reserve the amount (two-phase); post or void it later.
-    #[serde(default)]
-    pending: bool,
-    /// Seconds after which an unresolved pending transfer is voided.
-    timeout_secs: Option<u32>,
-    /// Post this pending transfer (the amount, if given, may be less: the rest is released).
-    post_pending_id: Option<String>,
-    /// Void this pending transfer.
-    void_pending_id: Option<String>,
-    /// Succeeds or fails together with the next transfer of the request.
-    #[serde(default)]
-    linked: bool,
-    /// Move at most what the debit account's constraint allows.
-    #[serde(default)]
-    balancing_debit: bool,
-    /// Move at most what the credit account's constraint allows.
-    #[serde(default)]
-    balancing_credit: bool,
-    /// A JSON object of at most 4 KiB.
-    metadata: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTransfers {
-    /// 1 to 8190 transfers, applied in order.
-    transfers: Vec<TransferInput>,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct TransferResult {
     id: TransferId,
@@ -386,107 +276,6 @@ pub struct TransferResult {
 #[derive(Serialize, ToSchema)]
 pub struct TransferResults {
     results: Vec<TransferResult>,
-}
-
-fn parse_transfer(index: usize, t: TransferInput) -> Result<NewTransfer, ApiError> {
-    let field = |name: &str| format!("transfers[{index}].{name}");
-    let id = match t.id {
-        Some(raw) => raw
-            .parse::<TransferId>()
-            .map_err(|e| invalid(field("id"), e.to_string()))?,
-        None => TransferId::new(),
-    };
-    let account = |raw: Option<String>, name: &str| -> Result<Option<AccountId>, ApiError> {
-        raw.map(|r| {
-            r.parse::<AccountId>()
-                .map_err(|e| invalid(field(name), e.to_string()))
-        })
-        .transpose()
-    };
-    let debit_account_id = account(t.debit_account_id, "debit_account_id")?;
-    let credit_account_id = account(t.credit_account_id, "credit_account_id")?;
-    let pending_ref = |raw: Option<String>, name: &str| -> Result<Option<TransferId>, ApiError> {
-        raw.map(|r| {
-            r.parse::<TransferId>()
-                .map_err(|e| invalid(field(name), e.to_string()))
-        })
-        .transpose()
-    };
-    let post = pending_ref(t.post_pending_id, "post_pending_id")?;
-    let void = pending_ref(t.void_pending_id, "void_pending_id")?;
-    let mut flags = TransferFlags::empty();
-    let pending_id = match (post, void) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                field("post_pending_id"),
-                "post_pending_id and void_pending_id exclude each other",
-            ));
-        }
-        (Some(p), None) => {
-            flags |= TransferFlags::POST_PENDING;
-            Some(p)
-        }
-        (None, Some(v)) => {
-            flags |= TransferFlags::VOID_PENDING;
-            Some(v)
-        }
-        (None, None) => None,
-    };
-    for (set, bit) in [
-        (t.pending, TransferFlags::PENDING),
-        (t.linked, TransferFlags::LINKED),
-        (t.balancing_debit, TransferFlags::BALANCING_DEBIT),
-        (t.balancing_credit, TransferFlags::BALANCING_CREDIT),
-    ] {
-        if set {
-            flags |= bit;
-        }
-    }
-    let resolves = pending_id.is_some();
-    let amount = match (&t.amount, t.currency) {
-        (Some(amount), Some(currency)) => Money::parse_positive(amount, currency)
-            .map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
-                    .with_extension("field", serde_json::Value::String(field("amount")))
-            })?
-            .minor(),
-        (Some(_), None) => return Err(invalid(field("currency"), "is required with an amount")),
-        (None, _) if resolves => 0,
-        (None, _) => return Err(invalid(field("amount"), "is required")),
-    };
-    if !resolves && t.currency.is_none() {
-        return Err(invalid(field("currency"), "is required"));
-    }
-    if !resolves && (debit_account_id.is_none() || credit_account_id.is_none()) {
-        return Err(invalid(
-            field(if debit_account_id.is_none() {
-                "debit_account_id"
-            } else {
-                "credit_account_id"
-            }),
-            "is required",
-        ));
-    }
-    let code = t.code.unwrap_or(0);
-    if !(0..=65535).contains(&code) {
-        return Err(invalid(field("code"), "must be between 0 and 65535"));
-    }
-    check_metadata(t.metadata.as_ref()).map_err(|e| match e {
-        LedgerError::Validation { message, .. } => invalid(field("metadata"), message),
-        other => other.into(),
-    })?;
-    Ok(NewTransfer {
-        id,
-        debit_account_id,
-        credit_account_id,
-        amount,
-        currency: t.currency,
-        code,
-        flags,
-        pending_id,
-        timeout_secs: t.timeout_secs,
-        metadata: t.metadata,
-    })
 }
 
 /// Post 1 to 8190 transfers, in order. The answer is 200 with one result per transfer, in
@@ -506,18 +295,7 @@ async fn create_transfers(
     body: Json<CreateTransfers>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = scope_of(&principal, Access::Write)?;
-    let inputs = body.into_inner().transfers;
-    if inputs.is_empty() || inputs.len() > MAX_TRANSFERS_PER_REQUEST {
-        return Err(invalid(
-            "transfers",
-            format!("must hold 1 to {MAX_TRANSFERS_PER_REQUEST} transfers"),
-        ));
-    }
-    let transfers = inputs
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| parse_transfer(i, t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let transfers = body.into_inner().parse()?;
     let outcomes = ledger
         .post(scope, transfers, claim.map(complete_claim))
         .await?;
@@ -601,9 +379,8 @@ fn transfer_view(t: StoredTransfer) -> TransferView {
 async fn get_transfer(
     ledger: web::Data<LedgerService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<TransferId>,
 ) -> Result<web::Json<TransferView>, ApiError> {
     let scope = scope_of(&principal, Access::Read)?;
-    let id = not_found_id::<TransferId>(&path, LedgerError::TransferNotFound)?;
     Ok(web::Json(transfer_view(ledger.transfer(scope, id).await?)))
 }

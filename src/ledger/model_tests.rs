@@ -2264,3 +2264,151 @@ proptest! {
         check_run(&accounts, &requests)?;
     }
 }
+
+// --- requests ------------------------------------------------------------------------------
+
+fn transfers(body: serde_json::Value) -> Result<Vec<NewTransfer>, LedgerError> {
+    serde_json::from_value::<CreateTransfers>(body)
+        .unwrap()
+        .parse()
+}
+
+/// The field and code of a refused request.
+fn refusal(result: Result<Vec<NewTransfer>, LedgerError>) -> (String, &'static str) {
+    use crate::platform::error::Problem;
+    let err = result.unwrap_err();
+    let field = err.extensions().unwrap()["field"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (field, err.code())
+}
+
+#[test]
+fn a_transfer_request_parses_into_new_transfers_in_order() {
+    let (debit, credit, pending) = (AccountId::new(), AccountId::new(), TransferId::new());
+    let parsed = transfers(serde_json::json!({"transfers": [
+        {"debit_account_id": debit.to_string(), "credit_account_id": credit.to_string(),
+         "amount": "12.34", "currency": "USD", "pending": true, "linked": true, "code": 7},
+        {"post_pending_id": pending.to_string()},
+    ]}))
+    .unwrap();
+    assert_eq!(parsed.len(), 2);
+    assert_eq!(parsed[0].amount, 1234);
+    assert_eq!(parsed[0].debit_account_id, Some(debit));
+    assert_eq!(parsed[0].code, 7);
+    assert_eq!(
+        parsed[0].flags,
+        TransferFlags::PENDING | TransferFlags::LINKED
+    );
+    assert_eq!(parsed[1].amount, 0, "a post without amount posts it all");
+    assert_eq!(parsed[1].pending_id, Some(pending));
+    assert_eq!(parsed[1].flags, TransferFlags::POST_PENDING);
+}
+
+#[test]
+fn a_malformed_transfer_names_its_first_bad_field() {
+    let (debit, credit) = (AccountId::new().to_string(), AccountId::new().to_string());
+    let ok = serde_json::json!({"debit_account_id": debit, "credit_account_id": credit,
+                                "amount": "1.00", "currency": "USD"});
+    let with = |change: serde_json::Value| {
+        let mut t = ok.clone();
+        t.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        serde_json::json!({"transfers": [ok.clone(), t]})
+    };
+    for (change, field, code) in [
+        (
+            serde_json::json!({"id": "pay_1"}),
+            "transfers[1].id",
+            "validation_failed",
+        ),
+        (
+            serde_json::json!({"credit_account_id": "acct_x"}),
+            "transfers[1].credit_account_id",
+            "validation_failed",
+        ),
+        (
+            serde_json::json!({"amount": "1.001"}),
+            "transfers[1].amount",
+            "too_many_decimals",
+        ),
+        (
+            serde_json::json!({"amount": "0"}),
+            "transfers[1].amount",
+            "amount_not_positive",
+        ),
+        (
+            serde_json::json!({"currency": null}),
+            "transfers[1].currency",
+            "validation_failed",
+        ),
+        (
+            serde_json::json!({"code": 65536}),
+            "transfers[1].code",
+            "validation_failed",
+        ),
+        (
+            serde_json::json!({"metadata": []}),
+            "transfers[1].metadata",
+            "validation_failed",
+        ),
+        (
+            serde_json::json!({"post_pending_id": TransferId::new().to_string(),
+                               "void_pending_id": TransferId::new().to_string()}),
+            "transfers[1].post_pending_id",
+            "validation_failed",
+        ),
+    ] {
+        let got = refusal(transfers(with(change.clone())));
+        assert_eq!(got, (field.to_owned(), code), "{change}");
+    }
+    let missing = serde_json::json!({"transfers": [{"amount": "1.00", "currency": "USD",
+                                                    "credit_account_id": credit}]});
+    assert_eq!(
+        refusal(transfers(missing)),
+        (
+            "transfers[0].debit_account_id".to_owned(),
+            "validation_failed"
+        )
+    );
+    assert_eq!(
+        refusal(transfers(serde_json::json!({"transfers": []}))),
+        ("transfers".to_owned(), "validation_failed")
+    );
+}
+
+#[test]
+fn an_account_request_checks_code_flags_and_metadata() {
+    use crate::platform::error::Problem;
+    let parse = |body: serde_json::Value| {
+        serde_json::from_value::<CreateAccount>(body)
+            .unwrap()
+            .parse()
+    };
+    let account = parse(serde_json::json!({"currency": "EUR", "code": 3,
+        "flags": ["debits_must_not_exceed_credits"], "metadata": {"k": "v"}}))
+    .unwrap();
+    assert_eq!(account.code, 3);
+    assert!(
+        account
+            .flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+    );
+    for (body, field) in [
+        (serde_json::json!({"currency": "EUR", "code": -1}), "code"),
+        (
+            serde_json::json!({"currency": "EUR", "flags": ["nope"]}),
+            "flags",
+        ),
+        (
+            serde_json::json!({"currency": "EUR", "metadata": "text"}),
+            "metadata",
+        ),
+    ] {
+        let err = parse(body.clone()).unwrap_err();
+        assert_eq!(err.code(), "validation_failed", "{body}");
+        assert_eq!(err.extensions().unwrap()["field"], field, "{body}");
+    }
+}

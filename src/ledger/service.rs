@@ -518,8 +518,8 @@ fn account_rows(
 fn check_transfers(transfers: &[NewTransfer]) -> Result<(), LedgerError> {
     for (i, t) in transfers.iter().enumerate() {
         check_metadata(t.metadata.as_ref()).map_err(|e| match e {
-            LedgerError::Validation { message, .. } => {
-                LedgerError::validation(format!("transfers[{i}].metadata"), message)
+            LedgerError::Validation(e) => {
+                LedgerError::validation(format!("transfers[{i}].metadata"), e.message)
             }
             other => other,
         })?;

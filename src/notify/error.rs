@@ -1,18 +1,16 @@
 //! Notify's errors.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
-use serde_json::{Map, Value};
 
 use crate::platform::db::{DbError, Retryable};
-use crate::platform::error::Problem;
+use crate::platform::error::{Answer, FieldError, ModuleError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("{field}: {message}")]
-    Validation {
-        field: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Validation(#[from] FieldError),
     #[error("No such {0}.")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -24,11 +22,8 @@ pub enum NotifyError {
 }
 
 impl NotifyError {
-    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field,
-            message: message.into(),
-        }
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        FieldError::new(field, message).into()
     }
 }
 
@@ -38,36 +33,25 @@ impl From<diesel::result::Error> for NotifyError {
     }
 }
 
-impl Problem for NotifyError {
-    fn status(&self) -> StatusCode {
+impl ModuleError for NotifyError {
+    fn answer(&self) -> Answer<'_> {
         match self {
-            Self::Validation { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Db(e) => e.status(),
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Validation(e) => Answer::As(e),
+            Self::Db(e) => Answer::As(e),
+            Self::NotFound(_) => Answer::Own(StatusCode::NOT_FOUND, "not_found"),
+            Self::Forbidden(_) => Answer::Own(StatusCode::FORBIDDEN, "forbidden"),
+            Self::Internal(_) => Answer::Own(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Validation { .. } => "validation_failed",
-            Self::NotFound(_) => "not_found",
-            Self::Forbidden(_) => "forbidden",
-            Self::Db(e) => e.code(),
-            Self::Internal(_) => "internal_error",
-        }
-    }
-
-    fn extensions(&self) -> Option<Map<String, Value>> {
-        match self {
-            Self::Validation { field, .. } => {
-                let mut map = Map::new();
-                map.insert("field".to_owned(), Value::String((*field).to_owned()));
-                Some(map)
-            }
-            _ => None,
-        }
+    fn examples() -> Vec<Self> {
+        vec![
+            Self::validation("field", "message"),
+            Self::NotFound("event"),
+            Self::Forbidden(String::new()),
+            Self::Db(DbError::Unavailable(String::new())),
+            Self::Internal(anyhow::anyhow!("example")),
+        ]
     }
 }
 

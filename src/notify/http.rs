@@ -5,13 +5,12 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::NotifyError;
 use super::model::{Attempt, AttemptId, Endpoint, EndpointId, EndpointWithSecret, Event, EventId};
 use super::service::Notifier;
-use crate::kernel::{Access, Area, PartnerId, Partners, Principal};
+use crate::kernel::{Access, Area, Partners, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
+use crate::platform::http::{Json, PathId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -41,8 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(create_endpoint, list_endpoints, get_endpoint, update_endpoint, delete_endpoint,
           rotate_secret, send_test, list_attempts, list_events, get_event),
-    components(schemas(CreateEndpoint, UpdateEndpoint, Endpoint, EndpointWithSecret, EndpointList,
-                       Attempt, AttemptList, Event, EventList, TestSent)),
+    components(schemas(CreateEndpoint, UpdateEndpoint, Endpoint, EndpointWithSecret, List<Endpoint>,
+                       Attempt, List<Attempt>, Event, List<Event>, TestSent)),
     tags((name = "webhooks", description = "Webhook endpoints and events. Deliveries follow the \
         Standard Webhooks specification: headers `webhook-id` (the event id, the same on every \
         retry), `webhook-timestamp` and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of \
@@ -52,16 +51,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         2 h, 5 h, 10 h, 10 h). Deduplicate on `webhook-id`."))
 )]
 pub struct NotifyDoc;
-
-/// The partner a caller acts for, if the caller may use webhooks this way.
-fn partner_of(principal: &Principal, access: Access) -> Result<PartnerId, ApiError> {
-    principal.require_partner(Area::Webhooks, access)
-}
-
-fn endpoint_id(raw: &str) -> Result<EndpointId, ApiError> {
-    raw.parse()
-        .map_err(|_| NotifyError::NotFound("webhook endpoint").into())
-}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +74,7 @@ async fn create_endpoint(
     principal: Principal,
     body: Json<CreateEndpoint>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
     let alert_email = partners.contact_email(&principal, partner).await?;
     let body = body.into_inner();
     let created = notifier
@@ -100,29 +89,20 @@ async fn create_endpoint(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct EndpointList {
-    data: Vec<Endpoint>,
-    next_cursor: Option<String>,
-}
-
 /// The partner's endpoints, newest first.
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])), params(PageQuery),
-    responses((status = 200, description = "A page of endpoints.", body = EndpointList)))]
+    responses((status = 200, description = "A page of endpoints.", body = List<Endpoint>)))]
 async fn list_endpoints(
     notifier: web::Data<Notifier>,
     principal: Principal,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<EndpointList>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
+) -> Result<web::Json<List<Endpoint>>, ApiError> {
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let cursor = query.cursor(|c| c.parse::<EndpointId>())?;
     let page = notifier
         .list_endpoints(partner, query.limit()?, cursor)
         .await?;
-    Ok(web::Json(EndpointList {
-        data: page.data,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(web::Json(page))
 }
 
 /// An endpoint.
@@ -135,12 +115,10 @@ async fn list_endpoints(
 async fn get_endpoint(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<web::Json<Endpoint>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
-    Ok(web::Json(
-        notifier.endpoint(partner, endpoint_id(&path)?).await?,
-    ))
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
+    Ok(web::Json(notifier.endpoint(partner, id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -174,15 +152,15 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
 async fn update_endpoint(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
     body: Json<UpdateEndpoint>,
 ) -> Result<web::Json<Endpoint>, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
     let body = body.into_inner();
     let updated = notifier
         .update_endpoint(
             partner,
-            endpoint_id(&path)?,
+            id,
             body.url,
             body.events,
             body.description,
@@ -202,12 +180,10 @@ async fn update_endpoint(
 async fn delete_endpoint(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
-    notifier
-        .delete_endpoint(partner, endpoint_id(&path)?)
-        .await?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
+    notifier.delete_endpoint(partner, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -222,12 +198,10 @@ async fn delete_endpoint(
 async fn rotate_secret(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<web::Json<EndpointWithSecret>, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
-    Ok(web::Json(
-        notifier.rotate_secret(partner, endpoint_id(&path)?).await?,
-    ))
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
+    Ok(web::Json(notifier.rotate_secret(partner, id).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -245,17 +219,11 @@ pub struct TestSent {
 async fn send_test(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner_of(&principal, Access::Write)?;
-    let event_id = notifier.send_test(partner, endpoint_id(&path)?).await?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Write)?;
+    let event_id = notifier.send_test(partner, id).await?;
     Ok(HttpResponse::Accepted().json(TestSent { event_id }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AttemptList {
-    data: Vec<Attempt>,
-    next_cursor: Option<String>,
 }
 
 /// Every delivery attempt to this endpoint, newest first: status, latency, error, and the
@@ -263,24 +231,21 @@ pub struct AttemptList {
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/attempts", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Endpoint id"), PageQuery),
     responses(
-        (status = 200, description = "A page of attempts.", body = AttemptList),
+        (status = 200, description = "A page of attempts.", body = List<Attempt>),
         (status = 404, description = "No such endpoint.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_attempts(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EndpointId>,
     query: web::Query<PageQuery>,
-) -> Result<web::Json<AttemptList>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
+) -> Result<web::Json<List<Attempt>>, ApiError> {
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let cursor = query.cursor(|c| c.parse::<AttemptId>())?;
     let page = notifier
-        .attempts(partner, endpoint_id(&path)?, query.limit()?, cursor)
+        .attempts(partner, id, query.limit()?, cursor)
         .await?;
-    Ok(web::Json(AttemptList {
-        data: page.data,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(web::Json(page))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -295,24 +260,18 @@ pub struct EventQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct EventList {
-    data: Vec<Event>,
-    next_cursor: Option<String>,
-}
-
 /// The partner's events, newest first.
 #[utoipa::path(get, path = "/v1/events", tag = "webhooks", security(("bearer" = [])), params(EventQuery),
     responses(
-        (status = 200, description = "A page of events.", body = EventList),
+        (status = 200, description = "A page of events.", body = List<Event>),
         (status = 400, description = "Invalid limit or cursor.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_events(
     notifier: web::Data<Notifier>,
     principal: Principal,
     query: web::Query<EventQuery>,
-) -> Result<web::Json<EventList>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
+) -> Result<web::Json<List<Event>>, ApiError> {
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -322,10 +281,7 @@ async fn list_events(
     let result = notifier
         .list_events(partner, query.event_type.as_deref(), page.limit()?, cursor)
         .await?;
-    Ok(web::Json(EventList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// An event.
@@ -338,11 +294,8 @@ async fn list_events(
 async fn get_event(
     notifier: web::Data<Notifier>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<EventId>,
 ) -> Result<web::Json<Event>, ApiError> {
-    let partner = partner_of(&principal, Access::Read)?;
-    let id: EventId = path
-        .parse()
-        .map_err(|_| ApiError::from(NotifyError::NotFound("event")))?;
+    let partner = principal.require_partner(Area::Webhooks, Access::Read)?;
     Ok(web::Json(notifier.event(partner, id).await?))
 }

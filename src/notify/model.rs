@@ -5,9 +5,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::platform::ids::define_id;
 
-define_id!(EventId, EventIdKind, "evt");
-define_id!(EndpointId, EndpointIdKind, "whe");
-define_id!(AttemptId, AttemptIdKind, "wha");
+define_id!(EventId, EventIdKind, "evt", "event");
+define_id!(EndpointId, EndpointIdKind, "whe", "webhook endpoint");
+define_id!(AttemptId, AttemptIdKind, "wha", "delivery attempt");
 
 /// An event as delivered and listed: `{id, type, created, data}` (API.md).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]

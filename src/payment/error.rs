@@ -1,21 +1,20 @@
 //! Payment errors and their problem codes.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::kyc::KycError;
 use crate::ledger::{LedgerError, ResultCode};
 use crate::platform::db::{DbError, Retryable};
-use crate::platform::error::Problem;
+use crate::platform::error::{Answer, FieldError, ModuleError};
 use crate::wallet::WalletError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
-    #[error("{field}: {message}")]
-    Validation {
-        field: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Validation(#[from] FieldError),
     #[error("No such {0}.")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -52,11 +51,8 @@ pub enum PaymentError {
 }
 
 impl PaymentError {
-    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field,
-            message: message.into(),
-        }
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        FieldError::new(field, message).into()
     }
 }
 
@@ -103,64 +99,65 @@ impl From<LedgerError> for PaymentError {
     }
 }
 
-impl Problem for PaymentError {
-    fn status(&self) -> StatusCode {
+impl ModuleError for PaymentError {
+    fn answer(&self) -> Answer<'_> {
+        const REFUSED: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
         match self {
-            Self::Validation { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::CurrencyMismatch
-            | Self::InsufficientFunds
-            | Self::WalletFrozen
-            | Self::WalletClosed
-            | Self::Refused(_)
-            | Self::NotRefundable(_)
-            | Self::RefundExceedsPayment { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::KeyInUse => StatusCode::CONFLICT,
-            Self::Kyc(e) => e.status(),
-            Self::Wallet(e) => e.status(),
-            Self::Ledger(e) => e.status(),
-            Self::Db(e) => e.status(),
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Validation { .. } => "validation_failed",
-            Self::NotFound(_) => "not_found",
-            Self::Forbidden(_) => "forbidden",
-            Self::CurrencyMismatch => "currency_mismatch",
-            Self::InsufficientFunds => "insufficient_funds",
-            Self::WalletFrozen => "wallet_frozen",
-            Self::WalletClosed => "wallet_closed",
+            Self::Validation(e) => Answer::As(e),
+            Self::Kyc(e) => Answer::As(e),
+            Self::Wallet(e) => Answer::As(e),
+            Self::Ledger(e) => Answer::As(e),
+            Self::Db(e) => Answer::As(e),
+            Self::NotFound(_) => Answer::Own(StatusCode::NOT_FOUND, "not_found"),
+            Self::Forbidden(_) => Answer::Own(StatusCode::FORBIDDEN, "forbidden"),
+            Self::CurrencyMismatch => Answer::Own(REFUSED, "currency_mismatch"),
+            Self::InsufficientFunds => Answer::Own(REFUSED, "insufficient_funds"),
+            Self::WalletFrozen => Answer::Own(REFUSED, "wallet_frozen"),
+            Self::WalletClosed => Answer::Own(REFUSED, "wallet_closed"),
             // The ledger's own code, as the ledger said it (never renamed).
-            Self::Refused(code) => code.as_str(),
-            Self::NotRefundable(_) => "payment_not_refundable",
-            Self::RefundExceedsPayment { .. } => "refund_exceeds_payment",
-            Self::KeyInUse => "idempotency_key_in_use",
-            Self::Kyc(e) => e.code(),
-            Self::Wallet(e) => e.code(),
-            Self::Ledger(e) => e.code(),
-            Self::Db(e) => e.code(),
-            Self::Internal(_) => "internal_error",
+            Self::Refused(code) => Answer::Own(REFUSED, code.as_str()),
+            Self::NotRefundable(_) => Answer::Own(REFUSED, "payment_not_refundable"),
+            Self::RefundExceedsPayment { .. } => Answer::Own(REFUSED, "refund_exceeds_payment"),
+            Self::KeyInUse => Answer::Own(StatusCode::CONFLICT, "idempotency_key_in_use"),
+            Self::Internal(_) => Answer::Own(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
-    fn extensions(&self) -> Option<Map<String, Value>> {
+    fn own_extensions(&self) -> Option<Map<String, Value>> {
         match self {
-            Self::Validation { field, .. } => json!({ "field": field }).as_object().cloned(),
             Self::Refused(code) => json!({ "ledger_result": code.as_str() })
                 .as_object()
                 .cloned(),
             Self::RefundExceedsPayment { remaining } => {
                 json!({ "remaining": remaining }).as_object().cloned()
             }
-            Self::Kyc(e) => e.extensions(),
-            Self::Wallet(e) => e.extensions(),
-            Self::Ledger(e) => e.extensions(),
             _ => None,
         }
+    }
+
+    /// `Refused` stands for every ledger result a payment does not name itself; each answers
+    /// 422 with the ledger's own code (see `Refused`).
+    fn examples() -> Vec<Self> {
+        vec![
+            Self::validation("field", "message"),
+            Self::NotFound("payment"),
+            Self::Forbidden(String::new()),
+            Self::CurrencyMismatch,
+            Self::InsufficientFunds,
+            Self::WalletFrozen,
+            Self::WalletClosed,
+            Self::Refused(ResultCode::OverflowsCreditsPosted),
+            Self::NotRefundable("example"),
+            Self::RefundExceedsPayment {
+                remaining: "1.00".to_owned(),
+            },
+            Self::KeyInUse,
+            Self::Kyc(KycError::DuplicateExternalId),
+            Self::Wallet(WalletError::NotEmpty),
+            Self::Ledger(LedgerError::Overloaded),
+            Self::Db(DbError::Unavailable(String::new())),
+            Self::Internal(anyhow::anyhow!("example")),
+        ]
     }
 }
 

@@ -1,17 +1,15 @@
 //! Routes of API.md "Payments" (P2P payments and deposits so far).
 
 use actix_web::{HttpResponse, web};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
 
-use super::error::PaymentError;
 use super::model::{PaymentId, PaymentKind, PaymentStatus};
 use super::service::{NewDeposit, NewPayment, NewRefund, NewWithdrawal, Payment, PaymentService};
-use crate::kernel::forbidden;
-use crate::kernel::{Access, Area, PartnerId, Principal};
+use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
+use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::Idempotency;
 use crate::wallet::WalletId;
 
@@ -30,7 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(
     paths(pay, deposit, withdraw, refund, get, list),
-    components(schemas(NewPayment, NewDeposit, NewWithdrawal, NewRefund, Payment, PaymentList,
+    components(schemas(NewPayment, NewDeposit, NewWithdrawal, NewRefund, Payment, List<Payment>,
                        PaymentKind, PaymentStatus)),
     tags((name = "payments", description = "Money between wallets (P2P) and into them \
         (deposits). Every payment is one ledger transfer committed with the payment, the \
@@ -39,15 +37,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         `limit_exceeded`. Nothing moves on a refusal."))
 )]
 pub struct PaymentDoc;
-
-fn partner(principal: &Principal) -> Result<PartnerId, ApiError> {
-    if !principal.allows(Area::Payments, Access::Write) {
-        return Err(forbidden("These credentials may not make payments."));
-    }
-    principal
-        .partner_id
-        .ok_or_else(|| forbidden("Payments are made by partners."))
-}
 
 /// Pay from one wallet to another.
 #[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = NewPayment, security(("bearer" = [])),
@@ -64,7 +53,7 @@ async fn pay(
     Idempotency(claim): Idempotency,
     body: Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments.pay(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
@@ -84,7 +73,7 @@ async fn deposit(
     Idempotency(claim): Idempotency,
     body: Json<NewDeposit>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments.deposit(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
@@ -105,7 +94,7 @@ async fn withdraw(
     Idempotency(claim): Idempotency,
     body: Json<NewWithdrawal>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments.withdraw(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(payment))
 }
@@ -123,13 +112,10 @@ async fn refund(
     payments: web::Data<PaymentService>,
     principal: Principal,
     Idempotency(claim): Idempotency,
-    path: web::Path<String>,
+    PathId(id): PathId<PaymentId>,
     body: Json<NewRefund>,
 ) -> Result<HttpResponse, ApiError> {
-    let partner = partner(&principal)?;
-    let id: PaymentId = path
-        .parse()
-        .map_err(|_| PaymentError::NotFound("payment"))?;
+    let partner = principal.require_partner(Area::Payments, Access::Write)?;
     let payment = payments
         .refund(partner, id, body.into_inner(), claim)
         .await?;
@@ -146,14 +132,9 @@ async fn refund(
 async fn get(
     payments: web::Data<PaymentService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<PaymentId>,
 ) -> Result<web::Json<Payment>, ApiError> {
-    if !principal.allows(Area::Payments, Access::Read) {
-        return Err(forbidden("These credentials may not read payments."));
-    }
-    let id: PaymentId = path
-        .parse()
-        .map_err(|_| PaymentError::NotFound("payment"))?;
+    principal.require(Area::Payments, Access::Read)?;
     Ok(web::Json(payments.payment(&principal, id).await?))
 }
 
@@ -166,31 +147,21 @@ pub struct PaymentQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct PaymentList {
-    data: Vec<Payment>,
-    next_cursor: Option<String>,
-}
-
 /// Payments, newest first (`?wallet_id=` for one wallet's, either side).
 #[utoipa::path(get, path = "/v1/payments", tag = "payments", security(("bearer" = [])), params(PaymentQuery),
-    responses((status = 200, description = "A page of payments.", body = PaymentList)))]
+    responses((status = 200, description = "A page of payments.", body = List<Payment>)))]
 async fn list(
     payments: web::Data<PaymentService>,
     principal: Principal,
     query: web::Query<PaymentQuery>,
-) -> Result<web::Json<PaymentList>, ApiError> {
-    if !principal.allows(Area::Payments, Access::Read) {
-        return Err(forbidden("These credentials may not read payments."));
-    }
+) -> Result<web::Json<List<Payment>>, ApiError> {
+    principal.require(Area::Payments, Access::Read)?;
     let query = query.into_inner();
-    let wallet =
-        match query.wallet_id.as_deref() {
-            Some(raw) => Some(raw.parse::<WalletId>().map_err(|_| {
-                PaymentError::validation("wallet_id", "is not a wallet id (wal_...)")
-            })?),
-            None => None,
-        };
+    let wallet = query
+        .wallet_id
+        .as_deref()
+        .map(|raw| WalletId::parse_field("wallet_id", raw))
+        .transpose()?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -199,8 +170,5 @@ async fn list(
     let result = payments
         .list(&principal, wallet, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(PaymentList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use crate::ledger::ResultCode;
 use crate::platform::ids::define_id;
 
-define_id!(PaymentId, PaymentIdKind, "pay");
+define_id!(PaymentId, PaymentIdKind, "pay", "payment");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

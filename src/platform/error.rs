@@ -1,11 +1,14 @@
 //! Errors as partners see them: RFC 9457 `application/problem+json` with a stable `code`.
 //!
-//! Each module has its own error enum and implements [`Problem`] for it: the HTTP status and
-//! the machine code belong to the error, decided once, next to the rule that raises it.
-//! [`ApiError`] is the single renderer. Server-side failures (5xx) are logged here, once, with
+//! Each module has its own error enum and implements [`ModuleError`] for it: the HTTP status
+//! and the machine code belong to the error, decided once per variant, next to the rule that
+//! raises it; what it wraps ([`FieldError`] for a malformed field, a database error, another
+//! module's error) answers for itself. That makes it a [`Problem`], and [`ApiError`] is the
+//! single renderer. Server-side failures (5xx) are logged here, once, with
 //! their whole cause chain and the request id, and the client only ever sees a generic detail:
 //! never SQL, a stack trace or a secret.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::http::StatusCode;
@@ -13,6 +16,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::platform::money::MoneyError;
 
 /// The media type of every error body (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -30,6 +35,111 @@ pub trait Problem: std::error::Error + Send + Sync + 'static {
     /// Extra members for the problem object (e.g. the failing field); none by default.
     fn extensions(&self) -> Option<Map<String, Value>> {
         None
+    }
+}
+
+/// How one variant of a module's error answers (see [`ModuleError`]).
+pub enum Answer<'a> {
+    /// One of the module's own problems: its status and stable code; its extension members,
+    /// if any, come from [`ModuleError::own_extensions`].
+    Own(StatusCode, &'static str),
+    /// A wrapped error that answers for itself, whole (status, code and extension members):
+    /// a [`FieldError`], a database error, another module's error.
+    As(&'a dyn Problem),
+}
+
+/// A module's error enum. It says once per variant how that variant answers, and is a
+/// [`Problem`] by that alone: wrapped errors (a [`FieldError`], a database error, another
+/// module's error) answer for themselves, so no module repeats their status, code or
+/// extension members.
+pub trait ModuleError: std::error::Error + Send + Sync + 'static {
+    /// How this error answers.
+    fn answer(&self) -> Answer<'_>;
+
+    /// Extension members of the module's own problems (never consulted for a wrapped error,
+    /// which brings its own); none by default.
+    fn own_extensions(&self) -> Option<Map<String, Value>> {
+        None
+    }
+
+    /// One value of every variant (a wrapped variant with any error inside): the catalogue
+    /// from which the contract test of published codes learns every code this error can
+    /// answer with.
+    fn examples() -> Vec<Self>
+    where
+        Self: Sized;
+}
+
+impl<E: ModuleError> Problem for E {
+    fn status(&self) -> StatusCode {
+        match self.answer() {
+            Answer::Own(status, _) => status,
+            Answer::As(inner) => inner.status(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self.answer() {
+            Answer::Own(_, code) => code,
+            Answer::As(inner) => inner.code(),
+        }
+    }
+
+    fn extensions(&self) -> Option<Map<String, Value>> {
+        match self.answer() {
+            Answer::Own(..) => self.own_extensions(),
+            Answer::As(inner) => inner.extensions(),
+        }
+    }
+}
+
+/// A request field that is missing or malformed: 400 `validation_failed` (a malformed amount:
+/// the money error's own code, e.g. `too_many_decimals`), naming the field in a `field`
+/// member. Every module's errors wrap it as their `Validation` variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field as the client wrote it: `amount`, `transfers[3].currency`, `address.country`.
+    pub field: Cow<'static, str>,
+    /// What is wrong with it, for a human.
+    pub message: String,
+    code: &'static str,
+}
+
+impl FieldError {
+    /// 400 `validation_failed` naming `field`.
+    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+            code: "validation_failed",
+        }
+    }
+
+    /// An amount that is no valid amount of its currency: 400 with the money error's code
+    /// (`too_many_decimals`, `amount_not_positive`, `amount_overflow`, ...) naming `field`.
+    pub fn amount(field: impl Into<Cow<'static, str>>, error: &MoneyError) -> Self {
+        Self {
+            field: field.into(),
+            message: error.to_string(),
+            code: error.code(),
+        }
+    }
+}
+
+impl Problem for FieldError {
+    fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+
+    fn code(&self) -> &'static str {
+        self.code
+    }
+
+    fn extensions(&self) -> Option<Map<String, Value>> {
+        let mut members = Map::new();
+        members.insert("field".to_owned(), Value::String(self.field.to_string()));
+        Some(members)
     }
 }
 
@@ -221,29 +331,41 @@ pub fn problem_response(
     response.body(json)
 }
 
-/// The code used for a bare status that no handler described (404 from the router, 405, ...).
+/// The code of each bare status: an error no handler described (the router's 404, 405, a body
+/// over the limit, ...). Any other 5xx is `internal_error`, any other status `http_error`.
+pub const BARE_STATUS_CODES: [(u16, &str); 18] = [
+    (400, "bad_request"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (404, "not_found"),
+    (405, "method_not_allowed"),
+    (406, "not_acceptable"),
+    (408, "request_timeout"),
+    (409, "conflict"),
+    (411, "length_required"),
+    (413, "payload_too_large"),
+    (414, "uri_too_long"),
+    (415, "unsupported_media_type"),
+    (422, "unprocessable_entity"),
+    (429, "rate_limited"),
+    (431, "request_header_fields_too_large"),
+    (500, "internal_error"),
+    (503, "service_unavailable"),
+    (504, "gateway_timeout"),
+];
+
+/// The code used for a bare status that no handler described (see [`BARE_STATUS_CODES`]).
 pub fn code_for_status(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "bad_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        406 => "not_acceptable",
-        408 => "request_timeout",
-        409 => "conflict",
-        411 => "length_required",
-        413 => "payload_too_large",
-        414 => "uri_too_long",
-        415 => "unsupported_media_type",
-        422 => "unprocessable_entity",
-        429 => "rate_limited",
-        431 => "request_header_fields_too_large",
-        503 => "service_unavailable",
-        504 => "gateway_timeout",
-        500..=599 => "internal_error",
-        _ => "http_error",
-    }
+    let number = status.as_u16();
+    BARE_STATUS_CODES
+        .iter()
+        .find(|(known, _)| *known == number)
+        .map(|(_, code)| *code)
+        .unwrap_or(if status.is_server_error() {
+            "internal_error"
+        } else {
+            "http_error"
+        })
 }
 
 /// Human text for a bare status that no handler described.
@@ -327,6 +449,86 @@ mod tests {
         let text = body.to_string();
         assert!(!text.contains("postgres"), "{text}");
         assert!(!text.contains("pw"), "{text}");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Module {
+        #[error(transparent)]
+        Validation(#[from] FieldError),
+        #[error(transparent)]
+        Sample(Sample),
+        #[error("over the limit")]
+        Limited,
+    }
+
+    impl ModuleError for Module {
+        fn answer(&self) -> Answer<'_> {
+            match self {
+                Self::Validation(e) => Answer::As(e),
+                Self::Sample(e) => Answer::As(e),
+                Self::Limited => Answer::Own(StatusCode::FORBIDDEN, "limit_exceeded"),
+            }
+        }
+
+        fn own_extensions(&self) -> Option<Map<String, Value>> {
+            let mut members = Map::new();
+            members.insert("limit".to_owned(), Value::String("daily".to_owned()));
+            Some(members)
+        }
+
+        fn examples() -> Vec<Self> {
+            vec![
+                FieldError::new("f", "m").into(),
+                Self::Sample(Sample::Frozen),
+                Self::Limited,
+            ]
+        }
+    }
+
+    #[test]
+    fn a_field_error_is_a_400_naming_its_field_wherever_it_is_wrapped() {
+        let body = body_of(
+            ApiError::from(Module::from(FieldError::new(
+                "transfers[2].amount",
+                "is required",
+            )))
+            .error_response(),
+        );
+        assert_eq!(body["status"], 400);
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(body["field"], "transfers[2].amount");
+        assert_eq!(body["detail"], "transfers[2].amount: is required");
+        assert!(body.get("limit").is_none(), "{body}");
+
+        let amount = FieldError::amount("amount", &MoneyError::NotPositive);
+        assert_eq!(amount.code(), "amount_not_positive");
+        assert_eq!(amount.extensions().unwrap()["field"], "amount");
+    }
+
+    #[test]
+    fn a_module_error_answers_as_its_own_variant_or_as_the_error_it_wraps() {
+        let own = Module::Limited;
+        assert_eq!(
+            (own.status(), own.code()),
+            (StatusCode::FORBIDDEN, "limit_exceeded")
+        );
+        assert_eq!(own.extensions().unwrap()["limit"], "daily");
+        let wrapped = Module::Sample(Sample::Frozen);
+        assert_eq!(
+            (wrapped.status(), wrapped.code()),
+            (StatusCode::CONFLICT, "wallet_frozen")
+        );
+        assert_eq!(wrapped.extensions(), None);
+        assert_eq!(Module::examples().len(), 3);
+    }
+
+    #[test]
+    fn bare_statuses_have_their_codes_and_unknown_ones_a_fallback() {
+        let code = |n| code_for_status(StatusCode::from_u16(n).unwrap());
+        assert_eq!(code(405), "method_not_allowed");
+        assert_eq!(code(503), "service_unavailable");
+        assert_eq!(code(502), "internal_error");
+        assert_eq!(code(418), "http_error");
     }
 
     #[test]

@@ -24,6 +24,8 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use uuid::Uuid;
 
+use crate::platform::error::FieldError;
+
 /// Number of base32 characters after the prefix: 26 × 5 = 130 bits ≥ 128.
 pub const SUFFIX_LEN: usize = 26;
 
@@ -54,6 +56,9 @@ pub trait IdKind {
     /// Name of the OpenAPI component for this id type, e.g. `"PartnerId"`;
     /// must be unique, otherwise schemas of different id kinds collide.
     const SCHEMA_NAME: &'static str;
+    /// What an id of this kind names, in words, for messages: `payment`, `webhook endpoint`
+    /// ("No such payment.").
+    const NOUN: &'static str;
 }
 
 /// Whether `prefix` is a valid TypeID prefix (`[a-z]([a-z_]{0,61}[a-z])?`);
@@ -77,14 +82,18 @@ pub const fn is_valid_prefix(prefix: &str) -> bool {
     true
 }
 
-/// Declares an id type in one line: `define_id!(PartnerId, PartnerIdKind, "ptn");`
-/// creates the zero-sized kind `PartnerIdKind` and `pub type PartnerId = Id<PartnerIdKind>;`.
+/// Declares an id type in one line: `define_id!(PartnerId, PartnerIdKind, "ptn", "partner");`
+/// creates the zero-sized kind `PartnerIdKind` and `pub type PartnerId = Id<PartnerIdKind>;`;
+/// the last argument is what such an id names, in words (`"resource"` when left out).
 /// An invalid prefix is a compile error.
 ///
 /// The expansion names `$crate::platform::ids`.
 #[macro_export]
 macro_rules! define_id {
     ($(#[$meta:meta])* $alias:ident, $kind:ident, $prefix:literal) => {
+        $crate::define_id!($(#[$meta])* $alias, $kind, $prefix, "resource");
+    };
+    ($(#[$meta:meta])* $alias:ident, $kind:ident, $prefix:literal, $noun:literal) => {
         #[doc = concat!("Kind marker for `", $prefix, "_…` ids; see [`", stringify!($alias), "`].")]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
         pub struct $kind;
@@ -92,6 +101,7 @@ macro_rules! define_id {
         impl $crate::platform::ids::IdKind for $kind {
             const PREFIX: &'static str = $prefix;
             const SCHEMA_NAME: &'static str = stringify!($alias);
+            const NOUN: &'static str = $noun;
         }
 
         const _: () = assert!(
@@ -199,6 +209,17 @@ impl<K: IdKind> Id<K> {
                 expected: K::PREFIX,
             })?;
         decode_suffix(suffix, K::PREFIX).map(|value| Self::from_uuid(Uuid::from_u128(value)))
+    }
+
+    /// Parses a request field that must hold an id of this kind; otherwise a 400 naming the
+    /// field (`is not a wallet id (wal_...)`).
+    pub fn parse_field(field: &'static str, text: &str) -> Result<Self, FieldError> {
+        Self::parse(text).map_err(|_| {
+            FieldError::new(
+                field,
+                format!("is not a {} id ({}_...)", K::NOUN, K::PREFIX),
+            )
+        })
     }
 
     /// Creation time in Unix milliseconds for v7 ids; `None` for other
@@ -582,6 +603,20 @@ mod tests {
                 .contains("expected an id starting with `wal_`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_field_that_holds_no_id_of_the_kind_is_a_field_error_naming_it() {
+        crate::define_id!(CustomerId, CustomerIdKind, "cus", "customer");
+        let id = CustomerId::new();
+        assert_eq!(
+            CustomerId::parse_field("customer_id", &id.to_string()),
+            Ok(id)
+        );
+        let err = CustomerId::parse_field("customer_id", &WalletId::new().to_string()).unwrap_err();
+        assert_eq!(err.field, "customer_id");
+        assert_eq!(err.message, "is not a customer id (cus_...)");
+        assert_eq!(<PartnerIdKind as IdKind>::NOUN, "resource");
     }
 
     #[test]

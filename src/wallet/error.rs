@@ -1,20 +1,18 @@
 //! Wallet errors and their problem codes.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
-use serde_json::{Map, Value, json};
 
 use crate::kyc::KycError;
 use crate::ledger::LedgerError;
 use crate::platform::db::{DbError, Retryable};
-use crate::platform::error::Problem;
+use crate::platform::error::{Answer, FieldError, ModuleError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
-    #[error("{field}: {message}")]
-    Validation {
-        field: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Validation(#[from] FieldError),
     #[error("No such {0}.")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -40,11 +38,8 @@ pub enum WalletError {
 }
 
 impl WalletError {
-    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation {
-            field,
-            message: message.into(),
-        }
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        FieldError::new(field, message).into()
     }
 }
 
@@ -54,45 +49,39 @@ impl From<diesel::result::Error> for WalletError {
     }
 }
 
-impl Problem for WalletError {
-    fn status(&self) -> StatusCode {
+impl ModuleError for WalletError {
+    fn answer(&self) -> Answer<'_> {
         match self {
-            Self::Validation { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Closed | Self::Frozen(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFrozen | Self::AlreadyFrozen | Self::NotEmpty => StatusCode::CONFLICT,
-            Self::Kyc(e) => e.status(),
-            Self::Ledger(e) => e.status(),
-            Self::Db(e) => e.status(),
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Validation(e) => Answer::As(e),
+            Self::Kyc(e) => Answer::As(e),
+            Self::Ledger(e) => Answer::As(e),
+            Self::Db(e) => Answer::As(e),
+            Self::NotFound(_) => Answer::Own(StatusCode::NOT_FOUND, "not_found"),
+            Self::Forbidden(_) => Answer::Own(StatusCode::FORBIDDEN, "forbidden"),
+            Self::Closed => Answer::Own(StatusCode::UNPROCESSABLE_ENTITY, "wallet_closed"),
+            Self::Frozen(_) => Answer::Own(StatusCode::UNPROCESSABLE_ENTITY, "wallet_frozen"),
+            Self::NotFrozen => Answer::Own(StatusCode::CONFLICT, "wallet_not_frozen"),
+            Self::AlreadyFrozen => Answer::Own(StatusCode::CONFLICT, "wallet_already_frozen"),
+            Self::NotEmpty => Answer::Own(StatusCode::CONFLICT, "wallet_not_empty"),
+            Self::Internal(_) => Answer::Own(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Validation { .. } => "validation_failed",
-            Self::NotFound(_) => "not_found",
-            Self::Forbidden(_) => "forbidden",
-            Self::Closed => "wallet_closed",
-            Self::Frozen(_) => "wallet_frozen",
-            Self::NotFrozen => "wallet_not_frozen",
-            Self::AlreadyFrozen => "wallet_already_frozen",
-            Self::NotEmpty => "wallet_not_empty",
-            Self::Kyc(e) => e.code(),
-            Self::Ledger(e) => e.code(),
-            Self::Db(e) => e.code(),
-            Self::Internal(_) => "internal_error",
-        }
-    }
-
-    fn extensions(&self) -> Option<Map<String, Value>> {
-        match self {
-            Self::Validation { field, .. } => json!({ "field": field }).as_object().cloned(),
-            Self::Kyc(e) => e.extensions(),
-            Self::Ledger(e) => e.extensions(),
-            _ => None,
-        }
+    fn examples() -> Vec<Self> {
+        vec![
+            Self::validation("field", "message"),
+            Self::NotFound("wallet"),
+            Self::Forbidden(String::new()),
+            Self::Closed,
+            Self::Frozen("debits"),
+            Self::NotFrozen,
+            Self::AlreadyFrozen,
+            Self::NotEmpty,
+            Self::Kyc(KycError::NotFound("customer")),
+            Self::Ledger(LedgerError::AccountNotFound),
+            Self::Db(DbError::Unavailable(String::new())),
+            Self::Internal(anyhow::anyhow!("example")),
+        ]
     }
 }
 

@@ -1,20 +1,18 @@
 //! Routes of API.md "Wallets". Another partner's wallet is 404.
 
 use actix_web::{HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::error::WalletError;
 use super::model::{Change, EntryKind, FreezeMode, WalletId, WalletKind, WalletStatus};
 use super::service::{
     Balance, NewWallet, StatusChange, Transaction, Wallet, WalletDetail, WalletService,
 };
-use crate::kernel::forbidden;
 use crate::kernel::{Access, Area, Principal};
 use crate::kyc::CustomerId;
 use crate::platform::error::{ApiError, ProblemBody};
-use crate::platform::http::Json;
-use crate::platform::http::pagination::PageQuery;
+use crate::platform::http::pagination::{List, PageQuery};
+use crate::platform::http::{Json, PathId};
 use crate::platform::idempotency::Idempotency;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -34,8 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(
     paths(create, list, get, balance, transactions, freeze, unfreeze, close),
-    components(schemas(NewWallet, Wallet, WalletDetail, WalletList, StatusChange, Balance,
-                       Transaction, TransactionList, FreezeBody, ReasonBody, WalletKind,
+    components(schemas(NewWallet, Wallet, WalletDetail, List<Wallet>, StatusChange, Balance,
+                       Transaction, List<Transaction>, FreezeBody, ReasonBody, WalletKind,
                        WalletStatus, FreezeMode, EntryKind)),
     tags((name = "wallets", description = "A wallet is a customer's ledger account \
         (`debits_must_not_exceed_credits`). Balances and statements come straight from the \
@@ -43,19 +41,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         commits; closing needs a zero balance and is final."))
 )]
 pub struct WalletDoc;
-
-fn allowed(principal: &Principal, access: Access) -> Result<(), ApiError> {
-    if principal.allows(Area::Wallets, access) {
-        Ok(())
-    } else {
-        Err(forbidden("These credentials may not use wallets."))
-    }
-}
-
-fn wallet_id(raw: &str) -> Result<WalletId, ApiError> {
-    raw.parse()
-        .map_err(|_| WalletError::NotFound("wallet").into())
-}
 
 /// Open a wallet for a customer.
 #[utoipa::path(post, path = "/v1/wallets", tag = "wallets", request_body = NewWallet, security(("bearer" = [])),
@@ -70,10 +55,7 @@ async fn create(
     Idempotency(claim): Idempotency,
     body: Json<NewWallet>,
 ) -> Result<HttpResponse, ApiError> {
-    allowed(&principal, Access::Write)?;
-    let partner = principal
-        .partner_id
-        .ok_or_else(|| forbidden("Wallets belong to partners' customers."))?;
+    let partner = principal.require_partner(Area::Wallets, Access::Write)?;
     let wallet = wallets.create(partner, body.into_inner(), claim).await?;
     Ok(HttpResponse::Created().json(wallet))
 }
@@ -87,28 +69,21 @@ pub struct WalletQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct WalletList {
-    data: Vec<Wallet>,
-    next_cursor: Option<String>,
-}
-
 /// Wallets, newest first (`?customer_id=` for one customer's).
 #[utoipa::path(get, path = "/v1/wallets", tag = "wallets", security(("bearer" = [])), params(WalletQuery),
-    responses((status = 200, description = "A page of wallets.", body = WalletList)))]
+    responses((status = 200, description = "A page of wallets.", body = List<Wallet>)))]
 async fn list(
     wallets: web::Data<WalletService>,
     principal: Principal,
     query: web::Query<WalletQuery>,
-) -> Result<web::Json<WalletList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+) -> Result<web::Json<List<Wallet>>, ApiError> {
+    principal.require(Area::Wallets, Access::Read)?;
     let query = query.into_inner();
-    let customer = match query.customer_id.as_deref() {
-        Some(raw) => Some(raw.parse::<CustomerId>().map_err(|_| {
-            WalletError::validation("customer_id", "is not a customer id (cus_...)")
-        })?),
-        None => None,
-    };
+    let customer = query
+        .customer_id
+        .as_deref()
+        .map(|raw| CustomerId::parse_field("customer_id", raw))
+        .transpose()?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -117,10 +92,7 @@ async fn list(
     let result = wallets
         .list(&principal, customer, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(WalletList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 /// A wallet, with its status history.
@@ -133,12 +105,10 @@ async fn list(
 async fn get(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
 ) -> Result<web::Json<WalletDetail>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        wallets.wallet(&principal, wallet_id(&path)?).await?,
-    ))
+    principal.require(Area::Wallets, Access::Read)?;
+    Ok(web::Json(wallets.wallet(&principal, id).await?))
 }
 
 /// The wallet's balance.
@@ -151,12 +121,10 @@ async fn get(
 async fn balance(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
 ) -> Result<web::Json<Balance>, ApiError> {
-    allowed(&principal, Access::Read)?;
-    Ok(web::Json(
-        wallets.balance(&principal, wallet_id(&path)?).await?,
-    ))
+    principal.require(Area::Wallets, Access::Read)?;
+    Ok(web::Json(wallets.balance(&principal, id).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -167,26 +135,20 @@ pub struct TransactionQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TransactionList {
-    data: Vec<Transaction>,
-    next_cursor: Option<String>,
-}
-
 /// The wallet's statement, newest first.
 #[utoipa::path(get, path = "/v1/wallets/{id}/transactions", tag = "wallets", security(("bearer" = [])),
     params(("id" = String, Path, description = "Wallet id (wal_...)"), TransactionQuery),
     responses(
-        (status = 200, description = "Entries with amount, direction, balance after, counterparty and reference.", body = TransactionList),
+        (status = 200, description = "Entries with amount, direction, balance after, counterparty and reference.", body = List<Transaction>),
         (status = 404, description = "No such wallet.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn transactions(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     query: web::Query<TransactionQuery>,
-) -> Result<web::Json<TransactionList>, ApiError> {
-    allowed(&principal, Access::Read)?;
+) -> Result<web::Json<List<Transaction>>, ApiError> {
+    principal.require(Area::Wallets, Access::Read)?;
     let query = query.into_inner();
     let page = PageQuery {
         limit: query.limit,
@@ -194,12 +156,9 @@ async fn transactions(
     };
     let cursor = page.cursor(|c| c.parse::<i64>())?;
     let result = wallets
-        .transactions(&principal, wallet_id(&path)?, page.limit()?, cursor)
+        .transactions(&principal, id, page.limit()?, cursor)
         .await?;
-    Ok(web::Json(TransactionList {
-        data: result.data,
-        next_cursor: result.next_cursor,
-    }))
+    Ok(web::Json(result))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -221,12 +180,11 @@ pub struct ReasonBody {
 async fn change(
     wallets: &WalletService,
     principal: &Principal,
-    raw_id: &str,
+    id: WalletId,
     change: Change,
     reason: &str,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    allowed(principal, Access::Write)?;
-    let id = wallet_id(raw_id)?;
+    principal.require(Area::Wallets, Access::Write)?;
     let scope = if principal.is_platform_admin() {
         None
     } else {
@@ -250,22 +208,11 @@ async fn change(
 async fn freeze(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     body: Json<FreezeBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    let mode = match body.mode.as_deref() {
-        None => FreezeMode::All,
-        Some(m) => FreezeMode::parse(m)
-            .ok_or_else(|| WalletError::validation("mode", "must be all, debits or credits"))?,
-    };
-    change(
-        &wallets,
-        &principal,
-        &path,
-        Change::Freeze(mode),
-        &body.reason,
-    )
-    .await
+    let mode = FreezeMode::from_request(body.mode.as_deref())?;
+    change(&wallets, &principal, id, Change::Freeze(mode), &body.reason).await
 }
 
 /// Unfreeze a wallet.
@@ -278,10 +225,10 @@ async fn freeze(
 async fn unfreeze(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     body: Json<ReasonBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    change(&wallets, &principal, &path, Change::Unfreeze, &body.reason).await
+    change(&wallets, &principal, id, Change::Unfreeze, &body.reason).await
 }
 
 /// Close a wallet (only at a zero balance with nothing pending; final).
@@ -295,8 +242,8 @@ async fn unfreeze(
 async fn close(
     wallets: web::Data<WalletService>,
     principal: Principal,
-    path: web::Path<String>,
+    PathId(id): PathId<WalletId>,
     body: Json<ReasonBody>,
 ) -> Result<web::Json<Wallet>, ApiError> {
-    change(&wallets, &principal, &path, Change::Close, &body.reason).await
+    change(&wallets, &principal, id, Change::Close, &body.reason).await
 }

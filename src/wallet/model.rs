@@ -5,9 +5,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::ledger::AccountFlags;
+use crate::platform::error::FieldError;
 use crate::platform::ids::define_id;
 
-define_id!(WalletId, WalletIdKind, "wal");
+define_id!(WalletId, WalletIdKind, "wal", "wallet");
 
 /// What the wallet is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -81,6 +82,15 @@ impl FreezeMode {
             "debits" | "block_debits" => Some(Self::Debits),
             "credits" | "block_credits" => Some(Self::Credits),
             _ => None,
+        }
+    }
+
+    /// The `mode` of a freeze request: `all` when absent.
+    pub fn from_request(mode: Option<&str>) -> Result<FreezeMode, FieldError> {
+        match mode {
+            None => Ok(Self::All),
+            Some(m) => Self::parse(m)
+                .ok_or_else(|| FieldError::new("mode", "must be all, debits or credits")),
         }
     }
 
@@ -175,6 +185,17 @@ pub fn entry_kind(pending_delta: i64, posted_delta: i64) -> (EntryKind, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_freeze_request_defaults_to_all_and_refuses_unknown_modes() {
+        assert_eq!(FreezeMode::from_request(None), Ok(FreezeMode::All));
+        assert_eq!(
+            FreezeMode::from_request(Some("block_debits")),
+            Ok(FreezeMode::Debits)
+        );
+        let err = FreezeMode::from_request(Some("some")).unwrap_err();
+        assert_eq!(err.field, "mode");
+    }
 
     #[test]
     fn the_status_machine_allows_exactly_the_documented_changes() {

@@ -243,3 +243,242 @@ async fn an_unknown_currency_is_refused() {
         assert_problem(resp, 400, "validation_failed").await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The contract of error codes.
+
+/// Every error `code` the API publishes, once, with the one HTTP status it comes with. Partners
+/// branch on these, so the list changes only on purpose: a code some error can answer with
+/// that is missing here, a code here that nothing answers with any more, or a code whose
+/// status moved all fail `every_published_code_and_only_those_can_be_answered`. A new code
+/// goes here and into API.md. (Besides these, a payment the ledger refused for a reason
+/// payments do not name answers 422 with the ledger's own result code; see
+/// `ledger_results_refusing_a_payment_answer_422_with_their_own_code`.)
+const PUBLISHED: &[(&str, u16)] = &[
+    // Requests the platform cannot read.
+    ("bad_request", 400),
+    ("malformed_json", 400),
+    ("unknown_field", 400),
+    ("invalid_query", 400),
+    ("validation_failed", 400),
+    ("too_many_decimals", 400),
+    ("amount_not_positive", 400),
+    ("amount_overflow", 400),
+    ("payload_too_large", 413),
+    ("unsupported_media_type", 415),
+    ("method_not_allowed", 405),
+    ("not_acceptable", 406),
+    ("request_timeout", 408),
+    ("length_required", 411),
+    ("uri_too_long", 414),
+    ("request_header_fields_too_large", 431),
+    ("unprocessable_entity", 422),
+    ("conflict", 409),
+    ("not_found", 404),
+    // Who is asking.
+    ("unauthorized", 401),
+    ("invalid_credentials", 401),
+    ("forbidden", 403),
+    ("partner_suspended", 403),
+    ("rate_limited", 429),
+    ("invalid_token", 400),
+    ("password_too_short", 400),
+    ("password_too_long", 400),
+    ("password_too_common", 400),
+    ("password_contains_email", 400),
+    ("email_taken", 409),
+    ("already_bootstrapped", 409),
+    // Idempotency.
+    ("idempotency_key_reused", 422),
+    ("idempotency_key_in_use", 409),
+    // Customers and KYC.
+    ("external_id_taken", 409),
+    ("application_in_progress", 409),
+    ("application_not_in_review", 409),
+    ("four_eyes_required", 403),
+    ("kyc_required", 403),
+    ("limit_exceeded", 403),
+    ("invalid_list", 400),
+    // Wallets.
+    ("wallet_closed", 422),
+    ("wallet_frozen", 422),
+    ("wallet_not_frozen", 409),
+    ("wallet_already_frozen", 409),
+    ("wallet_not_empty", 409),
+    // Payments.
+    ("insufficient_funds", 422),
+    ("currency_mismatch", 422),
+    ("payment_not_refundable", 422),
+    ("refund_exceeds_payment", 422),
+    // The server's side.
+    ("internal_error", 500),
+    ("database_unavailable", 503),
+    ("ledger_overloaded", 503),
+    ("ledger_unavailable", 503),
+    ("service_unavailable", 503),
+    ("not_ready", 503),
+    ("gateway_timeout", 504),
+];
+
+/// Every (code, status) an error of `E` can answer with, from one example of each variant.
+fn answers_of<E: flowlet::platform::error::ModuleError>(source: &str, into: &mut Answers) {
+    use flowlet::platform::error::Problem;
+    for example in E::examples() {
+        into.push((
+            example.code().to_owned(),
+            example.status().as_u16(),
+            source.to_owned(),
+        ));
+    }
+}
+
+type Answers = Vec<(String, u16, String)>;
+
+/// The codes the platform answers with by building an `ApiError` itself (extractors,
+/// idempotency, readiness, the principal): every `ApiError::new(StatusCode::X, "code", ...)` in
+/// `src/`, read from the source as the architecture test reads it. A code that is not a
+/// literal there fails this test: the contract must be able to see it.
+fn literal_answers(into: &mut Answers) {
+    fn status_of(name: &str) -> u16 {
+        match name {
+            "BAD_REQUEST" => 400,
+            "UNAUTHORIZED" => 401,
+            "FORBIDDEN" => 403,
+            "NOT_FOUND" => 404,
+            "CONFLICT" => 409,
+            "PAYLOAD_TOO_LARGE" => 413,
+            "UNSUPPORTED_MEDIA_TYPE" => 415,
+            "UNPROCESSABLE_ENTITY" => 422,
+            "TOO_MANY_REQUESTS" => 429,
+            "INTERNAL_SERVER_ERROR" => 500,
+            "SERVICE_UNAVAILABLE" => 503,
+            other => panic!("StatusCode::{other}: add its number to status_of"),
+        }
+    }
+    fn walk(dir: &std::path::Path, into: &mut Answers) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                scan(&path, &std::fs::read_to_string(&path).unwrap(), into);
+            }
+        }
+    }
+    fn scan(path: &std::path::Path, text: &str, into: &mut Answers) {
+        for opening in ["ApiError::new(", "Self::new(StatusCode::"] {
+            for (at, _) in text.match_indices(opening) {
+                let rest = text[at + opening.len()..].trim_start();
+                let rest = rest.strip_prefix("StatusCode::").unwrap_or(rest);
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                    .collect();
+                let rest = rest[name.len()..].trim_start();
+                let code = rest
+                    .strip_prefix(',')
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix('"'))
+                    .and_then(|r| r.split_once('"'))
+                    .map(|(code, _)| code);
+                let line = text[..at].lines().count();
+                let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+                let place = format!(
+                    "{}:{line}",
+                    path.strip_prefix(root).unwrap_or(path).display()
+                );
+                if name.is_empty() {
+                    // `ApiError::new(status, code, ...)`, the constructor itself.
+                    assert!(rest.starts_with("status"), "{place}: status not readable");
+                    continue;
+                }
+                let code = code.unwrap_or_else(|| panic!("{place}: the code is not a literal"));
+                into.push((code.to_owned(), status_of(&name), place));
+            }
+        }
+    }
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        into,
+    );
+}
+
+/// Everything the API can answer with: each module's errors, the platform's own problems and
+/// the codes of bare statuses.
+fn every_answer() -> Answers {
+    let mut answers = Answers::new();
+    answers_of::<flowlet::auth::AuthError>("auth", &mut answers);
+    answers_of::<flowlet::kyc::KycError>("kyc", &mut answers);
+    answers_of::<flowlet::ledger::LedgerError>("ledger", &mut answers);
+    answers_of::<flowlet::notify::NotifyError>("notify", &mut answers);
+    answers_of::<flowlet::payment::PaymentError>("payment", &mut answers);
+    answers_of::<flowlet::wallet::WalletError>("wallet", &mut answers);
+    literal_answers(&mut answers);
+    for (status, code) in flowlet::platform::error::BARE_STATUS_CODES {
+        answers.push((code.to_owned(), status, "a bare status".to_owned()));
+    }
+    answers
+}
+
+/// Codes that are ledger result codes, which a refused payment may answer with.
+fn ledger_results() -> std::collections::BTreeSet<&'static str> {
+    flowlet::ledger::ResultCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| *c != "ok")
+        .collect()
+}
+
+#[test]
+fn every_published_code_and_only_those_can_be_answered() {
+    use std::collections::BTreeMap;
+    let published: BTreeMap<&str, u16> = PUBLISHED.iter().copied().collect();
+    assert_eq!(published.len(), PUBLISHED.len(), "a code is listed twice");
+    let results = ledger_results();
+    let mut answered = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for (code, status, source) in every_answer() {
+        assert!(
+            !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{source}: code `{code}` is not snake_case"
+        );
+        match published.get(code.as_str()) {
+            Some(expected) if *expected == status => {}
+            Some(expected) => wrong.push(format!(
+                "{source}: `{code}` answers {status}, published with {expected}"
+            )),
+            None if source == "payment" && results.contains(code.as_str()) && status == 422 => {
+                continue;
+            }
+            None => wrong.push(format!(
+                "{source}: `{code}` ({status}) is not published: add it to PUBLISHED and API.md"
+            )),
+        }
+        answered.insert(code, status);
+    }
+    for code in published.keys() {
+        if !answered.contains_key(*code) {
+            wrong.push(format!(
+                "`{code}` is published but nothing answers with it any more"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn ledger_results_refusing_a_payment_answer_422_with_their_own_code() {
+    use flowlet::platform::error::Problem;
+    for code in flowlet::ledger::ResultCode::ALL {
+        if code.as_str() == "ok" {
+            continue;
+        }
+        let refused = flowlet::payment::PaymentError::Refused(code);
+        assert_eq!(refused.status().as_u16(), 422, "{code:?}");
+        assert_eq!(refused.code(), code.as_str());
+        assert_eq!(
+            refused.extensions().unwrap()["ledger_result"],
+            code.as_str()
+        );
+    }
+}

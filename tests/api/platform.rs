@@ -200,6 +200,75 @@ async fn openapi_documents_every_route_and_every_documented_route_exists() {
     }
 }
 
+/// Every `$ref` of the document names a component, and every list a route answers is one
+/// `List_<Item>` component shaped `{data: [Item], next_cursor}`, its items a reference to the
+/// item's own component.
+#[test]
+fn openapi_references_resolve_and_every_list_is_the_one_envelope() {
+    let spec = serde_json::to_value(flowlet::app::openapi()).unwrap();
+    let schemas = spec["components"]["schemas"].as_object().unwrap();
+    fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(r) = map.get("$ref").and_then(|r| r.as_str()) {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&spec, &mut found);
+    assert!(!found.is_empty());
+    for reference in found {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{reference} points outside the components"));
+        assert!(
+            schemas.contains_key(name),
+            "{reference} resolves to nothing"
+        );
+    }
+    let lists: Vec<&String> = schemas.keys().filter(|k| k.starts_with("List_")).collect();
+    for expected in [
+        "List_Wallet",
+        "List_Transaction",
+        "List_Payment",
+        "List_Customer",
+        "List_Application",
+        "List_Endpoint",
+        "List_Attempt",
+        "List_Event",
+        "List_ApiKey",
+        "List_EntryView",
+    ] {
+        assert!(
+            lists.iter().any(|l| *l == expected),
+            "{expected} missing from {lists:?}"
+        );
+    }
+    for list in lists {
+        let schema = &schemas[list];
+        let item = list.trim_start_matches("List_");
+        assert_eq!(
+            schema["properties"]["data"]["items"]["$ref"],
+            format!("#/components/schemas/{item}"),
+            "{list}: {schema}"
+        );
+        assert!(
+            schema["properties"]["next_cursor"].is_object(),
+            "{list}: {schema}"
+        );
+        assert_eq!(
+            schema["required"],
+            serde_json::json!(["data"]),
+            "{list}: {schema}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn docs_is_a_self_contained_html_page_listing_every_documented_path() {
     let app = spawn_app().await;

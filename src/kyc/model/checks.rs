@@ -1,6 +1,7 @@
 //! The automated checks run on every submission, the application state machine, and the
 //! decision the checks lead to.
 
+use crate::platform::error::FieldError;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -278,6 +279,16 @@ impl Status {
         ]
         .into_iter()
         .find(|s| s.as_str() == value)
+    }
+
+    /// A `status` filter of a request.
+    pub fn from_request(value: &str) -> Result<Self, FieldError> {
+        Self::parse(value).ok_or_else(|| {
+            FieldError::new(
+                "status",
+                "must be pending, awaiting_documents, approved, rejected or review",
+            )
+        })
     }
 
     /// The state machine: `pending -> approved | rejected | review | awaiting_documents`,

@@ -17,5 +17,5 @@ pub use validation::*;
 
 use crate::platform::ids::define_id;
 
-define_id!(CustomerId, CustomerIdKind, "cus");
-define_id!(ApplicationId, ApplicationIdKind, "kyc");
+define_id!(CustomerId, CustomerIdKind, "cus", "customer");
+define_id!(ApplicationId, ApplicationIdKind, "kyc", "application");

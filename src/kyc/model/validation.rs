@@ -5,21 +5,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A request field that is missing or malformed: a 400 naming the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::platform::error::FieldError;
 
 /// The oldest date of birth accepted: anything earlier is a typo, not a customer.
 const EARLIEST_BIRTH: (i32, u32, u32) = (1900, 1, 1);

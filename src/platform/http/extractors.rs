@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::platform::error::ApiError;
+use crate::platform::error::{ApiError, FieldError};
 
 /// Longest number (in characters) a body may carry anywhere, and the largest exponent: far
 /// beyond any amount or identifier, well inside what PostgreSQL's `numeric` (and so `jsonb`)
@@ -55,13 +55,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 // The slow path, for bad input only: find where, to name it.
                 let value: Value = serde_json::from_str(text).map_err(|e| deserialize_error(&e))?;
                 if let Err((field, message)) = check_storable(&value) {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "validation_failed",
-                        format!("{field}: {message}"),
-                    )
-                    .with_extension("field", Value::String(field))
-                    .into());
+                    return Err(ApiError::from(FieldError::new(field, message)).into());
                 }
             }
             // From the text, as `web::Json` would: numbers keep their exact original text.

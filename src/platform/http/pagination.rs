@@ -1,10 +1,9 @@
 //! Lists: `?limit=1..200` (default 50) and `?cursor=...`, answered newest first as
 //! `{"data": [...], "next_cursor": "..." | null}` (API.md "Lists").
 
-use actix_web::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::platform::error::ApiError;
+use crate::platform::error::{ApiError, FieldError};
 
 /// Default page size.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -27,12 +26,9 @@ impl PageQuery {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                format!("limit must be between 1 and {MAX_LIMIT}"),
-            )
-            .with_extension("field", serde_json::Value::String("limit".to_owned()))),
+            Some(_) => {
+                Err(FieldError::new("limit", format!("must be between 1 and {MAX_LIMIT}")).into())
+            }
         }
     }
 
@@ -43,28 +39,37 @@ impl PageQuery {
     ) -> Result<Option<T>, ApiError> {
         self.cursor
             .as_deref()
-            .map(|c| {
-                parse(c).map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "validation_failed",
-                        "cursor is not valid",
-                    )
-                    .with_extension("field", serde_json::Value::String("cursor".to_owned()))
-                })
-            })
+            .map(|c| parse(c).map_err(|_| FieldError::new("cursor", "is not valid").into()))
             .transpose()
     }
 }
 
-/// One page of results, newest first.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
+/// One page of a list, newest first, as every list route answers it:
+/// `{"data": [...], "next_cursor": "..." | null}`. In the OpenAPI document each use is its own
+/// component, named after the item: `List_Wallet`, `List_Payment`, ...
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    /// The items of this page, newest first.
+    #[schema(schema_with = items_of::<T>)]
     pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 
-impl<T> Page<T> {
+/// `data` of a [`List`]: an array of references to the item's own component. (utoipa would
+/// otherwise copy the item's whole schema into every list, and generated clients would see a
+/// new anonymous type where they should see `Wallet`.)
+fn items_of<T: utoipa::ToSchema>() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name(T::name()))
+        .description(Some("The items of this page, newest first."))
+        .build()
+}
+
+/// A page of results, as services return them: the same thing as the [`List`] they answer.
+pub type Page<T> = List<T>;
+
+impl<T> List<T> {
     /// Builds a page from up to `limit + 1` rows: the extra row only says there is more.
     pub fn from_rows(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -78,6 +83,14 @@ impl<T> Page<T> {
         Page {
             data: rows,
             next_cursor,
+        }
+    }
+
+    /// The same page with each item turned into another (a row into its view).
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> List<U> {
+        List {
+            data: self.data.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
         }
     }
 }

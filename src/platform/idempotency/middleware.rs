@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::store::{Claimed, release, store_after};
 use super::{Claim, IDEMPOTENCY_KEY_HEADER, IdempotencyContext, MAX_KEY_LEN};
 use crate::platform::db::Db;
-use crate::platform::error::ApiError;
+use crate::platform::error::{ApiError, FieldError};
 use crate::platform::http::RequestContext;
 
 /// The middleware function; install with `from_fn(idempotency)` so that it runs after
@@ -144,12 +144,11 @@ fn parse_key(value: &HeaderValue) -> Result<String, ApiError> {
         || bytes.len() > MAX_KEY_LEN
         || !bytes.iter().all(|b| (0x20..0x7f).contains(b))
     {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters."),
+        return Err(FieldError::new(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
         )
-        .with_extension("field", serde_json::Value::String("Idempotency-Key".into())));
+        .into());
     }
     // Only printable ASCII is left, which is valid UTF-8.
     Ok(String::from_utf8_lossy(bytes).into_owned())
