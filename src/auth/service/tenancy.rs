@@ -14,10 +14,10 @@ use crate::kernel::{
     Access, Actor, ApiKeyId, Area, PartnerId, Principal, Role, Scopes, UserId, valid_email,
 };
 use crate::platform::db::{LockKey, LockNamespace, Tx};
+use crate::platform::http::pagination::Page;
 
 /// Concurrent bootstraps take turns (the tag is the key earlier releases used).
 const BOOTSTRAP: LockNamespace = LockNamespace::new("auth.bootstrap", 7_266_315_040_653_538);
-use crate::platform::http::pagination::Page;
 
 impl AuthService {
     /// A new partner (platform admins and operators only).

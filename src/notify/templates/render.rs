@@ -39,7 +39,8 @@ pub(super) fn password_reset(token: &str, valid_minutes: u64) -> Rendered {
     }
 }
 
-/// Borrowed fields of [`Template::PaymentReceipt`], so the renderer takes one argument.
+/// Borrowed fields of [`Template::PaymentReceipt`](super::Template::PaymentReceipt), so the
+/// renderer takes one argument.
 pub(super) struct Receipt<'a> {
     pub(super) payment_id: &'a str,
     pub(super) amount: &'a str,
