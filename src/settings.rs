@@ -218,6 +218,7 @@ mod tests {
                     [
                         "auth.jwt_secret",
                         "auth.api_key_secret",
+                        "payments.rail",
                         "kyc.hash_key",
                         "kyc.encryption_key_id"
                     ]
@@ -249,6 +250,7 @@ mod tests {
                 "FLOWLET__KYC__ENCRYPTION_KEYS__K2026",
                 "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
             ),
+            ("FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL", "true"),
         ])
         .unwrap();
         assert_eq!(s.env, Environment::Production);

@@ -48,7 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_request_bytes: usize) {
     paths(create_account, get_account, list_entries, get_balance, create_transfers, get_transfer),
     components(schemas(CreateAccount, AccountView, BalanceView, TransferInput, CreateTransfers,
                        TransferResults, TransferResult, TransferView, EntryView, List<EntryView>)),
-    tags((name = "ledger", description = include_str!("result_codes.md")))
+    tags((name = "ledger", description = include_str!("model/result_codes.md")))
 )]
 pub struct LedgerDoc;
 
