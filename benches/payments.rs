@@ -44,6 +44,7 @@ use flowlet::app::Application;
 use flowlet::auth::{AuthService, Caller, RequestMeta};
 use flowlet::kyc::{KycService, system_clock};
 use flowlet::ledger::LedgerService;
+use flowlet::notify::TransactionalOutbox;
 use flowlet::platform::config::Sources;
 use flowlet::platform::db::{Db, PoolOptions};
 use flowlet::platform::shared_state::SharedState;
@@ -409,6 +410,7 @@ async fn set_up(
         &settings.auth,
         &settings.rate_limit,
         false,
+        Arc::new(TransactionalOutbox),
     )?;
     let operator = Caller::Operator("bench".into());
     let meta = RequestMeta::default();
@@ -418,9 +420,14 @@ async fn set_up(
     let key = auth
         .create_api_key(&operator, Some(partner.id), "bench", None, None, &meta)
         .await?;
-    KycService::new(db.clone(), &settings.kyc, system_clock())?
-        .load_list("bench", SANCTIONS_CSV.as_bytes())
-        .await?;
+    KycService::new(
+        db.clone(),
+        &settings.kyc,
+        system_clock(),
+        Arc::new(TransactionalOutbox),
+    )?
+    .load_list("bench", SANCTIONS_CSV.as_bytes())
+    .await?;
     db.close();
 
     let client = reqwest::Client::builder()

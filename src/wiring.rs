@@ -57,21 +57,27 @@ impl Services {
         let (ledger, engine) =
             LedgerService::new(db.clone(), engine_config(&settings.ledger), engine_metrics);
         workers.spawn("ledger-engine", |shutdown| engine.run(shutdown));
+        let outbox: Arc<dyn Outbox> = Arc::new(TransactionalOutbox);
         let auth = AuthService::new(
             db.clone(),
             shared.clone(),
             &settings.auth,
             &settings.rate_limit,
             settings.server.trust_forwarded_for,
+            outbox.clone(),
         )
         .context("configuring auth")?;
         let notifier = notifier(settings, db, metrics)?;
-        let kyc = KycService::new(db.clone(), &settings.kyc, kyc::system_clock())
-            .context("configuring KYC (kyc.*)")?;
+        let kyc = KycService::new(
+            db.clone(),
+            &settings.kyc,
+            kyc::system_clock(),
+            outbox.clone(),
+        )
+        .context("configuring KYC (kyc.*)")?;
 
         let ledger_face: Arc<dyn Ledger> = Arc::new(ledger.clone());
         let compliance: Arc<dyn Compliance> = Arc::new(kyc.clone());
-        let outbox: Arc<dyn Outbox> = Arc::new(TransactionalOutbox);
         let wallets = WalletService::new(
             db.clone(),
             ledger_face.clone(),

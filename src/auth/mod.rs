@@ -20,14 +20,14 @@ mod settings;
 mod store;
 
 pub use error::AuthError;
-pub use http::{AuthDoc, authenticate, configure};
-pub use model::{AccessToken, ApiKey, CreatedApiKey, Partner, User};
-pub use service::{AuditEntry, AuthService, Caller, RequestMeta, record_audit};
+pub use http::{authenticate, configure};
+pub use model::{ApiKey, Partner, User};
+pub use service::{AuthService, Caller, RequestMeta};
 pub use settings::{AuthSettings, RateLimitSettings};
 
 /// Auth's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <AuthDoc as utoipa::OpenApi>::openapi()
+    <http::AuthDoc as utoipa::OpenApi>::openapi()
 }
 
 #[async_trait::async_trait]

@@ -26,16 +26,16 @@ mod store;
 use chrono::{DateTime, Utc};
 
 pub use error::KycError;
-pub use http::{KycDoc, configure};
+pub use http::configure;
 pub use model::{
     Address, ApplicationId, Check, CheckName, CheckResult, CustomerId, Denial, Direction,
     DocumentType, LimitKind, Movement, OutgoingKind, Status,
 };
-pub use pii::{PiiError, Vault};
+pub use pii::PiiError;
 pub use screening::{BirthDate, ListEntry, Match, ScreeningIndex, ScreeningSettings, Subject};
 pub use service::{
-    Application, Clock, Customer, KycService, NewCustomer, Rescreening, ReviewDecision,
-    SanctionsList, ScreeningHit, Submission, TierView, Transition, system_clock,
+    Application, Clock, Customer, KycService, Rescreening, ReviewDecision, SanctionsList,
+    ScreeningHit, Submission, TierView, Transition, system_clock,
 };
 pub use settings::{KycSettings, SecretBytes, TierLimits, TierSettings};
 
@@ -138,5 +138,5 @@ const LIMITS: LockNamespace = LockNamespace::new("kyc.limits", 0x6b79_635f_6c69_
 
 /// KYC's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <KycDoc as utoipa::OpenApi>::openapi()
+    <http::KycDoc as utoipa::OpenApi>::openapi()
 }

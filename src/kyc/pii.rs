@@ -71,11 +71,6 @@ impl Vault {
         })
     }
 
-    /// The key id new values are sealed with.
-    pub fn active_key_id(&self) -> &str {
-        &self.active
-    }
-
     /// Encrypts `plain` for the field named by `context` (e.g. `customer.first_name:<id>`).
     pub fn seal(&self, context: &str, plain: &str) -> Result<String, PiiError> {
         let key = self

@@ -26,25 +26,24 @@ use chrono::{DateTime, Utc};
 
 pub use engine::{AttachedItem, Attachment, BatchWrite, EngineConfig, EngineMetrics, SideWrite};
 pub use error::{LedgerError, SideWriteError};
-pub use http::{LedgerDoc, TRANSFERS_ROUTE, configure};
+pub use http::{TRANSFERS_ROUTE, configure};
 pub use model::{
     AccountFlags, AccountId, AccountState, Applied, Entry, NewTransfer, Outcome, ResultCode, Scope,
     StoredTransfer, Totals, TransferFlags, TransferId,
 };
 pub use service::{
-    Account, CheckRun, ExpiryConfig, HistoryEntry, LedgerService, NewAccount, VerifyMetrics,
-    VerifyReport,
+    Account, CheckRun, ExpiryConfig, HistoryEntry, LedgerService, NewAccount, TrialBalanceLine,
+    VerifyMetrics, VerifyReport, Violation,
 };
 pub use settings::LedgerSettings;
-pub use store::{TrialBalanceRow, Violation};
 
 use crate::platform::db::{LockKey, Tx};
 use crate::platform::http::pagination::Page;
 
-/// What other modules may ask of the ledger. Implemented by [`LedgerService`]; a split-out
-/// ledger service would implement it as an RPC client (transfer ids make posting idempotent).
 /// The ledger's face: how every other module moves money and reads balances. Callers hold an
 /// `Arc<dyn Ledger>` built by the composition root (`wiring.rs`), never a [`LedgerService`].
+/// Implemented in process by [`LedgerService`]; a split-out ledger would implement it as an
+/// RPC client (transfer ids make posting idempotent).
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync {
     /// Posts `transfers` through the engine (batched with other requests, all-or-nothing per
@@ -202,5 +201,5 @@ impl Ledger for LedgerService {
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <LedgerDoc as utoipa::OpenApi>::openapi()
+    <http::LedgerDoc as utoipa::OpenApi>::openapi()
 }

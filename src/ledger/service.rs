@@ -12,7 +12,7 @@ use super::model::{
     AccountFlags, AccountId, AccountState, NewTransfer, Outcome, ResultCode, Scope, StoredTransfer,
     Totals, TransferFlags, TransferId,
 };
-use super::store::{self, AccountRow, EntryRow, TransferRow, TrialBalanceRow, Violation};
+use super::store::{self, AccountRow, EntryRow, TransferRow, TrialBalanceRow, ViolationRow};
 use crate::kernel::PartnerId;
 use crate::platform::db::{Db, LockKey, Tx};
 use crate::platform::http::pagination::Page;
@@ -72,6 +72,51 @@ pub struct CheckRun {
     pub name: &'static str,
     pub about: &'static str,
     pub violations: usize,
+}
+
+/// One broken invariant a verification found: which check, on what, and how.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Violation {
+    pub check: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+impl From<ViolationRow> for Violation {
+    fn from(row: ViolationRow) -> Self {
+        Violation {
+            check: row.check,
+            subject: row.subject,
+            detail: row.detail,
+        }
+    }
+}
+
+/// One line of the trial balance: per currency and account code, how many accounts and
+/// their summed totals (decimal text, since sums can exceed 64 bits).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrialBalanceLine {
+    pub currency: String,
+    pub code: i32,
+    pub accounts: i64,
+    pub debits_posted: String,
+    pub credits_posted: String,
+    pub debits_pending: String,
+    pub credits_pending: String,
+}
+
+impl From<TrialBalanceRow> for TrialBalanceLine {
+    fn from(row: TrialBalanceRow) -> Self {
+        TrialBalanceLine {
+            currency: row.currency,
+            code: row.code,
+            accounts: row.accounts,
+            debits_posted: row.debits_posted,
+            credits_posted: row.credits_posted,
+            debits_pending: row.debits_pending,
+            credits_pending: row.credits_pending,
+        }
+    }
 }
 
 /// What a verification of the books checked and found.
@@ -362,18 +407,16 @@ impl LedgerService {
     /// Every invariant, recomputed from the entries; empty when the ledger is sound.
     pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
         let mut conn = self.db.conn().await?;
-        let violations = store::verify(&mut conn).await?;
+        let mut violations: Vec<Violation> = store::verify(&mut conn)
+            .await?
+            .into_iter()
+            .map(Violation::from)
+            .collect();
         let mut report = VerifyReport::default();
         for check in store::CHECKS {
-            report.add(
-                check.name,
-                check.about,
-                violations
-                    .iter()
-                    .filter(|v| v.check == check.name)
-                    .cloned()
-                    .collect(),
-            );
+            let (found, rest) = violations.into_iter().partition(|v| v.check == check.name);
+            violations = rest;
+            report.add(check.name, check.about, found);
         }
         Ok(report)
     }
@@ -397,9 +440,10 @@ impl LedgerService {
     pub async fn trial_balance(
         &self,
         currency: Option<Currency>,
-    ) -> Result<Vec<TrialBalanceRow>, LedgerError> {
+    ) -> Result<Vec<TrialBalanceLine>, LedgerError> {
         let mut conn = self.db.conn().await?;
-        Ok(store::trial_balance(&mut conn, currency.map(|c| c.code().to_owned())).await?)
+        let rows = store::trial_balance(&mut conn, currency.map(|c| c.code().to_owned())).await?;
+        Ok(rows.into_iter().map(TrialBalanceLine::from).collect())
     }
 
     /// One pass of the expiry worker: voids up to `limit` pending transfers whose timeout

@@ -31,10 +31,6 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 /// object-safe and one `Arc<dyn Mailer>` can be shared by every module.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Directory the file transport writes to when no `smtp.url` is configured,
-/// so local runs leave their mail where developers expect to find it.
-pub const DEFAULT_MAIL_DIR: &str = ".flowlet/mail";
-
 /// Upper bound on one SMTP delivery (connect, TLS, AUTH and DATA), so a
 /// stalled mail server cannot hold a request handler forever.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,9 +152,9 @@ pub struct SmtpMailer {
 }
 
 impl SmtpMailer {
-    /// Build an SMTP mailer with an explicit per-send `timeout`, for callers
-    /// (and tests) that need a bound other than [`DEFAULT_SEND_TIMEOUT`].
-    /// See [`mailer`] for the accepted URL forms.
+    /// An SMTP mailer with an explicit per-send `timeout` (the tests' short bounds; the
+    /// product's comes from [`mailer`], with [`DEFAULT_SEND_TIMEOUT`]).
+    #[cfg(test)]
     pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, MailError> {
         Self::with_from(url, parse_from(from)?, timeout)
     }

@@ -18,18 +18,16 @@ mod templates;
 mod webhook;
 
 pub use error::NotifyError;
-pub use http::{NotifyDoc, configure};
-pub use mail::{DEFAULT_MAIL_DIR, Email, FileMailer, MailError, Mailer, SmtpMailer, mailer};
+pub use http::configure;
+pub use mail::{Email, FileMailer, MailError, mailer};
 pub use model::{
     Attempt, AttemptId, EmailBacklog, Endpoint, EndpointBacklog, EndpointId, EndpointWithSecret,
     Event, EventId,
 };
-pub use service::{NewEvent, Notifier, NotifyMetrics, enqueue_email, record_event, record_events};
+pub use service::{NewEvent, Notifier, NotifyMetrics};
 pub use settings::{SmtpSettings, WebhookSettings};
-pub use templates::{Rendered, Template};
-pub use webhook::{MAX_ATTEMPTS as WEBHOOK_MAX_ATTEMPTS, filter_matches};
+pub use templates::Template;
 
-/// Notify's part of the OpenAPI document.
 /// The outbox's face: what other modules write into their own transaction, so an event (and
 /// its webhook deliveries) or an email exists exactly when the change that caused it commits.
 /// Callers hold an `Arc<dyn Outbox>` from the composition root.
@@ -90,6 +88,7 @@ impl Outbox for TransactionalOutbox {
     }
 }
 
+/// Notify's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <NotifyDoc as utoipa::OpenApi>::openapi()
+    <http::NotifyDoc as utoipa::OpenApi>::openapi()
 }

@@ -16,16 +16,15 @@ mod settings;
 mod store;
 
 pub use error::PaymentError;
-pub use http::{PaymentDoc, configure};
+pub use http::configure;
 pub use model::{PaymentId, PaymentKind, PaymentStatus};
 pub use rail::{Rail, RailError, SandboxRail, Settlement};
 pub use service::{
-    CLAIMING_IN_TRANSACTION, Collaborators, NewDeposit, NewPayment, NewRefund, NewWithdrawal,
-    Payment, PaymentMetrics, PaymentService, RAIL_ACCOUNT_CODE,
+    CLAIMING_IN_TRANSACTION, Collaborators, Payment, PaymentMetrics, PaymentService,
 };
 pub use settings::{PaymentSettings, RailKind};
 
 /// The payment module's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <PaymentDoc as utoipa::OpenApi>::openapi()
+    <http::PaymentDoc as utoipa::OpenApi>::openapi()
 }

@@ -19,12 +19,9 @@ mod store;
 use crate::kernel::PartnerId;
 
 pub use error::WalletError;
-pub use http::{WalletDoc, configure};
+pub use http::configure;
 pub use model::{Change, FreezeMode, WalletId, WalletKind, WalletStatus};
-pub use service::{
-    Balance, NewWallet, Transaction, WALLET_ACCOUNT_CODE, Wallet, WalletAccount, WalletDetail,
-    WalletRef, WalletService,
-};
+pub use service::{Balance, Transaction, Wallet, WalletAccount, WalletRef, WalletService};
 
 /// The wallets' face for other modules (payments, cards): the facts a movement needs about
 /// a partner's wallets. 404 (`WalletError::NotFound`) for another partner's wallet.
@@ -78,5 +75,5 @@ impl Wallets for WalletService {
 
 /// The wallet module's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <WalletDoc as utoipa::OpenApi>::openapi()
+    <http::WalletDoc as utoipa::OpenApi>::openapi()
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowlet::kernel::Role;
-use flowlet::notify::{Template, enqueue_email};
+use flowlet::notify::{Outbox, Template, TransactionalOutbox};
 use flowlet::platform::db::DbError;
 use mail_parser::{MessageParser, PartType};
 use serde_json::{Value, json};
@@ -230,7 +230,7 @@ async fn enqueue(app: &TestApp, to: &str, template: Template, commit: bool) {
         .in_tx(|tx| {
             let (to, template) = (to.clone(), template.clone());
             Box::pin(async move {
-                enqueue_email(tx, &to, template).await?;
+                TransactionalOutbox.enqueue_email(tx, &to, template).await?;
                 if commit {
                     Ok(())
                 } else {

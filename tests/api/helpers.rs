@@ -235,6 +235,7 @@ impl TestApp {
                     &self.settings.auth,
                     &self.settings.rate_limit,
                     false,
+                    std::sync::Arc::new(flowlet::notify::TransactionalOutbox),
                 )
                 .expect("the auth service")
             })

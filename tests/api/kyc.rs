@@ -12,6 +12,7 @@ use flowlet::kyc::{
     Compliance, CustomerId, Denial, Direction, KycError, KycService, LimitKind, Movement,
     OutgoingKind, system_clock,
 };
+use flowlet::notify::TransactionalOutbox;
 use flowlet::platform::money::{Currency, Money};
 use serde_json::{Value, json};
 
@@ -26,7 +27,13 @@ fn fixture(name: &str) -> String {
 
 /// A KYC service over the app's database, as an operator's process or another module has it.
 fn kyc_of(app: &TestApp) -> KycService {
-    KycService::new(app.pool(), &app.settings.kyc, system_clock()).unwrap()
+    KycService::new(
+        app.pool(),
+        &app.settings.kyc,
+        system_clock(),
+        Arc::new(TransactionalOutbox),
+    )
+    .unwrap()
 }
 
 /// Loads the repository's simple test list (as `flowlet admin sanctions load` does).
@@ -1571,7 +1578,13 @@ async fn the_compliance_trait_enforces_tier_limits_by_day_and_month_on_a_fake_cl
     let (approved, unverified) = approved_and_unverified(&app, &partner.key).await;
 
     let (now, clock) = fake_clock("2026-03-30T22:00:00Z");
-    let kyc = KycService::new(app.pool(), &app.settings.kyc, clock).unwrap();
+    let kyc = KycService::new(
+        app.pool(),
+        &app.settings.kyc,
+        clock,
+        Arc::new(TransactionalOutbox),
+    )
+    .unwrap();
     let day = |n: i64| now.fetch_add(n * 86_400, Ordering::SeqCst);
     let pay = |amount: &str| outgoing(approved, amount, OutgoingKind::Payment);
 
@@ -1719,7 +1732,13 @@ async fn authorize_all_answers_each_movement_as_if_one_after_another() {
     let (partner, other) = (app.new_partner().await, app.new_partner().await);
     let (approved, unverified) = approved_and_unverified(&app, &partner.key).await;
     let (_now, clock) = fake_clock("2026-03-30T12:00:00Z");
-    let kyc = KycService::new(app.pool(), &app.settings.kyc, clock).unwrap();
+    let kyc = KycService::new(
+        app.pool(),
+        &app.settings.kyc,
+        clock,
+        Arc::new(TransactionalOutbox),
+    )
+    .unwrap();
     let pay = |amount: &str| outgoing(approved, amount, OutgoingKind::Payment);
     let over_cap = Movement {
         customer_id: approved,
@@ -1808,7 +1827,13 @@ async fn personal_data_is_resealed_under_a_new_key_and_stays_readable() {
         .var("FLOWLET__KYC__ENCRYPTION_KEYS__K2", k2)
         .var("FLOWLET__KYC__ENCRYPTION_KEY_ID", "k2");
     let replica = crate::helpers::spawn_app_with(rotated).await;
-    let kyc = KycService::new(replica.pool(), &replica.settings.kyc, system_clock()).unwrap();
+    let kyc = KycService::new(
+        replica.pool(),
+        &replica.settings.kyc,
+        system_clock(),
+        Arc::new(TransactionalOutbox),
+    )
+    .unwrap();
     assert_eq!(
         kyc.reencrypt().await.unwrap(),
         2,

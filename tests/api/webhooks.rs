@@ -10,7 +10,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use flowlet::notify::{NewEvent, record_event, record_events};
+use flowlet::notify::{NewEvent, Outbox, TransactionalOutbox};
 use flowlet::platform::db::DbError;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
@@ -195,7 +195,7 @@ async fn record(
                 data: data.clone(),
             };
             Box::pin(async move {
-                let id = record_event(tx, event).await?;
+                let id = TransactionalOutbox.record_event(tx, event).await?;
                 if commit {
                     Ok(id)
                 } else {
@@ -474,7 +474,7 @@ async fn events_recorded_together_reach_exactly_the_matching_endpoints() {
     let ids = db
         .in_tx(|tx| {
             let events = events.clone();
-            Box::pin(async move { record_events(tx, events).await })
+            Box::pin(async move { TransactionalOutbox.record_events(tx, events).await })
         })
         .await
         .unwrap();
@@ -498,7 +498,9 @@ async fn events_recorded_together_reach_exactly_the_matching_endpoints() {
     assert_eq!(got.len(), 3);
     // Nothing at all: nothing written.
     let none = db
-        .in_tx(|tx| Box::pin(async move { record_events(tx, Vec::new()).await }))
+        .in_tx(|tx| {
+            Box::pin(async move { TransactionalOutbox.record_events(tx, Vec::new()).await })
+        })
         .await
         .unwrap();
     assert!(none.is_empty());

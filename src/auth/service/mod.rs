@@ -20,6 +20,7 @@ use super::crypto::{Jwt, JwtConfig, PasswordParams, Passwords, SecretDigester};
 use super::error::AuthError;
 use super::settings::{AuthSettings, RateLimitSettings};
 use crate::kernel::{Access, Area, PartnerId, Principal};
+use crate::notify::Outbox;
 use crate::platform::db::Db;
 use crate::platform::shared_state::SharedState;
 use authenticate::CachedKey;
@@ -112,6 +113,8 @@ struct Inner {
     settings: AuthSettings,
     limits: RateLimitSettings,
     trust_forwarded_for: bool,
+    /// Where password-reset mail is queued, in the request's transaction.
+    outbox: Arc<dyn Outbox>,
 }
 
 impl AuthService {
@@ -122,6 +125,7 @@ impl AuthService {
         settings: &AuthSettings,
         limits: &RateLimitSettings,
         trust_forwarded_for: bool,
+        outbox: Arc<dyn Outbox>,
     ) -> Result<AuthService, AuthError> {
         let jwt = Jwt::new(JwtConfig {
             active_kid: settings.jwt_kid.clone(),
@@ -149,6 +153,7 @@ impl AuthService {
                 settings: settings.clone(),
                 limits: limits.clone(),
                 trust_forwarded_for,
+                outbox,
             }),
         })
     }

@@ -10,7 +10,7 @@ use crate::auth::error::AuthError;
 use crate::auth::model::AccessToken;
 use crate::auth::store::{self, PasswordResetRow};
 use crate::kernel::{Actor, Principal, Role};
-use crate::notify::{Template, enqueue_email};
+use crate::notify::Template;
 
 impl AuthService {
     /// Email and password to an access token. Unknown email, wrong password and a locked
@@ -157,8 +157,10 @@ impl AuthService {
         let recipient = user.email.clone();
         // The mail goes through the outbox, in this transaction: sent by the worker after the
         // commit, off this request (which must not wait on, or reveal anything through, mail).
+        let outbox = self.inner.outbox.clone();
         self.db()
             .in_tx(|tx| {
+                let outbox = outbox.clone();
                 let row = row.clone();
                 let audit = audit.clone();
                 let template = template.clone();
@@ -166,7 +168,7 @@ impl AuthService {
                 Box::pin(async move {
                     store::insert_password_reset(tx.conn(), &row).await?;
                     record_audit(tx, audit).await?;
-                    enqueue_email(tx, &recipient, template).await?;
+                    outbox.enqueue_email(tx, &recipient, template).await?;
                     Ok::<_, AuthError>(())
                 })
             })

@@ -78,17 +78,7 @@ pub(super) async fn run_ledger(command: LedgerCommand, settings: &Settings) -> a
                     .context("--currency is not an ISO 4217 code")?;
                 let rows = ledger.trial_balance(currency).await?;
                 if json {
-                    let list: Vec<serde_json::Value> = rows
-                        .iter()
-                        .map(|r| {
-                            serde_json::json!({
-                                "currency": r.currency, "code": r.code, "accounts": r.accounts,
-                                "debits_posted": r.debits_posted, "credits_posted": r.credits_posted,
-                                "debits_pending": r.debits_pending, "credits_pending": r.credits_pending,
-                            })
-                        })
-                        .collect();
-                    print_json(&list)?;
+                    print_json(&rows)?;
                 } else {
                     let lines: Vec<Vec<String>> = rows
                         .iter()
@@ -107,7 +97,15 @@ pub(super) async fn run_ledger(command: LedgerCommand, settings: &Settings) -> a
                     print!(
                         "{}",
                         table(
-                            &["CURRENCY", "CODE", "ACCOUNTS", "DEBITS POSTED", "CREDITS POSTED", "DEBITS PENDING", "CREDITS PENDING"],
+                            &[
+                                "CURRENCY",
+                                "CODE",
+                                "ACCOUNTS",
+                                "DEBITS POSTED",
+                                "CREDITS POSTED",
+                                "DEBITS PENDING",
+                                "CREDITS PENDING"
+                            ],
                             &lines
                         )
                     );

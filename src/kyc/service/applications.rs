@@ -18,7 +18,7 @@ use crate::kyc::model::{
     Status,
 };
 use crate::kyc::store::{self, ApplicationRow, CustomerRow};
-use crate::notify::{NewEvent, Template, enqueue_email, record_event};
+use crate::notify::{NewEvent, Template};
 use crate::platform::db::Tx;
 
 /// `POST /v1/customers/{id}/kyc`.
@@ -364,22 +364,23 @@ impl KycService {
         if status == Status::Pending {
             return Ok(());
         }
-        record_event(
-            tx,
-            NewEvent {
-                partner_id: Some(PartnerId::from_uuid(row.partner_id)),
-                event_type: event_type.into(),
-                data: json!({
-                    "application_id": ApplicationId::from_uuid(row.id),
-                    "customer_id": CustomerId::from_uuid(row.customer_id),
-                    "status": status.as_str(),
-                    "kyc_tier": customer.kyc_tier,
-                    "code": outcome.code,
-                    "missing": outcome.missing,
-                }),
-            },
-        )
-        .await?;
+        self.outbox()
+            .record_event(
+                tx,
+                NewEvent {
+                    partner_id: Some(PartnerId::from_uuid(row.partner_id)),
+                    event_type: event_type.into(),
+                    data: json!({
+                        "application_id": ApplicationId::from_uuid(row.id),
+                        "customer_id": CustomerId::from_uuid(row.customer_id),
+                        "status": status.as_str(),
+                        "kyc_tier": customer.kyc_tier,
+                        "code": outcome.code,
+                        "missing": outcome.missing,
+                    }),
+                },
+            )
+            .await?;
         if let Some(email_enc) = &customer.email_enc
             && matches!(status, Status::Approved | Status::Rejected | Status::Review)
         {
@@ -396,7 +397,7 @@ impl KycService {
                 reason: (status == Status::Rejected)
                     .then(|| customer_facing_reason(outcome.code.as_deref().unwrap_or(""))),
             };
-            enqueue_email(tx, &email, template).await?;
+            self.outbox().enqueue_email(tx, &email, template).await?;
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ use super::pii::Vault;
 use super::screening::ScreeningIndex;
 use super::settings::KycSettings;
 use super::store::ApplicationRow;
+use crate::notify::Outbox;
 use crate::platform::db::Db;
 
 pub use application_views::{Application, Transition};
@@ -53,6 +54,7 @@ struct LoadedLists {
 
 struct Inner {
     db: Db,
+    outbox: Arc<dyn Outbox>,
     vault: Vault,
     settings: KycSettings,
     clock: Clock,
@@ -78,10 +80,17 @@ fn tier_u8(tier: i16) -> u8 {
 }
 
 impl KycService {
-    pub fn new(db: Db, settings: &KycSettings, clock: Clock) -> Result<KycService, KycError> {
+    /// Builds the service; `outbox` takes its events and mail in the caller's transaction.
+    pub fn new(
+        db: Db,
+        settings: &KycSettings,
+        clock: Clock,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<KycService, KycError> {
         Ok(KycService {
             inner: Arc::new(Inner {
                 db,
+                outbox,
                 vault: Vault::new(settings)?,
                 settings: settings.clone(),
                 clock,
@@ -97,6 +106,10 @@ impl KycService {
     /// Now, to the microsecond PostgreSQL stores (so a response and a later read agree).
     fn now(&self) -> DateTime<Utc> {
         chrono::SubsecRound::trunc_subsecs((self.inner.clock)(), 6)
+    }
+
+    fn outbox(&self) -> &dyn Outbox {
+        self.inner.outbox.as_ref()
     }
 
     fn vault(&self) -> &Vault {

@@ -24,5 +24,5 @@ pub use transfers::{
     transfers_after,
 };
 pub use tx::{TxInfo, advisory_locks, tx_fate, tx_info};
-pub use verify::{CHECKS, TrialBalanceRow, Violation, trial_balance, verify};
+pub use verify::{CHECKS, TrialBalanceRow, ViolationRow, trial_balance, verify};
 pub use write::{WriteSet, write_batch};

@@ -5,9 +5,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int4, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-/// One broken invariant found by [`verify`].
-#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
-pub struct Violation {
+/// One broken invariant found by [`verify`], as the query returns it (the ledger's face
+/// hands out `service::Violation`).
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ViolationRow {
     #[diesel(sql_type = Text)]
     pub check: String,
     #[diesel(sql_type = Text)]
@@ -179,17 +180,17 @@ pub const CHECKS: &[Check] = &[
 ];
 
 /// Runs every check of [`CHECKS`]; the violations, at most 100 per check, in check order.
-pub async fn verify(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Violation>> {
+pub async fn verify(conn: &mut AsyncPgConnection) -> QueryResult<Vec<ViolationRow>> {
     let mut violations = Vec::new();
     for check in CHECKS {
-        let found: Vec<Violation> = diesel::sql_query(check.sql).load(conn).await?;
+        let found: Vec<ViolationRow> = diesel::sql_query(check.sql).load(conn).await?;
         violations.extend(found);
     }
     Ok(violations)
 }
 
 /// Per currency and account code: the posted and pending totals (sums as decimal text,
-/// since they can exceed 64 bits).
+/// since they can exceed 64 bits), as the query returns them.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct TrialBalanceRow {
     #[diesel(sql_type = Text)]
