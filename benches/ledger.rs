@@ -44,7 +44,9 @@ use uuid::Uuid;
 mod support;
 use support::{connect, redact, with_database};
 
-const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Loopback without TLS (`sslmode=disable`), so figures compare across releases; to measure
+/// with TLS, set `FLOWLET_BENCH_DATABASE_URL` with `sslmode=require`.
+const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 const ACCOUNTS: usize = 100_000;
 const ACCOUNT_CHUNK: usize = 5_000;
 const NAIVE_POOL: usize = 16;
@@ -237,6 +239,7 @@ async fn bench(config: &Config, url: &str) -> anyhow::Result<()> {
         wait_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(10),
         tx_max_retries: 10,
+        ca_file: None,
     };
     let engine_db = Db::connect(url, &pool(config.engine_pool))?;
     engine_db.ping().await?;

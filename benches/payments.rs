@@ -58,7 +58,9 @@ use uuid::Uuid;
 mod support;
 use support::{connect, redact, with_database};
 
-const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Loopback without TLS (`sslmode=disable`), so figures compare across releases; to measure
+/// with TLS, set `FLOWLET_BENCH_DATABASE_URL` with `sslmode=require`.
+const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// The sanctions list: one entry nobody matches (screening runs, and approves).
 const SANCTIONS_CSV: &str = "name,aliases,date_of_birth,country\nNobody Listed,,1900-01-01,\n";
@@ -234,6 +236,7 @@ fn small_pool() -> PoolOptions {
         wait_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(10),
         tx_max_retries: 3,
+        ca_file: None,
     }
 }
 

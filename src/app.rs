@@ -3,6 +3,8 @@
 //! both go through [`Application::build`], so tests exercise exactly what production runs.
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use actix_web::dev::{Extensions, Server, ServerHandle};
@@ -63,6 +65,7 @@ pub struct Application {
     infra: Infra,
     workers: Workers,
     shutdown_timeout: Duration,
+    draining: Arc<AtomicBool>,
 }
 
 impl Application {
@@ -84,13 +87,15 @@ impl Application {
         };
         let infra = Infra::start(&settings.database, &settings.redis, migrate).await?;
         let mut workers = Workers::new();
-        match Self::assemble(&settings, &infra, &mut workers, extra_routes) {
+        let draining = Arc::new(AtomicBool::new(false));
+        match Self::assemble(&settings, &infra, &mut workers, extra_routes, &draining) {
             Ok((port, server)) => Ok(Application {
                 port,
                 server,
                 infra,
                 workers,
                 shutdown_timeout: settings.server.shutdown_timeout,
+                draining,
             }),
             Err(err) => {
                 workers.stop(settings.server.shutdown_timeout).await;
@@ -106,11 +111,18 @@ impl Application {
         infra: &Infra,
         workers: &mut Workers,
         extra_routes: Option<ExtraRoutes>,
+        draining: &Arc<AtomicBool>,
     ) -> anyhow::Result<(u16, Server)> {
         let metrics = Metrics::new().context("creating the metrics registry")?;
         let services =
             Services::build(settings, &infra.db, &infra.shared, workers, Some(&metrics))?;
-        services.spawn_background(settings, workers, &metrics)?;
+        services.spawn_background(
+            settings,
+            workers,
+            &metrics,
+            &infra.worker_db,
+            infra.replica_db.as_ref(),
+        )?;
         let listener = TcpListener::bind(settings.server.bind)
             .with_context(|| format!("binding {} (server.bind)", settings.server.bind))?;
         let port = listener.local_addr()?.port();
@@ -125,6 +137,8 @@ impl Application {
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {
             db: infra.db.clone(),
+            probe: infra.probe_db.clone(),
+            draining: draining.clone(),
             shared: infra.shared.clone(),
             metrics: metrics.clone(),
             openapi_json: spec_value.to_string(),
@@ -199,6 +213,11 @@ impl Application {
     /// A handle to stop the server gracefully from another task (signal handling, tests).
     pub fn server_handle(&self) -> ServerHandle {
         self.server.handle()
+    }
+
+    /// Marks the instance as shutting down: `/ready` answers 503 from now on.
+    pub fn drain_switch(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 
     /// Serves until stopped, then stops the workers, the pool and the embedded PostgreSQL, in

@@ -229,6 +229,111 @@ mod tests {
         assert!(err.to_string().contains("FLOWLET__AUTH__JWT_SECRET"));
     }
 
+    /// Production's real secrets, plus `extra`.
+    fn production_with(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut vars = vec![
+            ("FLOWLET_ENV", "production"),
+            (
+                "FLOWLET__AUTH__JWT_SECRET",
+                "a-real-secret-of-more-than-thirty-two-bytes",
+            ),
+            (
+                "FLOWLET__AUTH__API_KEY_SECRET",
+                "another-real-secret-of-more-than-32-bytes",
+            ),
+            (
+                "FLOWLET__KYC__HASH_KEY",
+                "a-real-hash-key-of-more-than-32-bytes!!",
+            ),
+            ("FLOWLET__KYC__ENCRYPTION_KEY_ID", "k2026"),
+            (
+                "FLOWLET__KYC__ENCRYPTION_KEYS__K2026",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
+            ("FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL", "true"),
+        ];
+        vars.extend_from_slice(extra);
+        load(&vars)
+    }
+
+    #[test]
+    fn production_refuses_a_database_url_that_can_fall_back_to_plaintext() {
+        for mode in ["", "?sslmode=disable", "?sslmode=prefer", "?sslmode=allow"] {
+            let url = format!("postgres://flowlet:pw@db.internal:5432/flowlet{mode}");
+            let err = production_with(&[("FLOWLET__DATABASE__URL", &url)]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("FLOWLET__DATABASE__URL"), "{mode}: {text}");
+            assert!(text.contains("plaintext"), "{mode}: {text}");
+            assert!(!text.contains("pw@"), "the password never shows: {text}");
+        }
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://flowlet:pw@db.internal:5432/flowlet?sslmode={mode}");
+            let s = production_with(&[("FLOWLET__DATABASE__URL", &url)]).unwrap();
+            assert!(s.database.url.is_some(), "{mode}");
+        }
+        // The replica too, and the explicit opt-out works for both.
+        let err = production_with(&[
+            (
+                "FLOWLET__DATABASE__URL",
+                "postgres://h/d?sslmode=verify-full",
+            ),
+            ("FLOWLET__DATABASE__REPLICA_URL", "postgres://r/d"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("FLOWLET__DATABASE__REPLICA_URL"),
+            "{err}"
+        );
+        let s = production_with(&[
+            ("FLOWLET__DATABASE__URL", "postgres://h/d?sslmode=disable"),
+            ("FLOWLET__DATABASE__REPLICA_URL", "postgres://r/d"),
+            ("FLOWLET__DATABASE__ALLOW_PLAINTEXT", "true"),
+        ])
+        .unwrap();
+        assert!(s.database.allow_plaintext);
+        // Development keeps libpq's default (prefer) for local servers.
+        load(&[("FLOWLET__DATABASE__URL", "postgres://127.0.0.1/flowlet")]).unwrap();
+    }
+
+    #[test]
+    fn a_malformed_sslmode_or_a_missing_ca_file_stops_start_up_naming_the_setting() {
+        let err = load(&[(
+            "FLOWLET__DATABASE__URL",
+            "postgres://h/d?sslmode=verify_full",
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("sslmode=verify_full"), "{err}");
+        let err = load(&[("FLOWLET__DATABASE__URL", "postgres://h/d?sslcert=/c.pem")]).unwrap_err();
+        assert!(err.to_string().contains("sslcert"), "{err}");
+        let err = load(&[("FLOWLET__DATABASE__CA_FILE", "/nonexistent/ca.pem")]).unwrap_err();
+        assert!(
+            err.to_string().contains("FLOWLET__DATABASE__CA_FILE"),
+            "{err}"
+        );
+        let err = load(&[("FLOWLET__REDIS__CA_FILE", "/nonexistent/ca.pem")]).unwrap_err();
+        assert!(err.to_string().contains("FLOWLET__REDIS__CA_FILE"), "{err}");
+        let err = load(&[("FLOWLET__DATABASE__WORKER_POOL_SIZE", "0")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("FLOWLET__DATABASE__WORKER_POOL_SIZE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn production_refuses_plaintext_redis_unless_allowed() {
+        let err =
+            production_with(&[("FLOWLET__REDIS__URL", "redis://:pw@cache:6379")]).unwrap_err();
+        assert!(err.to_string().contains("FLOWLET__REDIS__URL"), "{err}");
+        assert!(!err.to_string().contains("pw@"), "{err}");
+        production_with(&[("FLOWLET__REDIS__URL", "rediss://:pw@cache:6380")]).unwrap();
+        production_with(&[
+            ("FLOWLET__REDIS__URL", "redis://cache:6379"),
+            ("FLOWLET__REDIS__ALLOW_PLAINTEXT", "true"),
+        ])
+        .unwrap();
+    }
+
     #[test]
     fn production_with_real_secrets_starts_with_json_logs() {
         let s = load(&[

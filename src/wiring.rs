@@ -26,6 +26,12 @@ use crate::platform::workers::{Shutdown, Workers};
 use crate::settings::Settings;
 use crate::wallet::{WalletService, Wallets};
 
+/// Where a verification of the books takes its lock and reads.
+struct VerifyPools {
+    lock: Db,
+    read: Db,
+}
+
 /// Every service of the product, wired. The concrete services are here for their own
 /// module's routes and for operators; modules hold each other only as trait objects.
 #[derive(Clone)]
@@ -120,11 +126,16 @@ impl Services {
 
     /// The background work of `serve`: expiry of pending transfers, outbox delivery, purge
     /// of old idempotency keys, periodic verification of the books, withdrawal settlement.
+    /// They run on `background`, the workers' own pool (`database.worker_pool_size`), so
+    /// none of them can take a request's connection; the ledger's checks read `replica`
+    /// when one is configured.
     pub fn spawn_background(
         &self,
         settings: &Settings,
         workers: &mut Workers,
         metrics: &Metrics,
+        background: &Db,
+        replica: Option<&Db>,
     ) -> anyhow::Result<()> {
         let expiry = ExpiryConfig {
             interval: settings.ledger.expiry_interval,
@@ -134,9 +145,9 @@ impl Services {
         workers.spawn("ledger-expiry", move |shutdown| {
             expiring.run_expiry(expiry, shutdown)
         });
-        let outbox = self.notifier.clone();
+        let outbox = self.notifier.on_pool(background.clone());
         workers.spawn("outbox", move |shutdown| outbox.run(shutdown));
-        let keys = self.db.clone();
+        let keys = background.clone();
         workers.spawn("idempotency-purge", move |shutdown| {
             idempotency::run_purge(keys, shutdown)
         });
@@ -144,8 +155,12 @@ impl Services {
             .context("registering the ledger verification metrics")?;
         if let Some(interval) = settings.ledger.verify_interval {
             let services = self.clone();
+            let pools = VerifyPools {
+                lock: background.clone(),
+                read: replica.unwrap_or(background).clone(),
+            };
             workers.spawn("ledger-verify", move |shutdown| {
-                services.run_verify(interval, verify_metrics, shutdown)
+                services.run_verify(interval, pools, verify_metrics, shutdown)
             });
         }
         let settling = self.payments.clone();
@@ -160,15 +175,33 @@ impl Services {
     /// One verification runs at a time across replicas; with `wait` false, `None` when another
     /// is running (the periodic worker skips its turn), else this waits for it.
     pub async fn verify_books(&self, wait: bool) -> anyhow::Result<Option<VerifyReport>> {
-        let Some(_lock) = self
-            .db
+        let pools = VerifyPools {
+            lock: self.db.clone(),
+            read: self.db.clone(),
+        };
+        self.verify_books_on(wait, &pools).await
+    }
+
+    /// [`Self::verify_books`] with the lock held through `pools.lock` and the ledger's checks
+    /// read through `pools.read` (a replica keeps the long scans off the primary).
+    async fn verify_books_on(
+        &self,
+        wait: bool,
+        pools: &VerifyPools,
+    ) -> anyhow::Result<Option<VerifyReport>> {
+        let Some(_lock) = pools
+            .lock
             .session_lock(LockKey::singleton(namespaces::VERIFICATION), wait)
             .await
             .context("taking the verification lock")?
         else {
             return Ok(None);
         };
-        let mut report = self.ledger.verify().await.context("verifying the ledger")?;
+        let mut report = self
+            .ledger
+            .verify_on(&pools.read)
+            .await
+            .context("verifying the ledger")?;
         self.payments
             .verify(&mut report)
             .await
@@ -178,7 +211,13 @@ impl Services {
 
     /// The periodic verification: every `interval` (the first within 10 s), on whichever
     /// replica gets the lock, logging each violation and publishing the count on /metrics.
-    async fn run_verify(self, interval: Duration, metrics: VerifyMetrics, mut shutdown: Shutdown) {
+    async fn run_verify(
+        self,
+        interval: Duration,
+        pools: VerifyPools,
+        metrics: VerifyMetrics,
+        mut shutdown: Shutdown,
+    ) {
         let mut wait = interval.min(Duration::from_secs(10));
         loop {
             tokio::select! {
@@ -186,7 +225,7 @@ impl Services {
                 () = tokio::time::sleep(wait) => {}
             }
             wait = interval;
-            match self.verify_books(false).await {
+            match self.verify_books_on(false, &pools).await {
                 Ok(Some(report)) => {
                     report.log_violations();
                     metrics.record(&report);

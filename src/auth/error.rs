@@ -1,6 +1,5 @@
 //! Auth's errors, each with its HTTP status and stable code.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -46,20 +45,12 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        FieldError::new(field, message).into()
-    }
-
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::Forbidden(message.into())
     }
 }
 
-impl From<diesel::result::Error> for AuthError {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Db(DbError::Query(err))
-    }
-}
+crate::platform::error::module_error_glue!(AuthError);
 
 impl ModuleError for AuthError {
     fn answer(&self) -> Answer<'_> {

@@ -1,7 +1,6 @@
 //! `flowlet serve` and `flowlet migrate`.
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::app::Application;
@@ -20,12 +19,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "serving the Flowlet API"
     );
     let handle = app.server_handle();
+    let draining = app.drain_switch();
     tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
             _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
         }
-        // Stop accepting, finish in-flight requests within server.shutdown_timeout_secs.
+        // Readiness goes 503 first (the chart's preStop sleep has let the endpoints drop this
+        // pod already), then stop accepting and finish in-flight requests within
+        // server.shutdown_timeout.
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
         handle.stop(true).await;
     });
     app.run_until_stopped().await
@@ -34,7 +37,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// Applies pending migrations and exits.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let infra = Infra::start(&settings.database, &settings.redis, Migrate::Skip).await?;
-    let applied = crate::platform::db::run_migrations(infra.database_url().expose_secret()).await;
+    let applied = infra.migrate().await;
     infra.shutdown().await;
     let applied = applied?;
     if applied.is_empty() {

@@ -1,7 +1,5 @@
 //! KYC errors and their problem codes.
 
-use std::borrow::Cow;
-
 use actix_web::http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -40,17 +38,7 @@ pub enum KycError {
     Internal(#[from] anyhow::Error),
 }
 
-impl KycError {
-    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        FieldError::new(field, message).into()
-    }
-}
-
-impl From<diesel::result::Error> for KycError {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Db(DbError::Query(err))
-    }
-}
+crate::platform::error::module_error_glue!(KycError);
 
 fn denial_detail(denial: &Denial) -> String {
     match denial {

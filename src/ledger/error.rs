@@ -1,8 +1,6 @@
 //! The ledger's errors. Refusals of individual transfers are not errors: they are result codes
 //! (see `model`), returned one per transfer with a 200.
 
-use std::borrow::Cow;
-
 use actix_web::http::StatusCode;
 
 use crate::platform::db::{DbError, Retryable};
@@ -39,17 +37,7 @@ pub enum LedgerError {
     Internal(#[from] anyhow::Error),
 }
 
-impl LedgerError {
-    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        FieldError::new(field, message).into()
-    }
-}
-
-impl From<diesel::result::Error> for LedgerError {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Db(DbError::Query(err))
-    }
-}
+crate::platform::error::module_error_glue!(LedgerError);
 
 impl ModuleError for LedgerError {
     fn answer(&self) -> Answer<'_> {

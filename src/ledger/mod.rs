@@ -28,12 +28,12 @@ pub use engine::{AttachedItem, Attachment, BatchWrite, EngineConfig, EngineMetri
 pub use error::{LedgerError, SideWriteError};
 pub use http::{TRANSFERS_ROUTE, configure};
 pub use model::{
-    AccountFlags, AccountId, AccountState, Applied, Entry, NewTransfer, Outcome, ResultCode, Scope,
-    StoredTransfer, Totals, TransferFlags, TransferId,
+    AccountFlags, AccountId, AccountState, Applied, Entry, NewAccount, NewTransfer, Outcome,
+    ResultCode, Scope, StoredTransfer, Totals, TransferFlags, TransferId,
 };
 pub use service::{
-    Account, CheckRun, ExpiryConfig, HistoryEntry, LedgerService, NewAccount, TrialBalanceLine,
-    VerifyMetrics, VerifyReport, Violation,
+    Account, CheckRun, ExpiryConfig, HistoryEntry, LedgerService, TrialBalanceLine, VerifyMetrics,
+    VerifyReport, Violation,
 };
 pub use settings::LedgerSettings;
 

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::engine::{Attachment, Engine, EngineConfig, EngineHandle, EngineMetrics, SideWrite};
 use super::error::LedgerError;
 use super::model::{
-    AccountFlags, AccountId, AccountState, NewTransfer, Outcome, ResultCode, Scope, StoredTransfer,
-    Totals, TransferFlags, TransferId,
+    AccountFlags, AccountId, AccountState, NewAccount, NewTransfer, Outcome, ResultCode, Scope,
+    StoredTransfer, Totals, TransferFlags, TransferId, check_metadata,
 };
 use super::store::{self, AccountRow, EntryRow, TransferRow, TrialBalanceRow, ViolationRow};
 use crate::kernel::PartnerId;
@@ -19,22 +19,9 @@ use crate::platform::http::pagination::Page;
 use crate::platform::money::Currency;
 use crate::platform::workers::Shutdown;
 
-/// Largest metadata document kept with an account or transfer (serialised bytes).
-pub const MAX_METADATA_BYTES: usize = 4096;
-
 /// Namespace of the ids of expiry voids: the void of pending transfer P always has the same
 /// id, so replicas that both try to expire P write it once.
 const EXPIRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_2d3c_4b5a_4968_8776_6554_4332_2110);
-
-/// A new account.
-#[derive(Debug, Clone)]
-pub struct NewAccount {
-    pub id: Option<AccountId>,
-    pub currency: Currency,
-    pub code: i32,
-    pub flags: AccountFlags,
-    pub metadata: Option<serde_json::Value>,
-}
 
 /// An account with everything the API shows.
 #[derive(Debug, Clone)]
@@ -406,7 +393,12 @@ impl LedgerService {
 
     /// Every invariant, recomputed from the entries; empty when the ledger is sound.
     pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let mut conn = self.db.conn().await?;
+        self.verify_on(&self.db).await
+    }
+
+    /// [`Self::verify`] reading through `db`: a read replica, or the background workers' pool.
+    pub async fn verify_on(&self, db: &Db) -> Result<VerifyReport, LedgerError> {
+        let mut conn = db.conn().await?;
         let mut violations: Vec<Violation> = store::verify(&mut conn)
             .await?
             .into_iter()
@@ -569,33 +561,6 @@ fn check_transfers(transfers: &[NewTransfer]) -> Result<(), LedgerError> {
         })?;
     }
     Ok(())
-}
-
-/// Metadata is a JSON object of bounded size that PostgreSQL can store.
-pub fn check_metadata(metadata: Option<&serde_json::Value>) -> Result<(), LedgerError> {
-    match metadata {
-        None => Ok(()),
-        Some(value @ serde_json::Value::Object(_)) => {
-            if let Err((field, message)) = crate::platform::http::check_storable(value) {
-                return Err(LedgerError::validation(
-                    "metadata",
-                    format!("{field}: {message}"),
-                ));
-            }
-            let size = serde_json::to_vec(metadata.unwrap_or(&serde_json::Value::Null))
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
-            if size > MAX_METADATA_BYTES {
-                Err(LedgerError::validation(
-                    "metadata",
-                    format!("must be at most {MAX_METADATA_BYTES} bytes"),
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        Some(_) => Err(LedgerError::validation("metadata", "must be a JSON object")),
-    }
 }
 
 fn currency_of(code: &str) -> Result<Currency, LedgerError> {

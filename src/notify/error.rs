@@ -1,7 +1,5 @@
 //! Notify's errors.
 
-use std::borrow::Cow;
-
 use actix_web::http::StatusCode;
 
 use crate::platform::db::{DbError, Retryable};
@@ -21,17 +19,7 @@ pub enum NotifyError {
     Internal(#[from] anyhow::Error),
 }
 
-impl NotifyError {
-    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        FieldError::new(field, message).into()
-    }
-}
-
-impl From<diesel::result::Error> for NotifyError {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Db(DbError::Query(err))
-    }
-}
+crate::platform::error::module_error_glue!(NotifyError);
 
 impl ModuleError for NotifyError {
     fn answer(&self) -> Answer<'_> {

@@ -95,6 +95,8 @@ pub struct NotifyMetrics {
     delivery_seconds: Histogram,
     pending: IntGauge,
     oldest_age: Gauge,
+    due_deliveries: IntGauge,
+    due_emails: IntGauge,
 }
 
 impl NotifyMetrics {
@@ -122,11 +124,23 @@ impl NotifyMetrics {
         registry.register(Box::new(delivery_seconds.clone()))?;
         registry.register(Box::new(pending.clone()))?;
         registry.register(Box::new(oldest_age.clone()))?;
+        let due_deliveries = IntGauge::new(
+            "outbox_due_deliveries",
+            "Webhook deliveries whose attempt is due now and that no worker holds.",
+        )?;
+        let due_emails = IntGauge::new(
+            "outbox_due_emails",
+            "Emails due to be sent now that no worker holds.",
+        )?;
+        registry.register(Box::new(due_deliveries.clone()))?;
+        registry.register(Box::new(due_emails.clone()))?;
         Ok(NotifyMetrics {
             deliveries,
             delivery_seconds,
             pending,
             oldest_age,
+            due_deliveries,
+            due_emails,
         })
     }
 }
@@ -163,6 +177,20 @@ impl Notifier {
                 metrics,
             }),
         })
+    }
+
+    /// This notifier over another pool: the outbox worker runs on the background workers'
+    /// own pool, so a slow endpoint or mail server never costs a request its connection.
+    pub fn on_pool(&self, db: Db) -> Notifier {
+        Notifier {
+            inner: Arc::new(Inner {
+                db,
+                mailer: self.inner.mailer.clone(),
+                http: self.inner.http.clone(),
+                settings: self.inner.settings.clone(),
+                metrics: self.inner.metrics.clone(),
+            }),
+        }
     }
 
     fn db(&self) -> &Db {
@@ -547,11 +575,12 @@ impl Notifier {
         Ok(count)
     }
 
-    /// One attempt at one delivery, recorded whatever happens.
+    /// One attempt at one delivery, recorded whatever happens. No connection is held while
+    /// the partner's endpoint takes its time: one is taken to record the outcome.
     async fn deliver(&self, delivery: ClaimedDelivery) -> Result<(), NotifyError> {
         let now = Utc::now();
-        let mut conn = self.db().conn().await?;
         if !delivery.enabled {
+            let mut conn = self.db().conn().await?;
             store::skip_delivery(&mut conn, delivery.id, now).await?;
             return Ok(());
         }
@@ -638,20 +667,26 @@ impl Notifier {
             response_excerpt: excerpt,
             created_at: Utc::now(),
         };
+        let mut conn = self.db().conn().await?;
         store::finish_attempt(&mut conn, &attempt, outcome, next, Utc::now()).await?;
         Ok(())
     }
 
+    /// Sends the due emails. Like deliveries, no connection is held while the mail server
+    /// takes its time: the claim is leased, and each outcome is recorded with a fresh one.
     async fn send_due_emails(&self) -> Result<usize, NotifyError> {
         let lease = i32::try_from(self.inner.settings.lease.as_secs()).unwrap_or(i32::MAX);
-        let mut conn = self.db().conn().await?;
-        let claimed = store::claim_emails(&mut conn, self.inner.settings.batch, lease).await?;
+        let claimed = {
+            let mut conn = self.db().conn().await?;
+            store::claim_emails(&mut conn, self.inner.settings.batch, lease).await?
+        };
         let count = claimed.len();
         for email in claimed {
             let template = email
                 .template
                 .and_then(|t| serde_json::from_value::<Template>(t).ok());
             let Some(template) = template else {
+                let mut conn = self.db().conn().await?;
                 store::email_failed(&mut conn, email.id, "unreadable template", None).await?;
                 continue;
             };
@@ -662,7 +697,9 @@ impl Notifier {
                 text: rendered.text,
                 html: Some(rendered.html),
             };
-            match self.inner.mailer.send(&message).await {
+            let sent = self.inner.mailer.send(&message).await;
+            let mut conn = self.db().conn().await?;
+            match sent {
                 Ok(()) => store::email_sent(&mut conn, email.id, Utc::now()).await?,
                 Err(e) => {
                     let attempts =
@@ -714,6 +751,8 @@ impl Notifier {
         if let Ok(g) = gauge {
             m.pending.set(g.pending);
             m.oldest_age.set(g.oldest_secs.unwrap_or(0.0));
+            m.due_deliveries.set(g.due_deliveries);
+            m.due_emails.set(g.due_emails);
         }
     }
 }

@@ -613,18 +613,30 @@ pub async fn email_backlog(conn: &mut AsyncPgConnection) -> QueryResult<EmailBac
     .await
 }
 
-/// Pending deliveries and the age of the oldest, for the outbox gauges.
+/// Pending deliveries and the age of the oldest, and what is due now (deliveries and
+/// emails whose time has come and that no worker holds): the outbox gauges. A retry scheduled
+/// hours ahead is pending but not due, so alerts on "due" fire on a stuck outbox only.
 #[derive(QueryableByName)]
 pub struct OutboxGauge {
     #[diesel(sql_type = BigInt)]
     pub pending: i64,
     #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
     pub oldest_secs: Option<f64>,
+    #[diesel(sql_type = BigInt)]
+    pub due_deliveries: i64,
+    #[diesel(sql_type = BigInt)]
+    pub due_emails: i64,
 }
 
 pub async fn outbox_gauge(conn: &mut AsyncPgConnection) -> QueryResult<OutboxGauge> {
     diesel::sql_query(
-        "SELECT count(*) AS pending, extract(epoch FROM now() - min(created_at))::float8 AS oldest_secs \
+        "SELECT count(*) AS pending, \
+                extract(epoch FROM now() - min(created_at))::float8 AS oldest_secs, \
+                count(*) FILTER (WHERE next_attempt_at <= now() \
+                                   AND (claimed_until IS NULL OR claimed_until < now())) AS due_deliveries, \
+                (SELECT count(*) FROM notify_emails m WHERE m.status = 'pending' \
+                   AND m.next_attempt_at <= now() \
+                   AND (m.claimed_until IS NULL OR m.claimed_until < now())) AS due_emails \
          FROM notify_deliveries WHERE status = 'pending'",
     )
     .get_result(conn)

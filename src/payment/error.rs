@@ -1,7 +1,5 @@
 //! Payment errors and their problem codes.
 
-use std::borrow::Cow;
-
 use actix_web::http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -50,17 +48,7 @@ pub enum PaymentError {
     Internal(#[from] anyhow::Error),
 }
 
-impl PaymentError {
-    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        FieldError::new(field, message).into()
-    }
-}
-
-impl From<diesel::result::Error> for PaymentError {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Db(DbError::Query(err))
-    }
-}
+crate::platform::error::module_error_glue!(PaymentError);
 
 impl From<KycError> for PaymentError {
     fn from(err: KycError) -> Self {

@@ -26,6 +26,33 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 const INTERNAL_DETAIL: &str =
     "The server could not complete the request. Quote the request_id when contacting support.";
 
+/// The glue every module error needs, written once: `Error::validation(field, message)` for a
+/// malformed field (a [`FieldError`], 400 `validation_failed`), and `?` on a diesel error
+/// (wrapped as the module's `Db` variant, which answers for itself). The enum must have
+/// `Validation(#[from] FieldError)` and `Db(DbError)` variants.
+#[macro_export]
+macro_rules! module_error_glue {
+    ($error:ty) => {
+        impl $error {
+            /// A malformed `field`: 400 `validation_failed`, naming it.
+            pub fn validation(
+                field: impl Into<std::borrow::Cow<'static, str>>,
+                message: impl Into<String>,
+            ) -> Self {
+                $crate::platform::error::FieldError::new(field, message).into()
+            }
+        }
+
+        impl From<diesel::result::Error> for $error {
+            fn from(err: diesel::result::Error) -> Self {
+                Self::Db($crate::platform::db::DbError::Query(err))
+            }
+        }
+    };
+}
+
+pub use crate::module_error_glue;
+
 /// What a module error must say about itself to be rendered as a problem.
 pub trait Problem: std::error::Error + Send + Sync + 'static {
     /// The HTTP status; 5xx means "our fault" and hides the detail from the client.

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::platform::config::{DatabaseSettings, RedisSettings};
 use crate::platform::db::embedded::EmbeddedPostgres;
-use crate::platform::db::{Db, PoolOptions, run_migrations};
+use crate::platform::db::{Db, MigrationLimits, PgConnector, PoolOptions, run_migrations_with};
 use crate::platform::shared_state::SharedState;
 
 /// Name of the database the service creates inside its embedded PostgreSQL.
@@ -24,9 +24,18 @@ pub enum Migrate {
 
 /// Running infrastructure. Call [`Infra::shutdown`] to stop it in order.
 pub struct Infra {
+    /// The requests' pool.
     pub db: Db,
+    /// The background workers' own pool (`database.worker_pool_size`): a worker waiting on a
+    /// slow partner endpoint or a long verification never holds a request's connection.
+    pub worker_db: Db,
+    /// A read replica for verification (`database.replica_url`), if one is configured.
+    pub replica_db: Option<Db>,
+    /// `/ready`'s own pool of one connection.
+    pub probe_db: Db,
     pub shared: SharedState,
-    database_url: SecretString,
+    connector: PgConnector,
+    limits: MigrationLimits,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -59,38 +68,61 @@ impl Infra {
         embedded: Option<EmbeddedPostgres>,
     ) -> anyhow::Result<Infra> {
         let result = async {
+            let connector =
+                PgConnector::new(database_url.expose_secret(), database.ca_file.as_deref())
+                    .context("database.url")?;
             if migrate == Migrate::Apply {
-                let applied = run_migrations(database_url.expose_secret()).await?;
+                let applied = run_migrations_with(&connector, database.migration_limits).await?;
                 if !applied.is_empty() {
                     tracing::info!(migrations.applied = ?applied, "migrations applied");
                 }
             }
-            let db = Db::connect(
-                database_url.expose_secret(),
+            let db = Db::with_connector(connector.clone(), &database.pool_options())?;
+            db.ping().await.context("connecting to PostgreSQL")?;
+            let worker_db = Db::with_connector(connector.clone(), &database.worker_pool_options())?;
+            let probe_db = Db::with_connector(
+                connector.clone(),
                 &PoolOptions {
-                    max_size: database.pool_size,
-                    wait_timeout: database.pool_timeout,
-                    connect_timeout: database.connect_timeout,
-                    tx_max_retries: database.tx_max_retries,
+                    max_size: 1,
+                    wait_timeout: std::time::Duration::from_secs(1),
+                    ..database.pool_options()
                 },
             )?;
-            db.ping().await.context("connecting to PostgreSQL")?;
-            let shared = match redis.expose_url() {
+            let replica_db = match &database.replica_url {
                 Some(url) => {
-                    SharedState::redis_or_degraded(url, &redis.key_prefix, redis.pool_size)
-                        .await
-                        .context("configuring Redis")?
+                    let replica =
+                        PgConnector::new(url.expose_secret(), database.ca_file.as_deref())
+                            .context("database.replica_url")?;
+                    Some(Db::with_connector(
+                        replica,
+                        &database.worker_pool_options(),
+                    )?)
                 }
+                None => None,
+            };
+            let shared = match redis.expose_url() {
+                Some(url) => SharedState::redis_or_degraded(
+                    url,
+                    &redis.key_prefix,
+                    redis.pool_size,
+                    redis.ca_file.as_deref(),
+                )
+                .await
+                .context("configuring Redis")?,
                 None => SharedState::in_process(),
             };
-            anyhow::Ok((db, shared))
+            anyhow::Ok((db, worker_db, replica_db, probe_db, shared, connector))
         }
         .await;
         match result {
-            Ok((db, shared)) => Ok(Infra {
+            Ok((db, worker_db, replica_db, probe_db, shared, connector)) => Ok(Infra {
                 db,
+                worker_db,
+                replica_db,
+                probe_db,
                 shared,
-                database_url,
+                connector,
+                limits: database.migration_limits,
                 embedded,
             }),
             Err(err) => {
@@ -105,14 +137,20 @@ impl Infra {
         }
     }
 
-    /// The URL the pool connects to (contains credentials: never log it).
-    pub fn database_url(&self) -> &SecretString {
-        &self.database_url
+    /// Applies pending migrations (waiting, within `database.migration_*` limits, for any
+    /// other instance doing the same); the versions applied.
+    pub async fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        run_migrations_with(&self.connector, self.limits).await
     }
 
     /// Closes the pool, then stops the embedded PostgreSQL if this process started it.
     pub async fn shutdown(self) {
         self.db.close();
+        self.worker_db.close();
+        self.probe_db.close();
+        if let Some(replica) = &self.replica_db {
+            replica.close();
+        }
         if let Some(embedded) = self.embedded
             && let Err(err) = embedded.stop().await
         {

@@ -29,6 +29,8 @@ pub struct Metrics {
     database_connections_active: IntGauge,
     database_connections_idle: IntGauge,
     database_connections_max: IntGauge,
+    database_up: IntGauge,
+    shared_state_backend_up: IntGauge,
 }
 
 impl Metrics {
@@ -69,6 +71,18 @@ impl Metrics {
         )?;
         registry.register(Box::new(database_connections_idle.clone()))?;
         registry.register(Box::new(database_connections_max.clone()))?;
+        let database_up = IntGauge::new(
+            "database_up",
+            "1 when the database answered the last readiness check, 0 when it did not.",
+        )?;
+        let shared_state_backend_up = IntGauge::new(
+            "shared_state_backend_up",
+            "1 when Redis answers (or none is configured), 0 while limits run in-process.",
+        )?;
+        database_up.set(1);
+        shared_state_backend_up.set(1);
+        registry.register(Box::new(database_up.clone()))?;
+        registry.register(Box::new(shared_state_backend_up.clone()))?;
         Ok(Self {
             registry,
             http_requests_total,
@@ -76,7 +90,20 @@ impl Metrics {
             database_connections_active,
             database_connections_idle,
             database_connections_max,
+            database_up,
+            shared_state_backend_up,
         })
+    }
+
+    /// What the last readiness check found of the shared dependencies.
+    pub fn set_dependencies(&self, database_up: bool, shared_state_up: bool) {
+        self.database_up.set(i64::from(database_up));
+        self.set_shared_state_up(shared_state_up);
+    }
+
+    /// Whether Redis answers (or none is configured), as of now.
+    pub fn set_shared_state_up(&self, up: bool) {
+        self.shared_state_backend_up.set(i64::from(up));
     }
 
     /// The registry modules add their own metrics to.

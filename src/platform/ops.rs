@@ -2,6 +2,8 @@
 //! and the API description (`/openapi.json`, `/docs`). No authentication: they expose no
 //! partner data, and the NetworkPolicy keeps `/metrics` to Prometheus.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -21,7 +23,14 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the platform routes need.
 pub struct OpsState {
+    /// The requests' pool (its usage is published on /metrics).
     pub db: Db,
+    /// `/ready`'s own connection (a pool of one, never the requests'): a saturated request
+    /// pool or a slow worker cannot make readiness wait, and readiness never takes a
+    /// connection a request needs.
+    pub probe: Db,
+    /// Set once the process begins to shut down: `/ready` answers 503 so no new traffic comes.
+    pub draining: Arc<AtomicBool>,
     pub shared: SharedState,
     pub metrics: Metrics,
     /// The OpenAPI document, serialised once at start-up.
@@ -73,7 +82,8 @@ pub struct Checks {
 /// One dependency's state.
 #[derive(Serialize, ToSchema)]
 pub struct Check {
-    /// `up`, `down`; for Redis also `degraded` (configured but unreachable: rate limits run
+    /// `up`, `down`; for migrations also `unknown` (the database did not answer); for Redis
+    /// also `degraded` (configured but unreachable: rate limits run
     /// per replica, the service stays ready) and `in_process` (none configured). Only words:
     /// `/ready` answers anyone, so why a dependency is down (which can name hosts and users)
     /// goes to the log, never into the response.
@@ -110,21 +120,32 @@ pub async fn health() -> web::Json<Health> {
     web::Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers, every migration this binary knows is applied, and Redis
-/// (when configured) answers. 503 takes the pod out of the load balancer until it recovers.
+/// Readiness: whether THIS pod can serve. 503 (taking it out of the load balancer) only for
+/// what is the pod's own: it is shutting down, or the schema lacks a migration this binary
+/// needs. An outage every pod shares (the database or Redis down) is reported in the checks
+/// but keeps the pod ready: out of rotation, every pod at once, the fleet could not even
+/// answer 503 problem+json, and drains would block; the alerts on `database_up` and
+/// `shared_state_backend_up` say it instead. Checked over its own one-connection pool.
 #[utoipa::path(get, path = "/ready", tag = "platform",
     responses(
         (status = 200, description = "Ready to serve.", body = Readiness),
-        (status = 503, description = "A dependency is down; the body lists the checks.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "This instance is shutting down, or the database lacks a migration it needs; the body lists the checks.", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn ready(state: web::Data<OpsState>) -> Result<web::Json<Readiness>, ApiError> {
-    let database = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.db.ping()).await {
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "This instance is shutting down.",
+        ));
+    }
+    let database = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.probe.ping()).await {
         Ok(Ok(())) => Check::up(),
         Ok(Err(e)) => Check::down("database", e),
         Err(_) => Check::down("database", "timed out"),
     };
     let migrations = if database.is_ok() {
-        match tokio::time::timeout(READY_CHECK_TIMEOUT, migration_status(&state.db)).await {
+        match tokio::time::timeout(READY_CHECK_TIMEOUT, migration_status(&state.probe)).await {
             Ok(Ok(status)) if status.pending.is_empty() => Check::up(),
             Ok(Ok(status)) => Check::down(
                 "migrations",
@@ -134,7 +155,8 @@ pub async fn ready(state: web::Data<OpsState>) -> Result<web::Json<Readiness>, A
             Err(_) => Check::down("migrations", "timed out"),
         }
     } else {
-        Check { status: "down" }
+        // Unknown while the database does not answer: not a reason to take the pod out.
+        Check { status: "unknown" }
     };
     let redis = match state.shared.backend() {
         Backend::InProcess => Check {
@@ -154,7 +176,11 @@ pub async fn ready(state: web::Data<OpsState>) -> Result<web::Json<Readiness>, A
         migrations,
         redis,
     };
-    if checks.database.is_ok() && checks.migrations.is_ok() && checks.redis.is_ok() {
+    state
+        .metrics
+        .set_dependencies(checks.database.is_ok(), !state.shared.is_degraded());
+    // Only a missing migration (seen on a database that answers) is this pod's own problem.
+    if checks.migrations.status != "down" {
         return Ok(web::Json(Readiness {
             status: "ready",
             checks,
@@ -174,6 +200,9 @@ pub async fn ready(state: web::Data<OpsState>) -> Result<web::Json<Readiness>, A
 #[utoipa::path(get, path = "/metrics", tag = "platform",
     responses((status = 200, description = "Metrics in Prometheus text format.", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<OpsState>) -> Result<HttpResponse, ApiError> {
+    state
+        .metrics
+        .set_shared_state_up(!state.shared.is_degraded());
     let text = state
         .metrics
         .render(state.db.usage())

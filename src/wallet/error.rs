@@ -1,7 +1,5 @@
 //! Wallet errors and their problem codes.
 
-use std::borrow::Cow;
-
 use actix_web::http::StatusCode;
 
 use crate::kyc::KycError;
@@ -37,17 +35,7 @@ pub enum WalletError {
     Internal(#[from] anyhow::Error),
 }
 
-impl WalletError {
-    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        FieldError::new(field, message).into()
-    }
-}
-
-impl From<diesel::result::Error> for WalletError {
-    fn from(err: diesel::result::Error) -> Self {
-        Self::Db(DbError::Query(err))
-    }
-}
+crate::platform::error::module_error_glue!(WalletError);
 
 impl ModuleError for WalletError {
     fn answer(&self) -> Answer<'_> {

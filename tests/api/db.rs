@@ -18,6 +18,7 @@ fn pool(url: &str, retries: u32) -> Db {
             wait_timeout: std::time::Duration::from_secs(5),
             connect_timeout: std::time::Duration::from_secs(5),
             tx_max_retries: retries,
+            ca_file: None,
         },
     )
     .unwrap()

@@ -466,6 +466,9 @@ impl CommitCutter {
         let mut url = url::Url::parse(database_url).unwrap();
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(self.port)).unwrap();
+        // Plaintext, so the cutter can read the protocol (libpq's default, prefer, would
+        // encrypt whenever the server offers TLS).
+        url.query_pairs_mut().append_pair("sslmode", "disable");
         url.to_string()
     }
 
@@ -711,8 +714,9 @@ async fn verify_checks_the_whole_books_and_names_each_kind_of_damage() {
 #[tokio::test]
 async fn one_withdrawal_that_cannot_settle_never_holds_back_the_ones_after_it() {
     use crate::payments::{app_settling_after, funded_pair, settled, withdraw};
-    // Settles after 300 ms, so both are made (and one broken) before either is due.
-    let app = app_settling_after(300).await;
+    // Settles after 2 s, so both are made (and one broken) before either is due, even on a
+    // loaded machine (at 300 ms the first one sometimes settled before it was broken).
+    let app = app_settling_after(2000).await;
     crate::kyc::load_test_list(&app).await;
     let partner = app.new_partner().await;
     let (a, _) = funded_pair(&app, &partner).await;

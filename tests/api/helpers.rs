@@ -226,6 +226,7 @@ impl TestApp {
                         wait_timeout: Duration::from_secs(5),
                         connect_timeout: Duration::from_secs(5),
                         tx_max_retries: 3,
+                        ca_file: None,
                     },
                 )
                 .expect("a seeding pool");
@@ -380,6 +381,7 @@ impl TestApp {
                 wait_timeout: Duration::from_secs(5),
                 connect_timeout: Duration::from_secs(5),
                 tx_max_retries: 3,
+                ca_file: None,
             },
         )
         .expect("a pool")
@@ -438,6 +440,7 @@ impl TestApp {
                 wait_timeout: Duration::from_secs(5),
                 connect_timeout: Duration::from_secs(5),
                 tx_max_retries: 3,
+                ca_file: None,
             },
         )
         .expect("a ledger pool");
@@ -462,6 +465,7 @@ impl TestApp {
                 wait_timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(5),
                 tx_max_retries: 3,
+                ca_file: None,
             },
         )
         .expect("an engine pool");

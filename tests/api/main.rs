@@ -27,4 +27,5 @@ mod platform;
 mod rate_limits;
 #[path = "../support/redis_server.rs"]
 mod redis_server;
+mod tls;
 mod webhooks;

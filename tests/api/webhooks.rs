@@ -1010,3 +1010,76 @@ async fn an_operator_replays_an_event_and_reads_the_outbox_status() {
     assert_eq!(replayed["queued"], 2);
     receiver.wait_for(3).await;
 }
+
+#[tokio::test]
+async fn a_hanging_partner_endpoint_never_costs_requests_their_connections_nor_the_pod_its_readiness()
+ {
+    // Requests give up on the pool after 1 s; the outbox sends 8 at a time and waits up to
+    // 10 s on each endpoint. Were a delivery to hold a request connection while it waits, the
+    // 4-connection request pool would be gone and every request below a 503.
+    let app = spawn_app_with(
+        TestOptions::default()
+            .var("FLOWLET__DATABASE__POOL_SIZE", "4")
+            .var("FLOWLET__DATABASE__POOL_TIMEOUT_MS", "1000")
+            .var("FLOWLET__DATABASE__WORKER_POOL_SIZE", "2")
+            .var("FLOWLET__WEBHOOKS__TIMEOUT_MS", "10000")
+            .var("FLOWLET__WEBHOOKS__CONCURRENCY", "8"),
+    )
+    .await;
+    let partner = app.new_partner().await;
+    let receiver = Receiver::start().await;
+    receiver.answer(&[(200, Duration::from_secs(6)); 8]);
+    endpoint(&app, &partner, &receiver.url, json!(["*"])).await;
+    for n in 0..8 {
+        record(&app, &partner, "payment.created", json!({ "n": n }), true)
+            .await
+            .unwrap();
+    }
+    // At least as many as the request pool has connections are now in flight, each held by
+    // the endpoint for 6 s.
+    receiver.wait_for(4).await;
+    for _ in 0..12 {
+        let resp = app.get_as(&partner.key, "/v1/webhook-endpoints").await;
+        assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+        let resp = app.get_as(&partner.key, "/v1/events").await;
+        assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    }
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status().as_u16(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["database"]["status"], "up");
+    // The deliveries themselves still complete and are recorded.
+    let started = Instant::now();
+    while app.count("notify_attempts").await < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the hung deliveries were never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_gauges_count_what_is_due_now_not_retries_scheduled_for_later() {
+    let app = spawn_app().await;
+    let partner = app.new_partner().await;
+    let receiver = Receiver::start().await;
+    receiver.answer(&[(500, Duration::ZERO)]);
+    endpoint(&app, &partner, &receiver.url, json!(["*"])).await;
+    record(&app, &partner, "payment.created", json!({}), true)
+        .await
+        .unwrap();
+    receiver.wait_for(1).await;
+    // The failed delivery waits for its retry in ~5 s: pending, but not due.
+    let started = Instant::now();
+    loop {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        if text.contains("outbox_pending 1") {
+            assert!(text.contains("outbox_due_deliveries 0"), "{text}");
+            assert!(text.contains("outbox_due_emails 0"), "{text}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -14,10 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-// The request section parses into the service's `NewAccount` and checks metadata with the
-// service's own rule; both are pure.
 use super::error::LedgerError;
-use super::service::{NewAccount, check_metadata};
 use crate::kernel::PartnerId;
 use crate::platform::error::FieldError;
 use crate::platform::ids::define_id;
@@ -464,6 +461,16 @@ pub struct StoredTransfer {
 pub enum Resolution {
     Posted,
     Voided,
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub id: Option<AccountId>,
+    pub currency: Currency,
+    pub code: i32,
+    pub flags: AccountFlags,
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// One line of an account's history: what a transfer did to it, and its totals afterwards.

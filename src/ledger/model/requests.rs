@@ -9,6 +9,36 @@ use super::*;
 // what the service takes, or names its first malformed field (400 `validation_failed`, or a
 // money code for a malformed amount).
 
+/// Largest metadata document kept with an account or transfer (serialised bytes).
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// Metadata is a JSON object of bounded size that PostgreSQL can store.
+pub fn check_metadata(metadata: Option<&serde_json::Value>) -> Result<(), LedgerError> {
+    match metadata {
+        None => Ok(()),
+        Some(value @ serde_json::Value::Object(_)) => {
+            if let Err((field, message)) = crate::platform::http::check_storable(value) {
+                return Err(LedgerError::validation(
+                    "metadata",
+                    format!("{field}: {message}"),
+                ));
+            }
+            let size = serde_json::to_vec(value)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                Err(LedgerError::validation(
+                    "metadata",
+                    format!("must be at most {MAX_METADATA_BYTES} bytes"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Some(_) => Err(LedgerError::validation("metadata", "must be a JSON object")),
+    }
+}
+
 /// Most transfers one request may carry (TigerBeetle's batch limit).
 pub const MAX_TRANSFERS_PER_REQUEST: usize = 8190;
 

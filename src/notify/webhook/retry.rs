@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Waits between attempts, in seconds: entry `n` is the wait after the
 /// `n + 1`-th failed attempt. `MAX_ATTEMPTS - 1` entries.
-const RETRY_SCHEDULE_SECS: [u64; super::MAX_ATTEMPTS as usize - 1] =
+const RETRY_SCHEDULE_SECS: [u64; 7] =
     [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
 
 /// How long to wait before the next attempt, given how many attempts have
@@ -20,6 +20,9 @@ const RETRY_SCHEDULE_SECS: [u64; super::MAX_ATTEMPTS as usize - 1] =
 /// gives a zero delay.
 #[must_use]
 pub fn next_attempt_delay(attempts_made: u32, jitter_seed: u64) -> Option<Duration> {
+    if attempts_made >= super::MAX_ATTEMPTS {
+        return None;
+    }
     let Some(index) = attempts_made.checked_sub(1) else {
         return Some(Duration::ZERO);
     };

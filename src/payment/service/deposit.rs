@@ -49,13 +49,14 @@ impl PaymentService {
         }
         check_open(&to, false)?;
         let rail = self.rail_account(input.currency).await?;
+        let rail_name = self.inner.rail.name();
         let id = PaymentId::new();
         let at = now();
         let row = PaymentRow {
             to_wallet_id: Some(to.id.uuid()),
             rail: input
                 .source
-                .map(|s| json!({ "rail": "sandbox", "source": s })),
+                .map(|s| json!({ "rail": rail_name, "source": s })),
             ..new_row(
                 id,
                 partner,

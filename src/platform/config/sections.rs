@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, Environment, Section, non_empty};
 use crate::platform::db::embedded::Placement;
+use crate::platform::db::{MigrationLimits, PoolOptions, split_tls_params};
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -77,12 +78,43 @@ pub struct DatabaseSettings {
     pub connect_timeout: Duration,
     pub migrate_on_start: bool,
     pub tx_max_retries: u32,
+    /// Trusted CAs (PEM) for TLS to PostgreSQL; `None`: the URL's `sslrootcert`, else the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Whether production may connect with an `sslmode` that can fall back to plaintext.
+    pub allow_plaintext: bool,
+    /// Connections of the background workers' own pool (outbox, expiry, settlement,
+    /// verification), so they can never starve requests.
+    pub worker_pool_size: usize,
+    /// A read replica for the periodic verification of the books (off the primary).
+    pub replica_url: Option<SecretString>,
+    pub migration_limits: MigrationLimits,
 }
 
 impl DatabaseSettings {
     /// The database URL to use, if one is configured (else the embedded server is started).
     pub fn expose_url(&self) -> Option<&str> {
         self.url.as_ref().map(ExposeSecret::expose_secret)
+    }
+
+    /// The pool options of the request pool.
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            max_size: self.pool_size,
+            wait_timeout: self.pool_timeout,
+            connect_timeout: self.connect_timeout,
+            tx_max_retries: self.tx_max_retries,
+            ca_file: self.ca_file.clone(),
+        }
+    }
+
+    /// The pool options of the background workers' pool: as small as configured, and as
+    /// patient as the request pool.
+    pub fn worker_pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            max_size: self.worker_pool_size,
+            ..self.pool_options()
+        }
     }
 }
 
@@ -97,17 +129,65 @@ pub struct RawDatabase {
     connect_timeout_ms: u64,
     migrate_on_start: bool,
     tx_max_retries: u32,
+    ca_file: Option<String>,
+    allow_plaintext: bool,
+    worker_pool_size: usize,
+    replica_url: Option<String>,
+    migration_lock_wait_ms: u64,
+    migration_lock_timeout_ms: u64,
+    migration_statement_timeout_ms: u64,
+}
+
+/// A PostgreSQL URL's checks: its scheme, its TLS parameters, and in production no mode that
+/// can fall back to plaintext unless `allow_plaintext`.
+fn check_database_url(
+    url: &str,
+    key: &'static str,
+    var: &'static str,
+    env: Environment,
+    allow_plaintext: bool,
+) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::invalid(
+            key,
+            var,
+            "must start with postgres:// or postgresql://",
+        ));
+    }
+    let (_, tls) =
+        split_tls_params(url).map_err(|e| ConfigError::invalid(key, var, e.to_string()))?;
+    if env == Environment::Production && !tls.mode.always_encrypts() && !allow_plaintext {
+        return Err(ConfigError::invalid(
+            key,
+            var,
+            format!(
+                "sslmode={} may send the data (passwords and money) in plaintext: use \
+                 sslmode=verify-full (or require / verify-ca), or set \
+                 database.allow_plaintext = true (FLOWLET__DATABASE__ALLOW_PLAINTEXT) for a \
+                 network you trust",
+                tls.mode.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Section for DatabaseSettings {
     const KEY: &'static str = "database";
     type Raw = RawDatabase;
 
-    fn validate(raw: RawDatabase, _env: Environment) -> Result<Self, ConfigError> {
+    fn validate(raw: RawDatabase, env: Environment) -> Result<Self, ConfigError> {
         if raw.pool_size == 0 {
             return Err(ConfigError::invalid(
                 "database.pool_size",
                 "FLOWLET__DATABASE__POOL_SIZE",
+                "must be greater than 0",
+            ));
+        }
+        if raw.worker_pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "database.worker_pool_size",
+                "FLOWLET__DATABASE__WORKER_POOL_SIZE",
                 "must be greater than 0",
             ));
         }
@@ -116,13 +196,33 @@ impl Section for DatabaseSettings {
             None => (PathBuf::from(DEFAULT_EMBEDDED_DIR), Placement::Relocatable),
         };
         let url = non_empty(raw.url);
-        if let Some(url) = &url
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::invalid(
+        if let Some(url) = &url {
+            check_database_url(
+                url,
                 "database.url",
                 "FLOWLET__DATABASE__URL",
-                "must start with postgres:// or postgresql://",
+                env,
+                raw.allow_plaintext,
+            )?;
+        }
+        let replica_url = non_empty(raw.replica_url);
+        if let Some(url) = &replica_url {
+            check_database_url(
+                url,
+                "database.replica_url",
+                "FLOWLET__DATABASE__REPLICA_URL",
+                env,
+                raw.allow_plaintext,
+            )?;
+        }
+        let ca_file = non_empty(raw.ca_file).map(PathBuf::from);
+        if let Some(path) = &ca_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "database.ca_file",
+                "FLOWLET__DATABASE__CA_FILE",
+                format!("{} is not a readable file", path.display()),
             ));
         }
         Ok(DatabaseSettings {
@@ -134,6 +234,15 @@ impl Section for DatabaseSettings {
             connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
             migrate_on_start: raw.migrate_on_start,
             tx_max_retries: raw.tx_max_retries,
+            ca_file,
+            allow_plaintext: raw.allow_plaintext,
+            worker_pool_size: raw.worker_pool_size,
+            replica_url: replica_url.map(SecretString::from),
+            migration_limits: MigrationLimits {
+                lock_wait: Duration::from_millis(raw.migration_lock_wait_ms),
+                lock_timeout: Duration::from_millis(raw.migration_lock_timeout_ms),
+                statement_timeout: Duration::from_millis(raw.migration_statement_timeout_ms),
+            },
         })
     }
 }
@@ -144,6 +253,8 @@ pub struct RedisSettings {
     pub url: Option<SecretString>,
     pub key_prefix: String,
     pub pool_size: usize,
+    /// Trusted CAs (PEM) for `rediss://`; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisSettings {
@@ -160,13 +271,15 @@ pub struct RawRedis {
     url: Option<String>,
     key_prefix: String,
     pool_size: usize,
+    ca_file: Option<String>,
+    allow_plaintext: bool,
 }
 
 impl Section for RedisSettings {
     const KEY: &'static str = "redis";
     type Raw = RawRedis;
 
-    fn validate(raw: RawRedis, _env: Environment) -> Result<Self, ConfigError> {
+    fn validate(raw: RawRedis, env: Environment) -> Result<Self, ConfigError> {
         if raw.pool_size == 0 {
             return Err(ConfigError::invalid(
                 "redis.pool_size",
@@ -184,10 +297,34 @@ impl Section for RedisSettings {
                 "must start with redis:// or rediss://",
             ));
         }
+        if let Some(url) = &url
+            && env == Environment::Production
+            && url.starts_with("redis://")
+            && !raw.allow_plaintext
+        {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "FLOWLET__REDIS__URL",
+                "redis:// is plaintext (the password and every key in the clear): use \
+                 rediss://, or set redis.allow_plaintext = true (FLOWLET__REDIS__ALLOW_PLAINTEXT) \
+                 for a network you trust",
+            ));
+        }
+        let ca_file = non_empty(raw.ca_file).map(PathBuf::from);
+        if let Some(path) = &ca_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "redis.ca_file",
+                "FLOWLET__REDIS__CA_FILE",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
         Ok(RedisSettings {
             url: url.map(SecretString::from),
             key_prefix: raw.key_prefix,
             pool_size: raw.pool_size,
+            ca_file,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! other modules' traits, so a payment, its ledger transfer and its outbox event commit
 //! together or not at all.
 
+mod connect;
 pub mod embedded;
 mod lock;
 mod migrate;
@@ -17,18 +18,21 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use diesel::ConnectionError;
+use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt;
 
 use crate::platform::error::Problem;
 use crate::platform::metrics::PoolUsage;
 
+pub use connect::{ConnectConfigError, PgConnector, SslMode, TlsParams, split_tls_params};
 pub use lock::{LockKey, LockNamespace, namespaces};
-pub use migrate::{MigrationStatus, migration_status, run_migrations};
+pub use migrate::{
+    MigrationLimits, MigrationStatus, migration_status, run_migrations, run_migrations_with,
+};
 pub use tx::{Retryable, Tx, TxFuture, is_retryable, is_unavailable};
 
 /// A pooled connection; only the platform and stores see it.
@@ -41,6 +45,9 @@ pub struct PoolOptions {
     pub wait_timeout: Duration,
     pub connect_timeout: Duration,
     pub tx_max_retries: u32,
+    /// Trusted CAs for TLS (`database.ca_file`); `None`: the URL's `sslrootcert` or the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The database handle the application holds. Cheap to clone.
@@ -105,6 +112,13 @@ impl Retryable for DbError {
 impl Db {
     /// Builds the pool. Connections open lazily; call [`Db::ping`] to fail fast at start-up.
     pub fn connect(url: &str, options: &PoolOptions) -> Result<Db, DbError> {
+        let connector = PgConnector::new(url, options.ca_file.as_deref())
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Db::with_connector(connector, options)
+    }
+
+    /// Builds the pool over `connector` (its URL and TLS).
+    pub fn with_connector(connector: PgConnector, options: &PoolOptions) -> Result<Db, DbError> {
         let connect_timeout = options.connect_timeout;
         let mut config = ManagerConfig::default();
         // A checkout only checks for a dangling transaction (no `SELECT 1` round trip per
@@ -116,14 +130,14 @@ impl Db {
         // worker happened to need a connection first: otherwise the posting engine's every
         // statement waited for that worker's single thread to be free to read the answer.
         let home = tokio::runtime::Handle::try_current().ok();
-        config.custom_setup = Box::new(move |url| {
-            let url = url.to_owned();
+        // Connections come from the connector (TLS per `sslmode`), not from the URL the
+        // manager keeps: it only ever holds a placeholder.
+        config.custom_setup = Box::new(move |_| {
+            let connector = connector.clone();
             let home = home.clone();
             async move {
                 let connect = async move {
-                    match tokio::time::timeout(connect_timeout, AsyncPgConnection::establish(&url))
-                        .await
-                    {
+                    match tokio::time::timeout(connect_timeout, connector.connect()).await {
                         Ok(result) => result,
                         Err(_) => Err(ConnectionError::BadConnection(format!(
                             "connecting took longer than {} ms",
@@ -142,8 +156,10 @@ impl Db {
             }
             .boxed()
         });
-        let manager =
-            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            "postgres://connector",
+            config,
+        );
         let pool = Pool::builder(manager)
             .max_size(options.max_size)
             .runtime(deadpool::Runtime::Tokio1)

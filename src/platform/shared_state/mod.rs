@@ -19,6 +19,7 @@ mod tests;
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,9 +184,11 @@ impl SharedState {
         url: &str,
         key_prefix: &str,
         pool_size: usize,
+        ca_file: Option<&Path>,
     ) -> Result<SharedState, SharedStateError> {
         let redactor = Redactor::new(url);
-        let store = Arc::new(RedisStore::connect(url, key_prefix, pool_size, redactor).await?);
+        let store =
+            Arc::new(RedisStore::connect(url, key_prefix, pool_size, ca_file, redactor).await?);
         store.check_reachable().await?;
         Ok(Self::over_redis(store, false))
     }
@@ -197,9 +200,11 @@ impl SharedState {
         url: &str,
         key_prefix: &str,
         pool_size: usize,
+        ca_file: Option<&Path>,
     ) -> Result<SharedState, SharedStateError> {
         let redactor = Redactor::new(url);
-        let store = Arc::new(RedisStore::connect(url, key_prefix, pool_size, redactor).await?);
+        let store =
+            Arc::new(RedisStore::connect(url, key_prefix, pool_size, ca_file, redactor).await?);
         let reachable = match store.check_reachable().await {
             Ok(()) => true,
             Err(err) => {

@@ -3,12 +3,13 @@
 //! process while Redis is unreachable.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, ErrorKind, RedisError, ServerErrorKind};
-use deadpool_redis::{Config, Connection, Pool, PoolConfig, PoolError, Runtime, Timeouts};
+use deadpool_redis::{Connection, Manager, Pool, PoolConfig, PoolError, Runtime, Timeouts};
 
 use super::gcra::{Gcra, Outcome};
 use super::in_process::InProcessRateLimiter;
@@ -178,6 +179,7 @@ impl RedisStore {
         url: &str,
         key_prefix: &str,
         pool_size: usize,
+        ca_file: Option<&Path>,
         redactor: Redactor,
     ) -> Result<RedisStore, SharedStateError> {
         let shown = redactor.display_url.clone();
@@ -192,9 +194,28 @@ impl RedisStore {
             create: Some(POOL_CREATE_TIMEOUT),
             recycle: Some(POOL_RECYCLE_TIMEOUT),
         };
-        let pool = Config::from_url(url)
-            .builder()
-            .map_err(|e| redactor.unavailable(format!("invalid Redis URL {shown}: {e}")))?
+        // rediss:// is TLS (rustls, the process's ring provider): verified against `ca_file`
+        // when given (redis.ca_file), else the system's roots.
+        crate::platform::tls::install_crypto_provider();
+        let client = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    redactor.unavailable(format!("reading redis.ca_file {}: {e}", path.display()))
+                })?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| redactor.unavailable(format!("invalid Redis URL {shown}: {e}")))?;
+        let manager = Manager::new(client.get_connection_info().clone())
+            .map_err(|e| redactor.unavailable(format!("invalid Redis URL {shown}: {e}")))?;
+        let pool = Pool::builder(manager)
             .config(pool_config)
             .runtime(Runtime::Tokio1)
             .build()

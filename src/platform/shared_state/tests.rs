@@ -20,7 +20,7 @@ fn unique_prefix() -> String {
 }
 
 async fn redis_with_prefix(prefix: &str) -> SharedState {
-    SharedState::redis(&redis_url(), prefix, 4)
+    SharedState::redis(&redis_url(), prefix, 4, None)
         .await
         .expect("the tests' Redis answers")
 }
@@ -366,7 +366,7 @@ async fn an_epoch_comes_back_with_the_rate_limit_check_and_moves_on_when_bumped(
 #[tokio::test]
 async fn connecting_to_a_closed_port_fails_fast_with_unavailable() {
     let started = Instant::now();
-    let err = SharedState::redis("redis://127.0.0.1:1", &unique_prefix(), 4)
+    let err = SharedState::redis("redis://127.0.0.1:1", &unique_prefix(), 4, None)
         .await
         .unwrap_err();
     assert!(matches!(err, SharedStateError::Unavailable(_)), "{err}");
@@ -379,7 +379,7 @@ async fn connecting_to_a_closed_port_fails_fast_with_unavailable() {
 
 #[tokio::test]
 async fn an_unreachable_redis_degrades_to_in_process_limits_instead_of_failing() {
-    let state = SharedState::redis_or_degraded("redis://127.0.0.1:1", &unique_prefix(), 2)
+    let state = SharedState::redis_or_degraded("redis://127.0.0.1:1", &unique_prefix(), 2, None)
         .await
         .unwrap();
     assert!(state.is_degraded());
@@ -397,7 +397,7 @@ async fn an_unreachable_redis_degrades_to_in_process_limits_instead_of_failing()
 
 #[tokio::test]
 async fn a_reachable_redis_is_not_degraded() {
-    let state = SharedState::redis_or_degraded(&redis_url(), &unique_prefix(), 2)
+    let state = SharedState::redis_or_degraded(&redis_url(), &unique_prefix(), 2, None)
         .await
         .unwrap();
     assert!(!state.is_degraded());
@@ -417,7 +417,7 @@ async fn a_reachable_redis_is_not_degraded() {
 #[tokio::test]
 async fn errors_never_reveal_the_redis_password() {
     let url = "redis://flowlet:hunter2-s3cret@127.0.0.1:1/0";
-    let err = SharedState::redis(url, &unique_prefix(), 4)
+    let err = SharedState::redis(url, &unique_prefix(), 4, None)
         .await
         .unwrap_err();
     let shown = format!("{err} {err:?}");
