@@ -4,12 +4,16 @@
   * lints the chart (Helm's own linter, strict) with the default values and with
     values-production.yaml;
   * renders it with both (hooks included) and validates every manifest against the Kubernetes
-    JSON schemas bundled with kubernetes-validate (ServiceMonitor and PrometheusRule are CRDs
-    without a bundled schema: their structure is asserted here instead);
-  * asserts the properties the deployment relies on (HPA, migration hook, probes, security
-    context, PDB, NetworkPolicy, the Secret's required values, the dashboard);
-  * with --print-metrics, prints (only) the metric names the dashboard and the alert rules use,
-    one per line, so a test can compare them with what /metrics exposes.
+    JSON schemas bundled with kubernetes-validate (ServiceMonitor, PrometheusRule and
+    ScheduledBackup are CRDs without a bundled schema: their structure is asserted here instead);
+  * asserts the properties the deployment relies on (HPA, migration hook and its secrets,
+    probes, Pod Security "restricted", PDB, spreading, termination arithmetic, the connection
+    budget, threads, NetworkPolicy, the Secret's required values, alerts, backups, helm test,
+    values.schema.json) and the README/docs statements operators follow (deploy command,
+    timeouts, TLS examples, runbooks);
+  * with --print-metrics, prints (only) the app's metric names the dashboard and the alert rules
+    use, one per line, so a test can compare them with what /metrics exposes (kube-state-metrics
+    and Prometheus's own `up` are not from /metrics and are left out).
 
 Uses helm-python-sdk (Helm's Go SDK as a native library) and kubernetes-validate; run it
 through chart/tests/run.sh, which installs both into a private venv.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -34,16 +39,23 @@ except ImportError as err:  # pragma: no cover - environment problem
     sys.exit(f"check_chart: missing dependency ({err}); run chart/tests/run.sh")
 
 CHART = Path(__file__).resolve().parent.parent
+REPO = CHART.parent
 RELEASE = "flowlet"
 NAMESPACE = "payments"
 # The oldest Kubernetes the chart supports (preStop sleep action) and the newest bundled schema.
 KUBE_VERSIONS = ["1.30", kubernetes_validate.latest_version()]
-# CRDs of the Prometheus operator: kubernetes-validate has no schema for them.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# CRDs (Prometheus operator, CloudNativePG): kubernetes-validate has no schema for them.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScheduledBackup"}
+# The margin terminationGracePeriodSeconds keeps beyond preStop + the HTTP drain (the render's
+# own check, flowlet.validate, uses the same figure).
+GRACE_MARGIN_SECONDS = 10
+# What the Pod Security "restricted" profile allows as volumes.
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                           "persistentVolumeClaim", "projected", "secret"}
 
-# What /metrics exposes (histograms also as _bucket/_sum/_count), plus Prometheus's own `up`.
+# App metrics: what the app's /metrics exposes (histograms also as _bucket/_sum/_count). Every
+# metric the dashboard or an alert uses must be here or in EXTERNAL_METRICS.
 KNOWN_METRICS = {
-    "up",
     "http_requests_total",
     "http_request_duration_seconds",
     "database_connections_active",
@@ -61,14 +73,38 @@ KNOWN_METRICS = {
     "webhook_delivery_duration_seconds",
     "outbox_pending",
     "outbox_oldest_age_seconds",
+    # Added by the app with issue 16 (the alerts rely on them):
+    # gauges of deliveries / emails whose next attempt time has passed (due now; retries
+    # scheduled later are not counted), so outbox alerts do not fire on far-off retries;
+    "outbox_due_deliveries",
+    "outbox_due_emails",
+    # gauge: 1 = Redis reachable, 0 = degraded (rate limits and caches in-process).
+    "shared_state_backend_up",
 }
-METRIC_PREFIXES = ("http_", "database_", "ledger_", "payment", "webhook_", "outbox_")
+# Not from the app's /metrics: Prometheus's own scrape health, and kube-state-metrics (series
+# about Kubernetes objects, with kube-state-metrics' job label, selected by namespace and name).
+PROMETHEUS_METRICS = {"up"}
+KUBE_STATE_METRICS = {
+    "kube_deployment_status_replicas_available",
+    "kube_deployment_spec_replicas",
+    "kube_pod_container_status_restarts_total",
+    "kube_pod_container_status_last_terminated_reason",
+    "kube_horizontalpodautoscaler_status_current_replicas",
+    "kube_horizontalpodautoscaler_spec_max_replicas",
+    "kube_job_status_failed",
+    "kube_job_status_active",
+    "kube_cronjob_status_last_successful_time",
+    "kube_cronjob_created",
+}
+EXTERNAL_METRICS = PROMETHEUS_METRICS | KUBE_STATE_METRICS
+# PromQL words that are neither metrics nor followed by "(".
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "Inf", "NaN"}
 # Result label values of webhook_deliveries_total (src/notify/service.rs).
 WEBHOOK_RESULTS = {"success", "retry", "failed"}
 
 # A complete, valid set of chart-managed secrets (test values only, never used anywhere).
 TEST_SECRETS: dict[str, Any] = {
-    "databaseUrl": "postgres://flowlet:pw@db.internal:5432/flowlet?sslmode=require",
+    "databaseUrl": "postgres://flowlet:pw@db.internal:5432/flowlet?sslmode=verify-full",
     "redisUrl": "rediss://:pw@redis.internal:6379",
     "jwtSecret": "j" * 48,
     "apiKeySecret": "a" * 48,
@@ -136,6 +172,12 @@ def render(values: dict[str, Any] | None) -> list[dict[str, Any]]:
     return objects
 
 
+def render_notes(values: dict[str, Any] | None) -> str:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
 def render_error(values: dict[str, Any]) -> str | None:
     """The render error message, or None if the chart rendered."""
     try:
@@ -152,6 +194,50 @@ def lint(label: str, values: dict[str, Any] | None) -> None:
     errors = "; ".join(report.get("errors") or [])
     detail = f": {problems_text}{errors}" if problems or errors else ""
     check(not problems and not errors, f"helm lint --strict ({label}){detail}")
+
+
+# --- small parsers -----------------------------------------------------------------------
+
+
+def cpu_cores(quantity: Any) -> float:
+    """A Kubernetes CPU quantity ("500m", "1", 2) as cores."""
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def duration_seconds(text: str) -> float:
+    """A duration as the chart writes them for the app: "60s" or "500ms"."""
+    m = re.fullmatch(r"([0-9]+)(ms|s)", text)
+    if not m:
+        raise CheckFailed(f"{text!r} is not a duration like 60s or 500ms")
+    return int(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+
+
+def helm_timeout_seconds(text: str) -> float:
+    """A Go duration as `helm --timeout` takes it: 15m, 900s, 1h30m."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"([0-9]+)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise CheckFailed(f"--timeout {text!r} is not a duration like 15m")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.find(f"\n## {title}\n")
+    if start < 0:
+        raise CheckFailed(f"README.md has no section {title!r}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else len(text)]
+
+
+def shell_commands(markdown: str) -> list[str]:
+    """The commands of the fenced code blocks, continuation lines joined."""
+    commands: list[str] = []
+    for block in re.findall(r"```(?:sh|bash|console)?\n(.*?)```", markdown, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        commands.extend(line.strip() for line in joined.splitlines() if line.strip())
+    return commands
 
 
 # --- helpers over rendered objects -------------------------------------------------------
@@ -174,6 +260,28 @@ def one(objects: list[dict[str, Any]], kind: str, pred: Callable[[dict], bool] =
 
 def hook_of(obj: dict[str, Any]) -> str | None:
     return (obj["metadata"].get("annotations") or {}).get("helm.sh/hook")
+
+
+def not_test_hook(obj: dict[str, Any]) -> bool:
+    return hook_of(obj) != "test"
+
+
+def named(name: str) -> Callable[[dict], bool]:
+    return lambda o: o["metadata"].get("name") == name
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every pod spec a render creates: Deployment, Job, CronJob, bare Pod."""
+    specs = []
+    for obj in objects:
+        kind, name = obj.get("kind"), f"{obj.get('kind')}/{obj['metadata'].get('name')}"
+        if kind in ("Deployment", "Job"):
+            specs.append((name, obj["spec"]["template"]["spec"]))
+        elif kind == "CronJob":
+            specs.append((name, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
+        elif kind == "Pod":
+            specs.append((name, obj["spec"]))
+    return specs
 
 
 def validate_schemas(label: str, objects: list[dict[str, Any]]) -> None:
@@ -204,17 +312,72 @@ def validate_schemas(label: str, objects: list[dict[str, Any]]) -> None:
 
 
 def env_of(objects: list[dict[str, Any]], pod_spec: dict[str, Any]) -> dict[str, str]:
-    """The environment a container gets from its envFrom ConfigMaps (rendered ones)."""
+    """The environment a container gets from its envFrom ConfigMaps (rendered ones) and env
+    (valueFrom entries map to None)."""
     env: dict[str, str] = {}
     for container in pod_spec["containers"]:
         for source in container.get("envFrom", []):
             ref = source.get("configMapRef")
             if ref:
-                cm = one(objects, "ConfigMap", lambda o, n=ref["name"]: o["metadata"]["name"] == n)
+                cm = one(objects, "ConfigMap", named(ref["name"]))
                 env.update(cm.get("data") or {})
         for item in container.get("env", []):
             env[item["name"]] = item.get("value")
     return env
+
+
+def secret_key_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """env name -> (Secret, key) of the container's secretKeyRef entries."""
+    refs = {}
+    for item in container.get("env", []):
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            refs[item["name"]] = (ref["name"], ref["key"])
+    return refs
+
+
+def assert_restricted(label: str, objects: list[dict[str, Any]]) -> None:
+    """Pod Security Standards, "restricted" profile (plus a read-only root filesystem) for every
+    pod the render creates, so the chart installs into a namespace labelled
+    pod-security.kubernetes.io/enforce=restricted."""
+    specs = pod_specs(objects)
+    check(bool(specs), f"{label}: the render has pods to check")
+    for name, pod in specs:
+        psc = pod.get("securityContext") or {}
+        problems = []
+        for field in ("hostNetwork", "hostPID", "hostIPC"):
+            if pod.get(field):
+                problems.append(field)
+        for vol in pod.get("volumes", []):
+            types = set(vol) - {"name"}
+            if not types <= RESTRICTED_VOLUME_TYPES:
+                problems.append(f"volume {vol['name']} of type {sorted(types)}")
+        containers = pod.get("containers", []) + pod.get("initContainers", [])
+        for c in containers:
+            csc = c.get("securityContext") or {}
+            who = f"container {c['name']}"
+            if not (csc.get("runAsNonRoot") is True or (psc.get("runAsNonRoot") is True and csc.get("runAsNonRoot") is not False)):
+                problems.append(f"{who}: runAsNonRoot")
+            if csc.get("runAsUser", psc.get("runAsUser")) == 0:
+                problems.append(f"{who}: runAsUser 0")
+            seccomp = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                problems.append(f"{who}: seccompProfile {seccomp}")
+            if csc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{who}: allowPrivilegeEscalation")
+            if csc.get("privileged"):
+                problems.append(f"{who}: privileged")
+            caps = csc.get("capabilities") or {}
+            if "ALL" not in (caps.get("drop") or []):
+                problems.append(f"{who}: capabilities not dropping ALL")
+            if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+                problems.append(f"{who}: adds capabilities {caps['add']}")
+            if csc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{who}: root filesystem writable")
+            if any(p.get("hostPort") for p in c.get("ports", [])):
+                problems.append(f"{who}: hostPort")
+        check(not problems, f"{label}: {name} meets Pod Security 'restricted' + read-only root "
+                            f"filesystem{(': ' + '; '.join(problems)) if problems else ''}")
 
 
 def assert_deployment(label: str, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
@@ -238,14 +401,8 @@ def assert_deployment(label: str, objects: list[dict[str, Any]], values: dict[st
         f"{label}: startupProbe GET /health with at least 60 s of slack",
     )
     psc = pod.get("securityContext", {})
-    csc = c.get("securityContext", {})
-    check(psc.get("runAsNonRoot") is True and csc.get("runAsNonRoot") is True, f"{label}: runAsNonRoot")
     check(psc.get("runAsUser") == 65532 and psc.get("runAsGroup") == 65532 and psc.get("fsGroup") == 65532,
           f"{label}: runs as 65532:65532, fsGroup 65532")
-    check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{label}: seccomp RuntimeDefault")
-    check(csc.get("readOnlyRootFilesystem") is True, f"{label}: readOnlyRootFilesystem")
-    check(csc.get("allowPrivilegeEscalation") is False, f"{label}: allowPrivilegeEscalation false")
-    check(csc.get("capabilities", {}).get("drop") == ["ALL"], f"{label}: capabilities drop ALL")
     check(pod.get("automountServiceAccountToken") is False, f"{label}: automountServiceAccountToken false")
     check(bool(pod.get("serviceAccountName")), f"{label}: serviceAccountName set")
     tmp = [m for m in c.get("volumeMounts", []) if m.get("mountPath") == "/tmp"]
@@ -254,12 +411,6 @@ def assert_deployment(label: str, objects: list[dict[str, Any]], values: dict[st
     strategy = spec.get("strategy", {})
     check(strategy.get("type") == "RollingUpdate" and strategy["rollingUpdate"].get("maxUnavailable") == 0,
           f"{label}: rolling update with maxUnavailable 0")
-    check(pod.get("terminationGracePeriodSeconds", 30) > 30,
-          f"{label}: terminationGracePeriodSeconds > the 30 s drain")
-    keys = {t["topologyKey"]: t for t in pod.get("topologySpreadConstraints", [])}
-    check("topology.kubernetes.io/zone" in keys and "kubernetes.io/hostname" in keys
-          and all(t["whenUnsatisfiable"] == "ScheduleAnyway" for t in keys.values()),
-          f"{label}: spread over zones and hosts (ScheduleAnyway)")
     annotations = spec["template"]["metadata"].get("annotations", {})
     check("checksum/config" in annotations, f"{label}: checksum/config annotation rolls pods on config change")
     env = env_of(objects, pod)
@@ -276,6 +427,55 @@ def assert_deployment(label: str, objects: list[dict[str, Any]], values: dict[st
     check(refs == [want_secret], f"{label}: server reads the Secret {want_secret}")
     autoscaling = values.get("autoscaling", {}).get("enabled", True)
     check(("replicas" in spec) != autoscaling, f"{label}: replicas omitted iff the HPA is on")
+    check(env.get("FLOWLET__DATABASE__ALLOW_PLAINTEXT", "false") == "false",
+          f"{label}: FLOWLET__DATABASE__ALLOW_PLAINTEXT unset or false (TLS to PostgreSQL required)")
+
+
+def assert_termination(label: str, objects: list[dict[str, Any]]) -> None:
+    """terminationGracePeriodSeconds covers the preStop sleep, the HTTP drain and a margin, read
+    from what the pod really gets."""
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    sleep = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+    drain = int(env_of(objects, pod).get("FLOWLET__SERVER__SHUTDOWN_TIMEOUT_SECS") or 30)
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    check(grace >= sleep + drain + GRACE_MARGIN_SECONDS,
+          f"{label}: terminationGracePeriodSeconds {grace} >= preStop sleep {sleep} + "
+          f"FLOWLET__SERVER__SHUTDOWN_TIMEOUT_SECS {drain} + {GRACE_MARGIN_SECONDS}")
+
+
+def assert_capacity(label: str, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Threads, allocator, argon2 and the database connection budget, from the render."""
+    dep = one(objects, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = env_of(objects, pod)
+    res = c.get("resources") or {}
+    cpu = (res.get("limits") or {}).get("cpu") or (res.get("requests") or {}).get("cpu")
+    check(cpu is not None, f"{label}: the server has a CPU request or limit to size threads from")
+    cores = max(1, math.ceil(cpu_cores(cpu)))
+    for key in ("FLOWLET__SERVER__WORKERS", "FLOWLET__SERVER__RUNTIME_THREADS"):
+        n = int(env.get(key) or 0)
+        check(1 <= n <= cores, f"{label}: {key}={n} is between 1 and the pod's {cores} CPU(s) ({cpu} rounded up)")
+    check(env.get("MALLOC_ARENA_MAX") == "2" and env.get("MALLOC_TRIM_THRESHOLD_") == "131072",
+          f"{label}: glibc returns memory to the OS (MALLOC_ARENA_MAX=2, MALLOC_TRIM_THRESHOLD_=131072)")
+    hashes = env.get("FLOWLET__AUTH__MAX_CONCURRENT_HASHES")
+    check(hashes is not None and int(hashes) == values["auth"]["maxConcurrentHashes"] >= 1,
+          f"{label}: FLOWLET__AUTH__MAX_CONCURRENT_HASHES={hashes} from auth.maxConcurrentHashes")
+    pool = int(env["FLOWLET__DATABASE__POOL_SIZE"])
+    workers_pool = int(env["FLOWLET__DATABASE__WORKER_POOL_SIZE"])
+    check(pool == values["database"]["poolSize"] and workers_pool == values["database"]["workerPoolSize"],
+          f"{label}: FLOWLET__DATABASE__POOL_SIZE / WORKER_POOL_SIZE from database.poolSize / workerPoolSize")
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    pods = hpa[0]["spec"]["maxReplicas"] if hpa else dep["spec"]["replicas"]
+    surge = str(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"])
+    surge_pods = math.ceil(pods * int(surge[:-1]) / 100) if surge.endswith("%") else int(surge)
+    migration = 1 if find(objects, "Job", lambda o: o["metadata"]["name"].endswith("-migrate")) else 0
+    needed = (pool + workers_pool + 2) * (pods + surge_pods) + migration
+    budget = values["database"]["maxConnections"]
+    check(needed <= budget,
+          f"{label}: connections ({pool} + {workers_pool} + 2) x ({pods} pods + {surge_pods} surge) + "
+          f"{migration} migration = {needed} <= database.maxConnections {budget}")
 
 
 def assert_hpa(label: str, objects: list[dict[str, Any]], default: bool) -> None:
@@ -287,9 +487,7 @@ def assert_hpa(label: str, objects: list[dict[str, Any]], default: bool) -> None
     if default:
         check(hpa["spec"]["minReplicas"] == 3 and hpa["spec"]["maxReplicas"] == 20,
               f"{label}: HPA min 3, max 20")
-        check(targets == {"cpu": 70, "memory": 80}, f"{label}: HPA targets CPU 70%, memory 80%")
-    else:
-        check(set(targets) == {"cpu", "memory"}, f"{label}: HPA on CPU and memory")
+    check(targets == {"cpu": 70, "memory": 80}, f"{label}: HPA targets CPU 70%, memory 80%")
 
 
 def assert_migrations(label: str, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
@@ -314,23 +512,54 @@ def assert_migrations(label: str, objects: list[dict[str, Any]], values: dict[st
           and c.get("securityContext") == dep_pod["containers"][0].get("securityContext"),
           f"{label}: Job has the server's securityContext")
     # Its environment must exist when the hook runs: hook-annotated ConfigMap (and Secret),
-    # created before the Job (lower weight), or the operator's existingSecret.
+    # created before the Job (lower weight), or a Secret the operator created beforehand.
     weight = int(ann["helm.sh/hook-weight"])
-    for source in c.get("envFrom", []):
-        kind, ref = ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
-        if kind == "Secret" and ref["name"] == values.get("existingSecret"):
+    operator_secrets = {values.get("existingSecret"), values["migrations"]["databaseUrlSecret"]["name"]} - {"", None}
+    sources = [("ConfigMap", s["configMapRef"]["name"]) for s in c.get("envFrom", []) if "configMapRef" in s]
+    sources += [("Secret", name) for name, _ in secret_key_refs(c).values()]
+    for kind, name in sources:
+        if kind == "Secret" and name in operator_secrets:
             continue
-        target = one(objects, kind, lambda o, n=ref["name"]: o["metadata"]["name"] == n)
+        target = one(objects, kind, named(name))
         t_ann = target["metadata"].get("annotations", {})
         check(t_ann.get("helm.sh/hook") == "pre-install,pre-upgrade"
               and int(t_ann.get("helm.sh/hook-weight", "0")) < weight,
-              f"{label}: the Job's {kind} {ref['name']} is a hook created before the Job")
+              f"{label}: the Job's {kind} {name} is a hook created before the Job")
+    # Least privilege: no whole Secret, and the database URL is its one secret.
+    check(not any("secretRef" in s for s in c.get("envFrom", [])),
+          f"{label}: migration Job takes no whole Secret (envFrom secretRef)")
+    refs = secret_key_refs(c)
+    check(set(refs) == {"FLOWLET__DATABASE__URL"},
+          f"{label}: migration Job's only secret is FLOWLET__DATABASE__URL (got {sorted(refs)})")
+    want = values["migrations"]["databaseUrlSecret"]
+    if want["name"]:
+        check(refs["FLOWLET__DATABASE__URL"] == (want["name"], want["key"]),
+              f"{label}: migration URL from migrations.databaseUrlSecret {want['name']}/{want['key']}")
     env = env_of(objects, pod)
+    check(not any(k in env for k in ("FLOWLET__REDIS__URL", "FLOWLET__AUTH__JWT_SECRET",
+                                     "FLOWLET__AUTH__API_KEY_SECRET", "FLOWLET__KYC__HASH_KEY")),
+          f"{label}: no Redis, JWT, API-key or KYC secret reaches the migration Job")
     check(env.get("FLOWLET_ENV") == "production", f"{label}: migration Job runs with FLOWLET_ENV=production")
+    m = values["migrations"]
+    timeouts = {
+        "FLOWLET__DATABASE__MIGRATION_LOCK_WAIT": m["lockWait"],
+        "FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT": m["statementTimeout"],
+        "FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT": m["lockTimeout"],
+    }
+    for key, value in timeouts.items():
+        check(env.get(key) == value, f"{label}: migration Job env {key}={value}")
+    wait = duration_seconds(env["FLOWLET__DATABASE__MIGRATION_LOCK_WAIT"])
+    stmt = duration_seconds(env["FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT"])
+    lock = duration_seconds(env["FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT"])
+    check(lock < stmt and wait + stmt < spec["activeDeadlineSeconds"],
+          f"{label}: lock timeout {lock:g}s < statement timeout {stmt:g}s, and lock wait + statement "
+          f"timeout ({wait + stmt:g}s) < the Job's activeDeadlineSeconds {spec['activeDeadlineSeconds']}")
+    check(not any(k.startswith("FLOWLET__DATABASE__MIGRATION_") for k in env_of(objects, dep_pod)),
+          f"{label}: the migration timeouts are the Job's, not the server's")
 
 
-def assert_network_policy(label: str, objects: list[dict[str, Any]]) -> None:
-    np = one(objects, "NetworkPolicy")
+def assert_network_policy(label: str, objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    np = one(objects, "NetworkPolicy", not_test_hook)
     spec = np["spec"]
     check(set(spec.get("policyTypes", [])) == {"Ingress", "Egress"}, f"{label}: NetworkPolicy has Ingress and Egress")
     ports = {p.get("port") for rule in spec.get("egress", []) for p in rule.get("ports", [])}
@@ -341,6 +570,16 @@ def assert_network_policy(label: str, objects: list[dict[str, Any]]) -> None:
                          for b in blocks), f"{label}: webhook egress excludes private and link-local ranges")
     in_ports = {p.get("port") for rule in spec.get("ingress", []) for p in rule.get("ports", [])}
     check(in_ports and in_ports <= {"http", 8080}, f"{label}: ingress only to port 8080")
+    # DNS: both the kube-dns pods and NodeLocal DNSCache's address, on UDP and TCP 53.
+    dns_rules = [r for r in spec["egress"] if {(p.get("port"), p.get("protocol")) for p in r.get("ports", [])}
+                 >= {(53, "UDP"), (53, "TCP")}]
+    check(len(dns_rules) == 1, f"{label}: one egress rule for DNS on UDP and TCP 53")
+    peers = dns_rules[0].get("to", [])
+    cidrs = {p["ipBlock"]["cidr"] for p in peers if "ipBlock" in p}
+    want_cidrs = set(values["networkPolicy"]["egress"]["dns"]["nodeLocalCidrs"])
+    check(any(p.get("podSelector", {}).get("matchLabels", {}).get("k8s-app") == "kube-dns" and "namespaceSelector" in p
+              for p in peers) and cidrs == want_cidrs and ("169.254.20.10/32" in cidrs) == ("169.254.20.10/32" in want_cidrs),
+          f"{label}: DNS egress to the kube-dns pods and to the node-local cache {sorted(cidrs)}")
 
 
 def assert_monitoring(label: str, objects: list[dict[str, Any]]) -> None:
@@ -357,49 +596,111 @@ def assert_monitoring(label: str, objects: list[dict[str, Any]]) -> None:
         check(all(svc["metadata"]["labels"].get(k) == v for k, v in sel.items()),
               f"{label}: ServiceMonitor selects the Service")
     if rules:
-        r = rules[0]
-        check(r["apiVersion"] == "monitoring.coreos.com/v1", f"{label}: PrometheusRule is monitoring.coreos.com/v1")
-        alerts = {rule["alert"]: rule for g in r["spec"]["groups"] for rule in g["rules"]}
-        for rule in alerts.values():
-            check(bool(rule.get("expr")) and "severity" in rule.get("labels", {}),
-                  f"{label}: alert {rule['alert']} has an expression and a severity")
-        exprs = {name: rule["expr"] for name, rule in alerts.items()}
-        wanted = {
-            "up": "FlowletDown (up == 0 / absent)",
-            'status=~"5.."': "5xx ratio",
-            "http_request_duration_seconds_bucket": "p95 latency",
-            "outbox_pending": "outbox backlog",
-            "outbox_oldest_age_seconds": "outbox age",
-            "webhook_deliveries_total": "failed deliveries",
-            "ledger_verify_violations": "ledger verification violations",
-            "ledger_verify_last_run_timestamp_seconds": "ledger verification not running",
-            "database_connections_max": "database pool saturation",
-        }
-        for needle, what in wanted.items():
-            check(any(needle in e for e in exprs.values()), f"{label}: an alert covers {what}")
-        for e in exprs.values():
-            for result in re.findall(r'result="([^"]*)"', e):
-                check(result in WEBHOOK_RESULTS, f"{label}: webhook result label {result!r} is one the app emits")
+        assert_alerts(label, objects, rules[0])
+
+
+def assert_alerts(label: str, objects: list[dict[str, Any]], r: dict[str, Any]) -> None:
+    check(r["apiVersion"] == "monitoring.coreos.com/v1", f"{label}: PrometheusRule is monitoring.coreos.com/v1")
+    alerts = {rule["alert"]: rule for g in r["spec"]["groups"] for rule in g["rules"]}
+    for rule in alerts.values():
+        check(bool(rule.get("expr")) and "severity" in rule.get("labels", {}),
+              f"{label}: alert {rule['alert']} has an expression and a severity")
+    exprs = {name: rule["expr"] for name, rule in alerts.items()}
+    wanted = {
+        "up": "FlowletDown (up == 0 / absent)",
+        'status=~"5.."': "5xx ratio",
+        "http_request_duration_seconds_bucket": "p95 latency",
+        "outbox_due_deliveries": "due webhook deliveries",
+        "outbox_due_emails": "due emails",
+        "webhook_deliveries_total": "failed deliveries",
+        "ledger_verify_violations": "ledger verification violations",
+        "ledger_verify_last_run_timestamp_seconds": "ledger verification not running",
+        "database_connections_max": "database pool saturation",
+    }
+    for needle, what in wanted.items():
+        check(any(needle in e for e in exprs.values()), f"{label}: an alert covers {what}")
+    # Outbox alerts count what is due now, not retries scheduled hours ahead.
+    check(not any("outbox_pending" in e or "outbox_oldest_age_seconds" in e for e in exprs.values()),
+          f"{label}: no alert on outbox_pending / outbox_oldest_age_seconds (they count far-off retries)")
+    deployment = one(objects, "Deployment")["metadata"]["name"]
+    ns = f'namespace="{NAMESPACE}"'
+    by_name = {
+        "FlowletNoReadyReplica": ("kube_deployment_status_replicas_available", f'deployment="{deployment}"'),
+        "FlowletCrashLooping": ("kube_pod_container_status_restarts_total", 'container="flowlet"'),
+        "FlowletOOMKilled": ("kube_pod_container_status_last_terminated_reason", 'reason="OOMKilled"'),
+        "FlowletRedisDegraded": ("shared_state_backend_up", f'job="{deployment}"'),
+        "FlowletOutboxBacklog": ("outbox_due_deliveries", f'job="{deployment}"'),
+        "FlowletOutboxStalled": ("outbox_due_deliveries", "webhook_deliveries_total"),
+        "FlowletEmailBacklog": ("outbox_due_emails", f'job="{deployment}"'),
+    }
+    jobs = find(objects, "Job", lambda o: o["metadata"]["name"].endswith("-migrate"))
+    if jobs:
+        by_name["FlowletMigrationFailed"] = ("kube_job_status_failed", f'job_name="{jobs[0]["metadata"]["name"]}"')
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    if hpa:
+        by_name["FlowletAutoscalerAtMax"] = ("kube_horizontalpodautoscaler_spec_max_replicas",
+                                             f'horizontalpodautoscaler="{hpa[0]["metadata"]["name"]}"')
+    cron = find(objects, "CronJob")
+    if cron:
+        by_name["FlowletBackupMissing"] = ("kube_cronjob_status_last_successful_time",
+                                           f'cronjob="{cron[0]["metadata"]["name"]}"')
+    for name, needles in by_name.items():
+        check(name in exprs and all(n in exprs[name] for n in needles),
+              f"{label}: alert {name} uses {' and '.join(needles)}")
+    # Every object a kube-state-metrics matcher names exists in this render.
+    kinds = {"deployment": "Deployment", "job_name": "Job", "horizontalpodautoscaler": "HorizontalPodAutoscaler",
+             "cronjob": "CronJob"}
+    for name, expr in exprs.items():
+        for key, value in re.findall(r'\b(deployment|job_name|horizontalpodautoscaler|cronjob)="([^"]*)"', expr):
+            check(bool(find(objects, kinds[key], named(value))),
+                  f"{label}: {name}: {key}=\"{value}\" names a rendered {kinds[key]}")
+    # Selectors: app metrics by the scrape job, kube-state-metrics by namespace and object
+    # (their job label is kube-state-metrics', so job="flowlet" would silently match nothing).
+    for name, expr in exprs.items():
+        for metric, selector in metric_occurrences(expr):
+            if metric in KNOWN_METRICS or metric in PROMETHEUS_METRICS:
+                ok = selector is not None and f'job="{deployment}"' in selector and ns in selector
+            elif metric in KUBE_STATE_METRICS:
+                ok = selector is not None and not re.search(r"(^|,)\s*job\s*=", selector) and ns in selector
+            else:
+                ok = False
+            check(ok, f"{label}: {name}: {metric} selected by "
+                      f"{'job and namespace' if metric not in KUBE_STATE_METRICS else 'namespace and object, not job'}")
+    for e in exprs.values():
+        for result in re.findall(r'result="([^"]*)"', e):
+            check(result in WEBHOOK_RESULTS, f"{label}: webhook result label {result!r} is one the app emits")
 
 
 def assert_common(label: str, objects: list[dict[str, Any]], values: dict[str, Any], default: bool) -> None:
     assert_deployment(label, objects, values)
+    assert_restricted(label, objects)
+    assert_termination(label, objects)
+    assert_capacity(label, objects, values)
     assert_hpa(label, objects, default)
     assert_migrations(label, objects, values)
-    assert_network_policy(label, objects)
+    assert_network_policy(label, objects, values)
     assert_monitoring(label, objects)
+    assert_helm_test(label, objects)
     pdb = one(objects, "PodDisruptionBudget")
     check(pdb["apiVersion"] == "policy/v1" and ("minAvailable" in pdb["spec"] or "maxUnavailable" in pdb["spec"]),
           f"{label}: PodDisruptionBudget (policy/v1) present")
+    check(pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow",
+          f"{label}: PDB lets crash-looping pods be evicted (unhealthyPodEvictionPolicy AlwaysAllow)")
     sa = one(objects, "ServiceAccount")
     check(sa.get("automountServiceAccountToken") is False, f"{label}: ServiceAccount does not automount a token")
     svc = one(objects, "Service")
     check(svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["targetPort"] == "http",
           f"{label}: ClusterIP Service to port http")
     server_sel = svc["spec"]["selector"]
-    job_labels = one(objects, "Job")["spec"]["template"]["metadata"]["labels"]
-    check(not all(job_labels.get(k) == v for k, v in server_sel.items()),
-          f"{label}: the Service does not select the migration pod")
+    for name, pod in pod_specs(objects):
+        if name.startswith("Deployment/"):
+            continue
+        owner = next(o for o in objects if f"{o['kind']}/{o['metadata']['name']}" == name)
+        labels = (owner["metadata"]["labels"] if owner["kind"] == "Pod" else
+                  (owner["spec"]["template"] if owner["kind"] == "Job"
+                   else owner["spec"]["jobTemplate"]["spec"]["template"])["metadata"]["labels"])
+        check(not all(labels.get(k) == v for k, v in server_sel.items()),
+              f"{label}: the Service does not select {name}'s pod")
     if values.get("existingSecret"):
         check(not find(objects, "Secret"), f"{label}: no Secret rendered with existingSecret")
     dash = find(objects, "ConfigMap", lambda o: o["metadata"].get("labels", {}).get("grafana_dashboard") == "1")
@@ -410,6 +711,34 @@ def assert_common(label: str, objects: list[dict[str, Any]], values: dict[str, A
     if ingress:
         paths = [p["path"] for r in ingress[0]["spec"]["rules"] for p in r["http"]["paths"]]
         check("/metrics" not in paths and "/" not in paths, f"{label}: Ingress does not expose /metrics")
+
+
+def assert_helm_test(label: str, objects: list[dict[str, Any]]) -> None:
+    """`helm test`: a hook Pod calling the Service's /ready, let through the NetworkPolicy."""
+    tests = [o for o in objects if hook_of(o) == "test" and o["kind"] == "Pod"]
+    check(len(tests) == 1, f"{label}: one helm test Pod (helm.sh/hook: test)")
+    pod = tests[0]
+    svc = one(objects, "Service")
+    url = f"http://{svc['metadata']['name']}.{NAMESPACE}.svc:{svc['spec']['ports'][0]['port']}/ready"
+    c = pod["spec"]["containers"][0]
+    check(pod["spec"].get("restartPolicy") == "Never" and url in c.get("command", []) + c.get("args", [])
+          and "--fail" in c.get("args", []),
+          f"{label}: helm test Pod GETs {url} and fails on an error status")
+    np = find(objects, "NetworkPolicy", not_test_hook)
+    if np:
+        labels = pod["metadata"]["labels"]
+        sel = np[0]["spec"]["podSelector"]["matchLabels"]
+        check(not all(labels.get(k) == v for k, v in sel.items()),
+              f"{label}: the release NetworkPolicy does not select the test pod")
+        allowed = [peer for rule in np[0]["spec"]["ingress"] for peer in rule.get("from", [])
+                   if "podSelector" in peer and "namespaceSelector" not in peer
+                   and all(labels.get(k) == v for k, v in peer["podSelector"].get("matchLabels", {}).items())]
+        check(bool(allowed), f"{label}: the release NetworkPolicy lets the test pod in")
+        test_np = [o for o in objects if o["kind"] == "NetworkPolicy" and hook_of(o) == "test"]
+        check(len(test_np) == 1 and all(labels.get(k) == v for k, v in
+                                        test_np[0]["spec"]["podSelector"]["matchLabels"].items())
+              and any(p.get("port") == 8080 for r in test_np[0]["spec"]["egress"] for p in r.get("ports", [])),
+              f"{label}: a test-hook NetworkPolicy lets the test pod out to port 8080")
 
 
 def assert_secret_handling(base: dict[str, Any]) -> None:
@@ -428,8 +757,8 @@ def assert_secret_handling(base: dict[str, Any]) -> None:
     msg = render_error(deep_merge(base, {"existingSecret": "", "secrets": badkey}))
     check(msg is not None and "kycEncryptionKeyId" in msg, f"{label} refuses a key id without its key")
 
-    values = deep_merge(base, {"existingSecret": "", "secrets": TEST_SECRETS})
-    objects = render(values)
+    values = deep_merge(load_values_file("values.yaml"), deep_merge(base, {"existingSecret": "", "secrets": TEST_SECRETS}))
+    objects = render(deep_merge(base, {"existingSecret": "", "secrets": TEST_SECRETS}))
     validate_schemas(f"{label} with secrets", objects)
     secrets = {s["metadata"]["name"]: s for s in find(objects, "Secret")}
     check(set(secrets) == {RELEASE, f"{RELEASE}-migrate"},
@@ -438,19 +767,278 @@ def assert_secret_handling(base: dict[str, Any]) -> None:
     check(data.get("FLOWLET__DATABASE__URL") == TEST_SECRETS["databaseUrl"]
           and data.get("FLOWLET__KYC__ENCRYPTION_KEYS__K2026") == TEST_SECRETS["kycEncryptionKeys"]["k2026"]
           and data.get("FLOWLET__KYC__ENCRYPTION_KEY_ID") == "k2026"
-          and "FLOWLET__SMTP__URL" in data and "FLOWLET__CARDS__ENCRYPTION_KEY" not in data,
-          f"{label}: Secret holds the FLOWLET__* keys (card key only when set)")
-    check(secrets[RELEASE]["data"] == secrets[f"{RELEASE}-migrate"]["data"],
-          f"{label}: the hook Secret has the same data as the release Secret")
+          and "FLOWLET__SMTP__URL" in data and "FLOWLET__CARDS__ENCRYPTION_KEY" not in data
+          and "FLOWLET__DATABASE__REPLICA_URL" not in data,
+          f"{label}: Secret holds the FLOWLET__* keys (card key and replica URL only when set)")
+    hook = {k: base64.b64decode(v).decode() for k, v in secrets[f"{RELEASE}-migrate"]["data"].items()}
+    check(hook == {"FLOWLET__DATABASE__URL": TEST_SECRETS["databaseUrl"]},
+          f"{label}: the hook Secret holds only the database URL")
     assert_common(f"{label} with secrets", objects, values, default=True)
     dep = one(objects, "Deployment")
-    check("checksum/secret" in dep["spec"]["template"]["metadata"]["annotations"],
-          f"{label}: checksum/secret annotation rolls pods on secret change")
+    checksum = dep["spec"]["template"]["metadata"]["annotations"].get("checksum/secret")
+    check(bool(checksum), f"{label}: checksum/secret annotation on the pod template")
+    rotated = render(deep_merge(base, {"existingSecret": "", "secrets": dict(TEST_SECRETS, jwtSecret="r" * 48)}))
+    check(one(rotated, "Deployment")["spec"]["template"]["metadata"]["annotations"].get("checksum/secret") != checksum,
+          f"{label}: rotating a secret changes checksum/secret, so the pods roll")
+
+    migrator = dict(TEST_SECRETS, migrationDatabaseUrl="postgres://migrator:pw@db.internal:5432/flowlet?sslmode=verify-full",
+                    databaseReplicaUrl="postgres://flowlet:pw@replica.internal:5432/flowlet?sslmode=verify-full")
+    objects = render(deep_merge(base, {"existingSecret": "", "secrets": migrator}))
+    hook = {k: base64.b64decode(v).decode() for k, v in one(objects, "Secret", named(f"{RELEASE}-migrate"))["data"].items()}
+    check(hook == {"FLOWLET__DATABASE__URL": migrator["migrationDatabaseUrl"]},
+          f"{label}: secrets.migrationDatabaseUrl goes to the hook Secret instead of databaseUrl")
+    data = one(objects, "Secret", named(RELEASE))["data"]
+    check(base64.b64decode(data.get("FLOWLET__DATABASE__REPLICA_URL", "")).decode() == migrator["databaseReplicaUrl"],
+          f"{label}: secrets.databaseReplicaUrl becomes FLOWLET__DATABASE__REPLICA_URL")
 
     msg = render_error(deep_merge(base, {"config": {"FLOWLET__DATABASE__MIGRATE_ON_START": "true"}}))
     check(msg is not None, "config cannot re-enable migrate_on_start")
     msg = render_error(deep_merge(base, {"config": {"FLOWLET__AUTH__JWT_SECRET": "x" * 40}}))
     check(msg is not None and "secret" in msg, "config refuses secrets (they belong in the Secret)")
+    msg = render_error(deep_merge(base, {"config": {"FLOWLET__DATABASE__POOL_SIZE": "64"}}))
+    check(msg is not None and "database.poolSize" in msg,
+          "config refuses FLOWLET__DATABASE__POOL_SIZE (database.poolSize, inside the connection budget)")
+
+
+def assert_overrides(defaults: dict[str, Any]) -> None:
+    """Values that must change the render, or fail it."""
+    # Connection budget.
+    msg = render_error({"database": {"maxConnections": 200}})
+    check(msg is not None and "database.maxConnections" in msg,
+          f"pools above database.maxConnections fail the render ({(msg or 'rendered!')[:90]}...)")
+    msg = render_error({"database": {"maxConnections": 500}})
+    check(msg is not None and "database.maxConnections" in msg,
+          "the connection budget counts the rollout's surge: (16 + 4 + 2) x (20 + 5) + 1 = 551 > 500 fails")
+    msg = render_error({"autoscaling": {"enabled": False}, "replicaCount": 30, "database": {"maxConnections": 600}})
+    check(msg is not None and "database.maxConnections" in msg,
+          "the connection budget counts replicaCount when the HPA is off")
+    # Threads.
+    msg = render_error({"server": {"workers": 4}})
+    check(msg is not None and "server.workers" in msg, "server.workers above the pod's CPUs fails the render")
+    objects = render({"resources": {"requests": {"cpu": "1500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}})
+    env = env_of(objects, one(objects, "Deployment")["spec"]["template"]["spec"])
+    check(env["FLOWLET__SERVER__WORKERS"] == "2" and env["FLOWLET__SERVER__RUNTIME_THREADS"] == "2",
+          "requests.cpu 1500m gives 2 workers and 2 runtime threads")
+    objects = render({"resources": {"requests": {"cpu": "500m", "memory": "256Mi"},
+                                    "limits": {"cpu": 3, "memory": "512Mi"}}, "server": {"runtimeThreads": 2}})
+    env = env_of(objects, one(objects, "Deployment")["spec"]["template"]["spec"])
+    check(env["FLOWLET__SERVER__WORKERS"] == "3" and env["FLOWLET__SERVER__RUNTIME_THREADS"] == "2",
+          "a CPU limit of 3 sizes workers to 3; an explicit runtimeThreads is kept")
+    # Termination arithmetic.
+    msg = render_error({"terminationGracePeriodSeconds": 35})
+    check(msg is not None and "terminationGracePeriodSeconds" in msg,
+          "terminationGracePeriodSeconds below preStop + shutdown timeout + 10 fails the render")
+    # values.schema.json.
+    msg = render_error({"autoscaling": {"maxReplicas": "twenty"}})
+    check(msg is not None and "maxReplicas" in msg, "values.schema.json: a string for autoscaling.maxReplicas fails the render")
+    msg = render_error({"autoscalling": {"enabled": False}})
+    check(msg is not None and "autoscalling" in msg, "values.schema.json: an unknown top-level value (typo) fails the render")
+    msg = render_error({"migrations": {"lockWait": "1m"}})
+    check(msg is not None and "lockWait" in msg, "values.schema.json: migration durations are <n>s or <n>ms")
+    msg = render_error({"image": {"digest": "sha256:abc"}})
+    check(msg is not None and "digest" in msg, "values.schema.json: image.digest must be sha256:<64 hex>")
+    # Image digest.
+    digest = "sha256:" + "ab" * 32
+    objects = render({"image": {"repository": "reg.example/flowlet", "tag": "9.9.9", "digest": digest}})
+    images = {c["image"] for _, pod in pod_specs(objects) for c in pod["containers"] if c["name"] in ("flowlet", "migrate")}
+    check(images == {f"reg.example/flowlet@{digest}"}, f"image.digest renders repository@digest for server and Job ({images})")
+    objects = render({"image": {"repository": "reg.example/flowlet", "tag": "9.9.9"}})
+    check(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == "reg.example/flowlet:9.9.9",
+          "without a digest the image is repository:tag")
+    # Replica URL.
+    objects = render({"database": {"replicaUrlSecret": {"name": "flowlet-replica", "key": "url"}}})
+    refs = secret_key_refs(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    check(refs.get("FLOWLET__DATABASE__REPLICA_URL") == ("flowlet-replica", "url"),
+          "database.replicaUrlSecret maps to FLOWLET__DATABASE__REPLICA_URL")
+    check("FLOWLET__DATABASE__REPLICA_URL" not in secret_key_refs(
+        one(render(None), "Deployment")["spec"]["template"]["spec"]["containers"][0]),
+          "no FLOWLET__DATABASE__REPLICA_URL by default")
+    # A CA file from a Secret, for the server and the migration Job alike.
+    ca = {
+        "extraVolumes": [{"name": "db-ca", "secret": {"secretName": "db-ca"}}],
+        "extraVolumeMounts": [{"name": "db-ca", "mountPath": "/etc/flowlet/ca", "readOnly": True}],
+        "config": {"FLOWLET__DATABASE__CA_FILE": "/etc/flowlet/ca/ca.crt", "FLOWLET__REDIS__CA_FILE": "/etc/flowlet/ca/ca.crt"},
+        "extraEnv": [{"name": "FLOWLET__LOG__LEVEL_EXTRA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "backups": {"pgDump": {"enabled": True}},
+    }
+    objects = render(ca)
+    validate_schemas("CA mount (extraVolumes, extraVolumeMounts, extraEnv)", objects)
+    for name, pod in pod_specs(objects):
+        if name.startswith("Pod/"):
+            continue
+        mounted = any(m["name"] == "db-ca" and m["mountPath"] == "/etc/flowlet/ca" for m in pod["containers"][0].get("volumeMounts", []))
+        check(mounted and any(v["name"] == "db-ca" for v in pod["volumes"]), f"extraVolumes/extraVolumeMounts reach {name}")
+        if not name.startswith("CronJob/"):
+            env = env_of(objects, pod)
+            check(env.get("FLOWLET__DATABASE__CA_FILE") == "/etc/flowlet/ca/ca.crt" and "FLOWLET__REDIS__CA_FILE" in env,
+                  f"{name} gets FLOWLET__DATABASE__CA_FILE and FLOWLET__REDIS__CA_FILE")
+    dep_env = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    check(any(e["name"] == "FLOWLET__LOG__LEVEL_EXTRA" for e in dep_env), "extraEnv reaches the server container")
+    # Production-style topology and priority, and the PriorityClass the chart can create.
+    objects = render({"priorityClass": {"create": True}})
+    pc = one(objects, "PriorityClass")
+    check(one(objects, "Deployment")["spec"]["template"]["spec"].get("priorityClassName") == pc["metadata"]["name"],
+          "priorityClass.create: the pods use the created PriorityClass")
+
+
+def assert_production(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    label = "values-production.yaml"
+    pdb = one(objects, "PodDisruptionBudget")["spec"]
+    check(pdb.get("maxUnavailable") == 1 and "minAvailable" not in pdb,
+          f"{label}: PDB maxUnavailable 1 (never more than one pod down for a drain)")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    keys = {t["topologyKey"]: t for t in pod.get("topologySpreadConstraints", [])}
+    check(keys.get("topology.kubernetes.io/zone", {}).get("whenUnsatisfiable") == "DoNotSchedule"
+          and "kubernetes.io/hostname" in keys,
+          f"{label}: zone spreading is DoNotSchedule, plus hostname spreading")
+    pcn = pod.get("priorityClassName")
+    created = [o["metadata"]["name"] for o in find(objects, "PriorityClass")]
+    check(bool(pcn) and pcn in created, f"{label}: pods run at PriorityClass {pcn}, which the release creates")
+    check(pod["containers"][0]["image"].startswith(values["image"]["repository"] + "@sha256:"),
+          f"{label}: image pinned by digest")
+    env = env_of(objects, pod)
+    check(env.get("FLOWLET__DATABASE__CA_FILE") and any(
+        m["mountPath"] == str(Path(env["FLOWLET__DATABASE__CA_FILE"]).parent) for m in pod["containers"][0]["volumeMounts"]),
+          f"{label}: FLOWLET__DATABASE__CA_FILE lies on a mounted volume")
+
+
+def assert_defaults_topology(objects: list[dict[str, Any]]) -> None:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    keys = {t["topologyKey"]: t for t in pod.get("topologySpreadConstraints", [])}
+    check("topology.kubernetes.io/zone" in keys and "kubernetes.io/hostname" in keys
+          and all(t["whenUnsatisfiable"] == "ScheduleAnyway" for t in keys.values()),
+          "default values: spread over zones and hosts (ScheduleAnyway)")
+    check(not find(objects, "PriorityClass") and "priorityClassName" not in pod,
+          "default values: no PriorityClass")
+
+
+def assert_backups() -> None:
+    objects = render(None)
+    check(not find(objects, "ScheduledBackup") and not find(objects, "CronJob") and not find(objects, "PersistentVolumeClaim"),
+          "default values: no backup objects (opt-in)")
+    msg = render_error({"backups": {"cloudnativepg": {"enabled": True}}})
+    check(msg is not None and "backups.cloudnativepg.cluster" in msg, "a ScheduledBackup needs its Cluster's name")
+    objects = render({"backups": {"cloudnativepg": {"enabled": True, "cluster": "pg-main"}}})
+    sb = one(objects, "ScheduledBackup")
+    spec = sb["spec"]
+    allowed = {"schedule", "cluster", "method", "pluginConfiguration", "target", "immediate", "backupOwnerReference",
+               "suspend", "online", "onlineConfiguration"}
+    check(sb["apiVersion"] == "postgresql.cnpg.io/v1" and set(spec) <= allowed
+          and spec["cluster"] == {"name": "pg-main"} and len(spec["schedule"].split()) == 6
+          and spec["method"] in {"barmanObjectStore", "volumeSnapshot", "plugin"}
+          and spec["target"] in {"primary", "prefer-standby"}
+          and spec["backupOwnerReference"] in {"none", "self", "cluster"} and isinstance(spec["immediate"], bool),
+          "ScheduledBackup is postgresql.cnpg.io/v1 with cluster.name, a six-field schedule and known enums")
+    objects = render({"backups": {"cloudnativepg": {"enabled": True, "cluster": "pg", "method": "plugin",
+                                                    "pluginName": "barman-cloud.cloudnative-pg.io"}}})
+    check(one(objects, "ScheduledBackup")["spec"].get("pluginConfiguration") == {"name": "barman-cloud.cloudnative-pg.io"},
+          "ScheduledBackup method plugin names its plugin")
+
+    values = {"backups": {"pgDump": {"enabled": True}}}
+    objects = render(values)
+    validate_schemas("backups.pgDump.enabled", objects)
+    assert_restricted("backups.pgDump.enabled", objects)
+    cron = one(objects, "CronJob")
+    job = cron["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    c = pod["containers"][0]
+    pvc = one(objects, "PersistentVolumeClaim")
+    check(cron["spec"]["concurrencyPolicy"] == "Forbid" and job.get("activeDeadlineSeconds")
+          and len(cron["spec"]["schedule"].split()) == 5,
+          "pg_dump CronJob: Forbid overlapping runs, a deadline, a five-field schedule")
+    check(any(v.get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"] for v in pod["volumes"])
+          and pvc["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep",
+          "pg_dump writes to a PersistentVolumeClaim kept on uninstall")
+    script = "\n".join(c.get("command", []) + c.get("args", []))
+    dump = [line for line in script.splitlines() if line.strip().startswith("pg_dump ")]
+    check(len(dump) == 1 and "--format=custom" in dump[0] and "--lock-wait-timeout=" in dump[0],
+          "pg_dump: custom format, bounded lock wait")
+    check(secret_key_refs(c) == {"DATABASE_URL": ("flowlet-secrets", "FLOWLET__DATABASE__URL")}
+          and not any("secretRef" in s for s in c.get("envFrom", [])),
+          "pg_dump's only secret is the database URL")
+    np = one(objects, "NetworkPolicy", not_test_hook)
+    labels = job["template"]["metadata"]["labels"]
+    check(all(labels.get(k) == v for k, v in np["spec"]["podSelector"]["matchLabels"].items()),
+          "the release NetworkPolicy (DNS, PostgreSQL egress) covers the backup pod")
+    objects = render({"backups": {"pgDump": {"enabled": True, "persistence": {"existingClaim": "nfs-backups"}}}})
+    check(not find(objects, "PersistentVolumeClaim") and any(
+        v.get("persistentVolumeClaim", {}).get("claimName") == "nfs-backups"
+        for v in one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]),
+          "pg_dump persistence.existingClaim is used as is")
+
+
+def assert_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    m = re.fullmatch(r">=\s*1\.(\d+)\.0-0", chart.get("kubeVersion", ""))
+    check(m is not None, f"Chart.yaml kubeVersion is a lower bound (>=1.N.0-0): {chart.get('kubeVersion')}")
+    minor = int(m.group(1))
+    uses_sleep = "sleep:" in (CHART / "templates" / "deployment.yaml").read_text()
+    check(not uses_sleep or minor >= 30, "Chart.yaml kubeVersion >= 1.30 (the templates use the preStop sleep action)")
+    check(KUBE_VERSIONS[0] == f"1.{minor}", f"the schemas are checked from the chart's oldest Kubernetes, 1.{minor}")
+    upgrading = (CHART / "UPGRADING.md").read_text()
+    check(f"## {chart['version']}" in upgrading, f"chart/UPGRADING.md has notes for chart {chart['version']}")
+
+
+def assert_docs(defaults: dict[str, Any], production: dict[str, Any]) -> None:
+    """The README and docs statements operators act on."""
+    deploy = readme_section("Deploy to Kubernetes")
+    commands = [c for c in shell_commands(deploy) if c.startswith("helm upgrade --install")]
+    check(bool(commands), "README deploy section has a `helm upgrade --install` command")
+    deadline = max(defaults["migrations"]["activeDeadlineSeconds"], production["migrations"]["activeDeadlineSeconds"])
+    for command in commands:
+        m = re.search(r"--timeout[ =](\S+)", command)
+        check("--wait" in command.split() and m is not None,
+              f"README: `{command[:60]}...` uses --wait and --timeout")
+        timeout = helm_timeout_seconds(m.group(1))
+        check(timeout > deadline,
+              f"README: --timeout {m.group(1)} ({timeout:g}s) exceeds the migration Job's activeDeadlineSeconds ({deadline})")
+    for deadline_override in (None, 1800):
+        values = {"migrations": {"activeDeadlineSeconds": deadline_override}} if deadline_override else None
+        notes = render_notes(values)
+        m = re.search(r"helm upgrade --install .*--wait --timeout (\S+)", notes)
+        want = deadline_override or defaults["migrations"]["activeDeadlineSeconds"]
+        check(m is not None and helm_timeout_seconds(m.group(1)) > want,
+              f"NOTES.txt: the upgrade command's --timeout exceeds activeDeadlineSeconds {want}")
+    atomic = [p for p in deploy.split("\n\n") if "`--atomic`" in p and "rolls the release back" in p]
+    check(len(atomic) == 1 and "not the migrations" in atomic[0] and "forward-only" in atomic[0]
+          and "expand/contract" in atomic[0],
+          "README discusses --atomic: the Deployment rolls back, migrations (forward-only, expand/contract) do not")
+    check("sslmode=verify-full" in deploy and "rediss://" in deploy and "sslmode=require" not in deploy
+          and "redis://:" not in deploy,
+          "README examples use sslmode=verify-full and rediss://")
+    check("FLOWLET__DATABASE__ALLOW_PLAINTEXT" in deploy and "FLOWLET__DATABASE__CA_FILE" in deploy,
+          "README documents ALLOW_PLAINTEXT and the CA-file mount")
+    check(re.search(r"transaction pooling[^.]*\*\*unsupported\*\*", deploy, re.I) is not None
+          and "session pooling" in deploy.lower() and "advisory lock" in deploy.lower(),
+          "README: PgBouncer transaction pooling unsupported (prepared statements, advisory locks); session pooling works")
+    ops = (REPO / "docs" / "operations.md").read_text()
+    for needle, what in [
+        ("pod-security.kubernetes.io/enforce=restricted", "namespace PodSecurity label"),
+        ("rollout restart deployment/flowlet", "rolling pods after rotating an existing Secret"),
+        ("FLOWLET__AUTH__JWT_PREVIOUS_SECRETS", "JWT key rotation"),
+        ("FLOWLET__AUTH__API_KEY_SECRET", "API-key HMAC secret"),
+        ("FLOWLET__KYC__ENCRYPTION_KEYS", "KYC PII keys by key id"),
+        ("flowlet admin kyc reencrypt", "KYC re-encryption"),
+        ("FLOWLET__CARDS__ENCRYPTION_KEY", "card keys (future)"),
+        ("digest", "pinning base images by digest as a release step"),
+        ("ScheduledBackup", "CloudNativePG backups"),
+    ]:
+        check(needle in ops, f"docs/operations.md covers {what} ({needle})")
+    restore = ops[ops.find("## Restore"):]
+    check(ops.find("## Restore") >= 0 and "point-in-time" in ops.lower(), "docs/operations.md has PITR and a restore procedure")
+    steps: list[str] = []  # numbered items with their indented continuation lines
+    for line in restore.split("\n## ")[0].splitlines():
+        if re.match(r"\d+\. ", line):
+            steps.append(line)
+        elif steps and line.startswith("   ") and not steps[-1].endswith("\n"):
+            steps[-1] += " " + line.strip()
+        elif steps and not steps[-1].endswith("\n"):
+            steps[-1] += "\n"  # the item ended
+    verify = [i for i, s in enumerate(steps) if "flowlet admin ledger verify" in s]
+    traffic = [i for i, s in enumerate(steps) if "traffic" in s.lower()]
+    check(bool(verify) and verify[-1] == len(steps) - 2 and "traffic" in steps[-1].lower()
+          and not any(i <= verify[-1] for i in traffic if not steps[i].lower().startswith(f"{i + 1}. stop traffic")),
+          "restore procedure: `flowlet admin ledger verify` is the step before traffic is let back in")
 
 
 # --- metric names ------------------------------------------------------------------------
@@ -479,18 +1067,43 @@ def promql_expressions(objects: list[dict[str, Any]], dashboard: dict[str, Any])
     return exprs
 
 
+def metric_occurrences(expr: str) -> list[tuple[str, str | None]]:
+    """Each metric a PromQL expression reads, with its label selector (None when bare)."""
+    selectors: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        selectors.append(match.group(1))
+        return f" @{len(selectors) - 1} "
+
+    e = re.sub(r"\{([^}]*)\}", keep, expr)
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', " ", e)  # strings outside selectors (label_replace args)
+    e = re.sub(r"\[[^\]]*\]", " ", e)  # ranges
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)  # label lists
+    e = re.sub(r"\blabel_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(@\d+)?\s*(,[^)]*)?\)", r" \1 \2 ", e)
+    e = re.sub(r"\$\{?\w+\}?", " ", e)  # Grafana variables
+    e = re.sub(r"(?<![A-Za-z0-9_:@])[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?", " ", e)  # numbers
+    found: list[tuple[str, str | None]] = []
+    for m in re.finditer(r"([A-Za-z_:][A-Za-z0-9_:]*)(\s*@(\d+))?(\s*\()?", e):
+        token, sel, paren = m.group(1), m.group(3), m.group(4)
+        if token in PROMQL_KEYWORDS or (paren and sel is None):
+            continue  # a function or aggregation
+        base = re.sub(r"_(bucket|sum|count)$", "", token)
+        found.append((base if base in KNOWN_METRICS else token, selectors[int(sel)] if sel is not None else None))
+    return found
+
+
 def metric_names(exprs: list[str]) -> set[str]:
-    names: set[str] = set()
-    for expr in exprs:
-        expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values are not metrics
-        for token in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
-            if token == "up" or token.startswith(METRIC_PREFIXES):
-                names.add(re.sub(r"_(bucket|sum|count)$", "", token))
-    return names
+    return {name for expr in exprs for name, _ in metric_occurrences(expr)}
 
 
 def monitoring_render() -> list[dict[str, Any]]:
-    return render({"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})
+    return render({"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+                   "backups": {"pgDump": {"enabled": True}}})
+
+
+def app_metric_names() -> set[str]:
+    dashboard = json.loads((CHART / "dashboards" / "flowlet.json").read_text())
+    return {n for n in metric_names(promql_expressions(monitoring_render(), dashboard)) if n not in EXTERNAL_METRICS}
 
 
 # --- main --------------------------------------------------------------------------------
@@ -503,10 +1116,12 @@ def run_checks() -> None:
 
     lint("default values", None)
     lint("values-production.yaml", production)
+    assert_chart_metadata()
 
     default_objects = render(None)
     validate_schemas("default values", default_objects)
     assert_common("default values", default_objects, defaults, default=True)
+    assert_defaults_topology(default_objects)
     check(not find(default_objects, "ServiceMonitor") and not find(default_objects, "PrometheusRule")
           and not find(default_objects, "Ingress"),
           "default values: no Ingress, ServiceMonitor or PrometheusRule (opt-in)")
@@ -514,13 +1129,12 @@ def run_checks() -> None:
     prod_objects = render(production)
     validate_schemas("values-production.yaml", prod_objects)
     assert_common("values-production.yaml", prod_objects, merged_production, default=False)
+    assert_production(prod_objects, merged_production)
     check(bool(find(prod_objects, "ServiceMonitor")) and bool(find(prod_objects, "PrometheusRule"))
           and bool(find(prod_objects, "Ingress")),
           "values-production.yaml: Ingress, ServiceMonitor and PrometheusRule rendered")
     ingress = one(prod_objects, "Ingress")
     check(bool(ingress["spec"].get("tls")), "values-production.yaml: Ingress has TLS")
-    dep_image = one(prod_objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-    check("@sha256:" in dep_image, "values-production.yaml: image pinned by digest")
 
     no_hpa = render({"autoscaling": {"enabled": False}})
     validate_schemas("autoscaling.enabled=false", no_hpa)
@@ -528,30 +1142,39 @@ def run_checks() -> None:
           and one(no_hpa, "Deployment")["spec"].get("replicas") == defaults["replicaCount"],
           "autoscaling.enabled=false: no HPA, Deployment has replicas")
 
+    monitoring = monitoring_render()
+    validate_schemas("monitoring and pg_dump on", monitoring)
+    assert_monitoring("monitoring and pg_dump on", monitoring)
+
     assert_secret_handling({})
+    assert_overrides(defaults)
+    assert_backups()
+    assert_docs(defaults, merged_production)
 
     dashboard = json.loads((CHART / "dashboards" / "flowlet.json").read_text())
     check(isinstance(dashboard.get("panels"), list) and dashboard["panels"], "dashboards/flowlet.json is valid JSON with panels")
-    names = metric_names(promql_expressions(monitoring_render(), dashboard))
-    unknown = sorted(names - KNOWN_METRICS)
-    check(not unknown, f"dashboard and alerts use only metrics the app exposes (unknown: {unknown})")
+    names = metric_names(promql_expressions(monitoring, dashboard))
+    unknown = sorted(names - KNOWN_METRICS - EXTERNAL_METRICS)
+    check(not unknown, f"dashboard and alerts use only the app's metrics and kube-state-metrics' (unknown: {unknown})")
     for needle in ("http_requests_total", "http_request_duration_seconds", "ledger_transfers_total",
-                   "ledger_batch_transfers", "payments_total", "outbox_pending", "outbox_oldest_age_seconds",
-                   "database_connections_active"):
+                   "ledger_batch_transfers", "payments_total", "outbox_due_deliveries", "outbox_due_emails",
+                   "shared_state_backend_up", "database_connections_active", "kube_deployment_status_replicas_available"):
         check(needle in names, f"dashboard/alerts use {needle}")
+    check({n for n, _ in metric_occurrences('sum by (pod) (rate(bogus_total{job="x"}[5m])) > 0')} == {"bogus_total"},
+          "the metric-name scanner finds a metric it does not know (so the comparison above can fail)")
 
 
 def main() -> int:
     global QUIET
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--print-metrics", action="store_true",
-                        help="print the metric names the dashboard and alert rules use, one per line, and exit")
+                        help="print the app metric names (those /metrics must expose) the dashboard and "
+                             "alert rules use, one per line, and exit")
     args = parser.parse_args()
     try:
         if args.print_metrics:
             QUIET = True
-            dashboard = json.loads((CHART / "dashboards" / "flowlet.json").read_text())
-            for name in sorted(metric_names(promql_expressions(monitoring_render(), dashboard))):
+            for name in sorted(app_metric_names()):
                 print(name)
             return 0
         run_checks()
