@@ -333,6 +333,11 @@ async fn bench(
         anyhow::Ok((stats, elapsed, cpu, activity, metrics, warm_ok))
     }
     .await;
+    // What the process keeps once the spike is over, the app still running and idle: glibc
+    // keeps freed memory mapped by default; the chart's MALLOC_ARENA_MAX / MALLOC_TRIM_THRESHOLD_
+    // make it return it (run the bench with and without them to compare).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss_mb = status_mb("VmRSS:");
     handle.stop(true).await;
     let stopped = serving.await;
     let (stats, elapsed, cpu, activity, metrics, warm_ok) = outcome?;
@@ -347,10 +352,17 @@ async fn bench(
     let violations = ledger.verify().await?.violations;
     let rows = count_p2p(url).await?;
     let stored_answers = count_stored_answers(url).await?;
-    let peak_rss_mb = peak_rss_mb();
+    let peak_rss_mb = status_mb("VmHWM:");
 
     let result = Measured::new(&stats, elapsed);
     result.print(config, &metrics, &cpu, &activity, peak_rss_mb);
+    let malloc_env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unset".into());
+    println!(
+        "  RSS 2 s after the load (app idle): {idle_rss_mb:.1} MB \
+         (MALLOC_ARENA_MAX={}, MALLOC_TRIM_THRESHOLD_={})",
+        malloc_env("MALLOC_ARENA_MAX"),
+        malloc_env("MALLOC_TRIM_THRESHOLD_")
+    );
     let mut failed = false;
     for (what, count) in &stats.failures {
         eprintln!("FAILED: {count} x {what}");
@@ -1142,14 +1154,15 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// The process's peak resident set (VmHWM), in MB.
-fn peak_rss_mb() -> f64 {
+/// A memory figure of this process (`VmHWM:` the peak resident set, `VmRSS:` the current
+/// one), in MB.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u32>().ok())
         })
         .map_or(0.0, |kb| f64::from(kb) / 1024.0)

@@ -20,7 +20,7 @@ use crate::notify::{SmtpSettings, WebhookSettings};
 use crate::payment::PaymentSettings;
 use crate::platform::config::{
     ConfigError, DatabaseSettings, Environment, IdempotencySettings, InsecureKey, Layers,
-    LogSettings, RedisSettings, Section, ServerSettings, Sources,
+    LogSettings, RedisSettings, Section, ServerSettings, Sources, load_section,
 };
 
 /// The whole validated configuration. Secrets are `SecretString`, so `{:?}` never prints them.
@@ -62,6 +62,30 @@ struct RawSettings {
     kyc: Raw<KycSettings>,
     smtp: Raw<SmtpSettings>,
     log: Raw<LogSettings>,
+}
+
+/// What `flowlet migrate` reads: the database and the logs, nothing else. The migration Job
+/// is given only the database URL (no JWT, API-key or KYC secret), so no other section is read
+/// or checked, and production's refusal of development secrets does not apply to it.
+#[derive(Debug, Clone)]
+pub struct MigrationSettings {
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+}
+
+impl MigrationSettings {
+    /// Reads the two sections from this process's configuration.
+    pub fn load() -> Result<MigrationSettings, ConfigError> {
+        Self::load_from(&Sources::from_process())
+    }
+
+    /// Reads the two sections from explicit sources.
+    pub fn load_from(sources: &Sources) -> Result<MigrationSettings, ConfigError> {
+        Ok(MigrationSettings {
+            log: load_section(sources)?,
+            database: load_section(sources)?,
+        })
+    }
 }
 
 impl Settings {
@@ -318,6 +342,59 @@ mod tests {
                 .contains("FLOWLET__DATABASE__WORKER_POOL_SIZE"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn thread_counts_and_the_hashing_bound_are_settings() {
+        let s = load(&[
+            ("FLOWLET__SERVER__RUNTIME_THREADS", "3"),
+            ("FLOWLET__AUTH__MAX_CONCURRENT_HASHES", "4"),
+        ])
+        .unwrap();
+        assert_eq!(s.server.runtime_threads, Some(3));
+        assert_eq!(s.auth.max_concurrent_hashes, 4);
+        let defaults = load(&[]).unwrap();
+        assert_eq!(
+            defaults.server.runtime_threads, None,
+            "0: one per usable CPU"
+        );
+        assert_eq!(defaults.auth.max_concurrent_hashes, 2);
+        let err = load(&[("FLOWLET__AUTH__MAX_CONCURRENT_HASHES", "0")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("FLOWLET__AUTH__MAX_CONCURRENT_HASHES"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn migrate_reads_the_database_and_logs_only_so_production_secrets_are_not_needed() {
+        let vars: Vec<(String, String)> = [
+            ("FLOWLET_ENV", "production"),
+            (
+                "FLOWLET__DATABASE__URL",
+                "postgres://m@db/flowlet?sslmode=verify-full",
+            ),
+            ("FLOWLET__DATABASE__MIGRATION_LOCK_WAIT_MS", "1500"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let s = MigrationSettings::load_from(&Sources::with_vars(vars)).unwrap();
+        assert_eq!(
+            s.database.migration_limits.lock_wait,
+            std::time::Duration::from_millis(1500)
+        );
+        // The database's own rules still hold in production.
+        let vars = vec![
+            ("FLOWLET_ENV".to_owned(), "production".to_owned()),
+            (
+                "FLOWLET__DATABASE__URL".to_owned(),
+                "postgres://m@db/flowlet".to_owned(),
+            ),
+        ];
+        let err = MigrationSettings::load_from(&Sources::with_vars(vars)).unwrap_err();
+        assert!(err.to_string().contains("plaintext"), "{err}");
     }
 
     #[test]

@@ -199,9 +199,9 @@ pods production pods that never migrate on start; .Values.config adds the rest.
       "FLOWLET__SERVER__RUNTIME_THREADS" "server.runtimeThreads"
       "FLOWLET__SERVER__SHUTDOWN_TIMEOUT_SECS" "server.shutdownTimeoutSeconds"
       "FLOWLET__AUTH__MAX_CONCURRENT_HASHES" "auth.maxConcurrentHashes"
-      "FLOWLET__DATABASE__MIGRATION_LOCK_WAIT" "migrations.lockWait"
-      "FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT" "migrations.statementTimeout"
-      "FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT" "migrations.lockTimeout" }}
+      "FLOWLET__DATABASE__MIGRATION_LOCK_WAIT_MS" "migrations.lockWaitMs"
+      "FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT_MS" "migrations.statementTimeoutMs"
+      "FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT_MS" "migrations.lockTimeoutMs" }}
 {{- $secretKeys := list
       "FLOWLET__DATABASE__URL" "FLOWLET__DATABASE__REPLICA_URL" "FLOWLET__REDIS__URL"
       "FLOWLET__AUTH__JWT_SECRET" "FLOWLET__AUTH__API_KEY_SECRET" "FLOWLET__KYC__HASH_KEY"

@@ -205,12 +205,11 @@ def cpu_cores(quantity: Any) -> float:
     return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def duration_seconds(text: str) -> float:
-    """A duration as the chart writes them for the app: "60s" or "500ms"."""
-    m = re.fullmatch(r"([0-9]+)(ms|s)", text)
-    if not m:
-        raise CheckFailed(f"{text!r} is not a duration like 60s or 500ms")
-    return int(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+def millis_seconds(text: str) -> float:
+    """A duration as the app reads its `_ms` settings: whole milliseconds, in seconds."""
+    if not re.fullmatch(r"[1-9][0-9]*", text):
+        raise CheckFailed(f"{text!r} is not a whole number of milliseconds")
+    return int(text) / 1000
 
 
 def helm_timeout_seconds(text: str) -> float:
@@ -542,15 +541,15 @@ def assert_migrations(label: str, objects: list[dict[str, Any]], values: dict[st
     check(env.get("FLOWLET_ENV") == "production", f"{label}: migration Job runs with FLOWLET_ENV=production")
     m = values["migrations"]
     timeouts = {
-        "FLOWLET__DATABASE__MIGRATION_LOCK_WAIT": m["lockWait"],
-        "FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT": m["statementTimeout"],
-        "FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT": m["lockTimeout"],
+        "FLOWLET__DATABASE__MIGRATION_LOCK_WAIT_MS": str(m["lockWaitMs"]),
+        "FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT_MS": str(m["statementTimeoutMs"]),
+        "FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT_MS": str(m["lockTimeoutMs"]),
     }
     for key, value in timeouts.items():
         check(env.get(key) == value, f"{label}: migration Job env {key}={value}")
-    wait = duration_seconds(env["FLOWLET__DATABASE__MIGRATION_LOCK_WAIT"])
-    stmt = duration_seconds(env["FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT"])
-    lock = duration_seconds(env["FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT"])
+    wait = millis_seconds(env["FLOWLET__DATABASE__MIGRATION_LOCK_WAIT_MS"])
+    stmt = millis_seconds(env["FLOWLET__DATABASE__MIGRATION_STATEMENT_TIMEOUT_MS"])
+    lock = millis_seconds(env["FLOWLET__DATABASE__MIGRATION_LOCK_TIMEOUT_MS"])
     check(lock < stmt and wait + stmt < spec["activeDeadlineSeconds"],
           f"{label}: lock timeout {lock:g}s < statement timeout {stmt:g}s, and lock wait + statement "
           f"timeout ({wait + stmt:g}s) < the Job's activeDeadlineSeconds {spec['activeDeadlineSeconds']}")
@@ -833,8 +832,8 @@ def assert_overrides(defaults: dict[str, Any]) -> None:
     check(msg is not None and "maxReplicas" in msg, "values.schema.json: a string for autoscaling.maxReplicas fails the render")
     msg = render_error({"autoscalling": {"enabled": False}})
     check(msg is not None and "autoscalling" in msg, "values.schema.json: an unknown top-level value (typo) fails the render")
-    msg = render_error({"migrations": {"lockWait": "1m"}})
-    check(msg is not None and "lockWait" in msg, "values.schema.json: migration durations are <n>s or <n>ms")
+    msg = render_error({"migrations": {"lockWaitMs": "60s"}})
+    check(msg is not None and "lockWaitMs" in msg, "values.schema.json: migration durations are whole milliseconds")
     msg = render_error({"image": {"digest": "sha256:abc"}})
     check(msg is not None and "digest" in msg, "values.schema.json: image.digest must be sha256:<64 hex>")
     # Image digest.

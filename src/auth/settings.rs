@@ -34,6 +34,8 @@ pub struct AuthSettings {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// Password hashes computed at once per process (each takes `argon2_memory_kib`).
+    pub max_concurrent_hashes: usize,
     pub password_min_length: usize,
     pub lockout_threshold: u32,
     pub lockout: Duration,
@@ -55,6 +57,7 @@ pub struct RawAuth {
     argon2_memory_kib: u32,
     argon2_iterations: u32,
     argon2_parallelism: u32,
+    max_concurrent_hashes: usize,
     password_min_length: usize,
     lockout_threshold: u32,
     lockout_secs: u64,
@@ -178,6 +181,13 @@ impl RawAuth {
                 "must be at least 1",
             ));
         }
+        if self.max_concurrent_hashes == 0 {
+            return Err(ConfigError::invalid(
+                "auth.max_concurrent_hashes",
+                "FLOWLET__AUTH__MAX_CONCURRENT_HASHES",
+                "must be at least 1",
+            ));
+        }
         if self.password_min_length < 8 {
             return Err(ConfigError::invalid(
                 "auth.password_min_length",
@@ -221,6 +231,7 @@ impl RawAuth {
             argon2_memory_kib: self.argon2_memory_kib,
             argon2_iterations: self.argon2_iterations,
             argon2_parallelism: self.argon2_parallelism,
+            max_concurrent_hashes: self.max_concurrent_hashes,
             password_min_length: self.password_min_length,
             lockout_threshold: self.lockout_threshold,
             lockout: Duration::from_secs(self.lockout_secs),

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::platform::telemetry;
-use crate::settings::Settings;
+use crate::settings::{MigrationSettings, Settings};
 
 /// Flowlet core: wallets, payments, cards, ledger, KYC/AML and auth for embedded-finance
 /// partners.
@@ -42,23 +42,39 @@ pub enum Command {
     Admin(admin::AdminCommand),
 }
 
+/// The configuration a command reads.
+enum Loaded {
+    All(Box<Settings>),
+    Migrate(Box<MigrationSettings>),
+}
+
 /// Parses the command line, runs the command, and turns the outcome into an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load() {
-        Ok(settings) => settings,
+    // `migrate` reads only what it needs (the hook Job has only the database URL).
+    let loaded = match cli.command {
+        Command::Migrate => MigrationSettings::load().map(|s| Loaded::Migrate(Box::new(s))),
+        Command::Serve | Command::Admin(_) => Settings::load().map(|s| Loaded::All(Box::new(s))),
+    };
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("flowlet: {err}");
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
+    let (log, runtime_threads) = match &loaded {
+        Loaded::All(settings) => (&settings.log, settings.server.runtime_threads),
+        Loaded::Migrate(settings) => (&settings.log, None),
+    };
+    telemetry::init(log);
     crate::platform::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("flowlet-main")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Unset, tokio takes one thread per CPU the process may use (a cgroup CPU limit counts).
+    if let Some(threads) = runtime_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().thread_name("flowlet-main").build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("flowlet: cannot start the async runtime: {err}");
@@ -66,10 +82,15 @@ pub fn run() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve => serve::serve(settings).await,
-            Command::Migrate => serve::migrate(settings).await,
-            Command::Admin(command) => admin::run(command, settings).await,
+        match (cli.command, loaded) {
+            (Command::Serve, Loaded::All(settings)) => serve::serve(*settings).await,
+            (Command::Migrate, Loaded::Migrate(settings)) => serve::migrate(*settings).await,
+            (Command::Admin(command), Loaded::All(settings)) => {
+                admin::run(command, *settings).await
+            }
+            _ => Err(anyhow::anyhow!(
+                "the configuration read does not fit the command"
+            )),
         }
     });
     match result {

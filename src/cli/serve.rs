@@ -4,8 +4,9 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::app::Application;
+use crate::platform::config::RedisSettings;
 use crate::platform::infra::{Infra, Migrate};
-use crate::settings::Settings;
+use crate::settings::{MigrationSettings, Settings};
 
 /// Runs the service until SIGTERM or SIGINT, then shuts down in order.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -35,8 +36,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Applies pending migrations and exits.
-pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let infra = Infra::start(&settings.database, &settings.redis, Migrate::Skip).await?;
+pub async fn migrate(settings: MigrationSettings) -> anyhow::Result<()> {
+    // No Redis: migrating needs none, and the Job is given no Redis URL.
+    let no_redis = RedisSettings {
+        url: None,
+        key_prefix: String::new(),
+        pool_size: 1,
+        ca_file: None,
+    };
+    let infra = Infra::start(&settings.database, &no_redis, Migrate::Skip).await?;
     let applied = infra.migrate().await;
     infra.shutdown().await;
     let applied = applied?;

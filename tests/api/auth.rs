@@ -82,6 +82,44 @@ async fn login_returns_a_bearer_token_that_authenticates_the_user() {
 }
 
 #[tokio::test]
+async fn logins_at_once_take_turns_at_hashing_and_all_get_their_answer() {
+    // One hash at a time: a burst of logins (right and wrong passwords, unknown users) queues
+    // for its turn instead of computing eight argon2 hashes, and their memory, at once.
+    let app =
+        spawn_app_with(TestOptions::default().var("FLOWLET__AUTH__MAX_CONCURRENT_HASHES", "1"))
+            .await;
+    let partner = app.new_partner().await;
+    let user = app.new_user(Some(partner.id), Role::PartnerAdmin).await;
+    let attempts = (0..8).map(|n| {
+        let (email, password) = match n % 3 {
+            0 => (user.email.clone(), user.password.clone()),
+            1 => (user.email.clone(), format!("not-the-password-{n}")),
+            _ => (
+                format!("nobody{n}@example.com"),
+                "whatever-password".to_owned(),
+            ),
+        };
+        let app = &app;
+        async move {
+            let resp = app
+                .post_json(
+                    "/v1/auth/login",
+                    &json!({"email": email, "password": password}),
+                )
+                .await;
+            (n % 3, resp.status().as_u16())
+        }
+    });
+    for (kind, status) in futures_util::future::join_all(attempts).await {
+        assert_eq!(
+            status,
+            if kind == 0 { 200 } else { 401 },
+            "attempt kind {kind}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn login_email_is_case_insensitive() {
     let app = spawn_app().await;
     let user = app.new_user(None, Role::PlatformAdmin).await;

@@ -803,3 +803,33 @@ async fn admin_ledger_verify_passes_on_sound_books_and_reports_a_broken_invarian
     assert_eq!(table.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&table.stdout).contains("account_equals_entries"));
 }
+
+#[tokio::test]
+async fn migrate_in_production_needs_only_the_database_url_as_the_hook_job_has_it() {
+    let database = empty_database().await;
+    // No JWT, API-key or KYC secret, no Redis: exactly what the chart's migration Job gets.
+    let out = run(flowlet()
+        .arg("migrate")
+        .env("FLOWLET_ENV", "production")
+        .env("FLOWLET__DATABASE__URL", &database.url)
+        .env("FLOWLET__DATABASE__ALLOW_PLAINTEXT", "true")
+        .env("FLOWLET__DATABASE__MIGRATION_LOCK_WAIT_MS", "5000"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Applied"));
+    // serve, by contrast, still refuses production's development secrets.
+    let out = run(flowlet()
+        .args(["admin", "migrations"])
+        .env("FLOWLET_ENV", "production")
+        .env("FLOWLET__DATABASE__URL", &database.url)
+        .env("FLOWLET__DATABASE__ALLOW_PLAINTEXT", "true"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("FLOWLET__AUTH__JWT_SECRET"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

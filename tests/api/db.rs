@@ -177,3 +177,32 @@ async fn an_unreachable_database_is_a_503_database_unavailable() {
     assert_eq!(err.status().as_u16(), 503);
     assert_eq!(err.code(), "database_unavailable");
 }
+
+#[tokio::test]
+async fn a_migration_lock_held_elsewhere_is_waited_for_only_as_long_as_configured() {
+    use flowlet::platform::db::{
+        LockKey, MigrationLimits, PgConnector, namespaces, run_migrations_with,
+    };
+    let database = empty_database().await;
+    // Another migrator holds the lock (and keeps it).
+    let holder = pool(&database.url, 0);
+    let mut conn = holder.conn().await.unwrap();
+    conn.batch_execute(&format!(
+        "SELECT pg_advisory_lock({})",
+        LockKey::singleton(namespaces::MIGRATIONS).value()
+    ))
+    .await
+    .unwrap();
+    let limits = MigrationLimits {
+        lock_wait: std::time::Duration::from_millis(300),
+        ..MigrationLimits::default()
+    };
+    let connector = PgConnector::new(&database.url, None).unwrap();
+    let err = run_migrations_with(&connector, limits).await.unwrap_err();
+    assert!(format!("{err:#}").contains("migration lock"), "{err:#}");
+    // Nothing was applied behind the holder's back; once it lets go, migrating works.
+    drop(conn);
+    holder.close();
+    let applied = run_migrations_with(&connector, limits).await.unwrap();
+    assert!(!applied.is_empty());
+}

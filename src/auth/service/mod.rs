@@ -109,6 +109,9 @@ struct Inner {
     keys: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedKey>>,
     jwt: Jwt,
     passwords: Arc<Passwords>,
+    /// At most `auth.max_concurrent_hashes` argon2 computations at once: each takes
+    /// `argon2_memory_kib`, so a login flood queues here instead of exhausting memory.
+    hashing: Arc<tokio::sync::Semaphore>,
     digester: SecretDigester,
     settings: AuthSettings,
     limits: RateLimitSettings,
@@ -149,6 +152,7 @@ impl AuthService {
                 keys: std::sync::Mutex::default(),
                 jwt,
                 passwords: Arc::new(passwords),
+                hashing: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_hashes)),
                 digester: SecretDigester::new(&settings.api_key_secret),
                 settings: settings.clone(),
                 limits: limits.clone(),
@@ -179,14 +183,28 @@ impl AuthService {
         req.peer_addr().map(|a| a.ip().to_string())
     }
 
+    /// A turn to compute one argon2 hash (held by the blocking task until it is done).
+    async fn hashing_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AuthError> {
+        self.inner
+            .hashing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| AuthError::Internal(anyhow::anyhow!("the hashing semaphore: {e}")))
+    }
+
     /// Hashing is CPU- and memory-heavy: it runs on the blocking pool, never on the async
-    /// workers that serve other requests.
+    /// workers that serve other requests, and at most `auth.max_concurrent_hashes` at once.
     async fn hash_password(&self, password: SecretString) -> Result<String, AuthError> {
         let passwords = self.inner.passwords.clone();
-        tokio::task::spawn_blocking(move || passwords.hash(&password))
-            .await
-            .map_err(|e| AuthError::Internal(anyhow::anyhow!("hashing task: {e}")))?
-            .map_err(|e| AuthError::Internal(anyhow::anyhow!("hashing a password: {e}")))
+        let permit = self.hashing_permit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            passwords.hash(&password)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(anyhow::anyhow!("hashing task: {e}")))?
+        .map_err(|e| AuthError::Internal(anyhow::anyhow!("hashing a password: {e}")))
     }
 
     async fn verify_password(
@@ -195,17 +213,25 @@ impl AuthService {
         hash: String,
     ) -> Result<bool, AuthError> {
         let passwords = self.inner.passwords.clone();
-        tokio::task::spawn_blocking(move || passwords.verify(&password, &hash))
-            .await
-            .map_err(|e| AuthError::Internal(anyhow::anyhow!("verifying task: {e}")))?
-            .map_err(|e| AuthError::Internal(anyhow::anyhow!("verifying a password: {e}")))
+        let permit = self.hashing_permit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            passwords.verify(&password, &hash)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(anyhow::anyhow!("verifying task: {e}")))?
+        .map_err(|e| AuthError::Internal(anyhow::anyhow!("verifying a password: {e}")))
     }
 
     async fn verify_dummy(&self, password: SecretString) -> Result<(), AuthError> {
         let passwords = self.inner.passwords.clone();
-        tokio::task::spawn_blocking(move || passwords.verify_dummy(&password))
-            .await
-            .map(drop)
-            .map_err(|e| AuthError::Internal(anyhow::anyhow!("verifying task: {e}")))
+        let permit = self.hashing_permit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            passwords.verify_dummy(&password)
+        })
+        .await
+        .map(drop)
+        .map_err(|e| AuthError::Internal(anyhow::anyhow!("verifying task: {e}")))
     }
 }

@@ -21,8 +21,12 @@ impl AuthService {
         password: SecretString,
         meta: &RequestMeta,
     ) -> Result<AccessToken, AuthError> {
-        let mut conn = self.db().conn().await?;
-        let found = store::find_user_by_email(&mut conn, email.trim()).await?;
+        // No connection is held while the password is hashed: hashing waits its turn
+        // (auth.max_concurrent_hashes), and a login queue must never drain the request pool.
+        let found = {
+            let mut conn = self.db().conn().await?;
+            store::find_user_by_email(&mut conn, email.trim()).await?
+        };
         let Some((user, partner)) = found else {
             self.verify_dummy(password).await?;
             self.audit_now(anonymous(
@@ -56,6 +60,7 @@ impl AuthService {
             .verify_password(password.clone(), user.password_hash.clone())
             .await?
         {
+            let mut conn = self.db().conn().await?;
             let failure = store::record_login_failure(
                 &mut conn,
                 user.id,
@@ -63,6 +68,7 @@ impl AuthService {
                 i32::try_from(self.inner.settings.lockout.as_secs()).unwrap_or(i32::MAX),
             )
             .await?;
+            drop(conn);
             self.audit_now(AuditEntry {
                 details: serde_json::json!({
                     "reason": "wrong_password",
@@ -82,7 +88,10 @@ impl AuthService {
         } else {
             None
         };
-        store::record_login_success(&mut conn, user.id, rehash).await?;
+        {
+            let mut conn = self.db().conn().await?;
+            store::record_login_success(&mut conn, user.id, rehash).await?;
+        }
         let role = Role::parse(&user.role)
             .ok_or_else(|| AuthError::Internal(anyhow::anyhow!("stored role of {}", user.id)))?;
         let (token, expires_in) = self

@@ -14,8 +14,10 @@ use crate::platform::db::{MigrationLimits, PoolOptions, split_tls_params};
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub bind: SocketAddr,
-    /// `None`: one worker per CPU core.
+    /// `None`: one worker per CPU the process may use.
     pub workers: Option<usize>,
+    /// Threads of the async runtime; `None`: one per CPU the process may use.
+    pub runtime_threads: Option<usize>,
     pub body_limit_bytes: usize,
     pub shutdown_timeout: Duration,
     /// Whether X-Forwarded-For names the client (only behind a proxy that sets it).
@@ -28,6 +30,7 @@ pub struct ServerSettings {
 pub struct RawServer {
     bind: String,
     workers: usize,
+    runtime_threads: usize,
     body_limit_bytes: usize,
     shutdown_timeout_secs: u64,
     trust_forwarded_for: bool,
@@ -55,6 +58,7 @@ impl Section for ServerSettings {
         Ok(ServerSettings {
             bind,
             workers: (raw.workers > 0).then_some(raw.workers),
+            runtime_threads: (raw.runtime_threads > 0).then_some(raw.runtime_threads),
             body_limit_bytes: raw.body_limit_bytes,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
             trust_forwarded_for: raw.trust_forwarded_for,
