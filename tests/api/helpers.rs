@@ -54,6 +54,8 @@ pub struct TestApp {
     pub settings: Settings,
     /// Where the app's mail goes (a file transport per test).
     pub mail_dir: PathBuf,
+    /// The app's drain switch (what `serve` flips on SIGTERM).
+    pub drain: Arc<std::sync::atomic::AtomicBool>,
     handle: ServerHandle,
     auth: OnceCell<AuthService>,
     /// Shared with apps made by [`TestOptions::sharing`]; dropped with the last of them.
@@ -117,6 +119,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .expect("the application starts");
     let port = app.port();
     let handle = app.server_handle();
+    let drain = app.drain_switch();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -127,6 +130,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         db_url: database.url.clone(),
         settings,
         mail_dir: mail.path().to_path_buf(),
+        drain,
         handle,
         auth: OnceCell::new(),
         database,

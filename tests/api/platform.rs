@@ -314,3 +314,64 @@ async fn graceful_stop_lets_an_in_flight_request_finish() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn a_database_outage_every_pod_shares_keeps_the_pod_ready_and_requests_fail_fast() {
+    use flowlet::platform::db::embedded::{EmbeddedPostgres, Placement};
+    // A database of this test's own, so it can be stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let pg = EmbeddedPostgres::start(&dir.path().join("pg"), Placement::Relocatable)
+        .await
+        .unwrap();
+    let mut admin = flowlet::platform::db::PgConnector::new(&pg.url(), None)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    use diesel_async::SimpleAsyncConnection;
+    admin.batch_execute("CREATE DATABASE outage").await.unwrap();
+    drop(admin);
+    let url = pg.url_for_database("outage");
+    let app = spawn_app_with(
+        TestOptions::default()
+            .var("FLOWLET__DATABASE__URL", url.clone())
+            .var("FLOWLET__DATABASE__POOL_TIMEOUT_MS", "1000")
+            .var("FLOWLET__DATABASE__CONNECT_TIMEOUT_MS", "1000"),
+    )
+    .await;
+    let key = crate::tls::partner_key(&app, &url, None).await;
+    assert_eq!(app.get_as(&key, "/v1/wallets").await.status().as_u16(), 200);
+
+    pg.stop().await.unwrap();
+    // The pod stays in rotation: the outage is everyone's, and /ready says what it sees.
+    let resp = app.get("/ready").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["database"]["status"], "down");
+    assert_eq!(body["checks"]["migrations"]["status"], "unknown");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("database_up 0"), "{metrics}");
+    // A request gets a clear, retryable 503 rather than a hang.
+    let body = assert_problem(
+        app.get_as(&key, "/v1/wallets").await,
+        503,
+        "database_unavailable",
+    )
+    .await;
+    assert_eq!(body["status"], 503);
+}
+
+#[tokio::test]
+async fn a_pod_that_is_shutting_down_is_not_ready() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/ready").await.status().as_u16(), 200);
+    app.drain.store(true, std::sync::atomic::Ordering::Relaxed);
+    let body = assert_problem(app.get("/ready").await, 503, "not_ready").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("shutting down"),
+        "{body}"
+    );
+    // Liveness is unaffected: the process is fine, it is leaving.
+    assert_eq!(app.get("/health").await.status().as_u16(), 200);
+}

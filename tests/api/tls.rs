@@ -163,8 +163,12 @@ impl Drop for TlsPostgres {
     }
 }
 
-/// A partner and its API key, made in the TLS database (the harness seeds its own database).
-async fn partner_key(app: &crate::helpers::TestApp, url: &str, ca: &Path) -> String {
+/// A partner and its API key, made in the database at `url` (the harness seeds its own).
+pub(crate) async fn partner_key(
+    app: &crate::helpers::TestApp,
+    url: &str,
+    ca: Option<&Path>,
+) -> String {
     use flowlet::auth::{AuthService, Caller, RequestMeta};
     use secrecy::ExposeSecret;
     let db = flowlet::platform::db::Db::connect(
@@ -174,7 +178,7 @@ async fn partner_key(app: &crate::helpers::TestApp, url: &str, ca: &Path) -> Str
             wait_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             tx_max_retries: 3,
-            ca_file: Some(ca.to_path_buf()),
+            ca_file: ca.map(Path::to_path_buf),
         },
     )
     .unwrap();
@@ -226,7 +230,7 @@ async fn the_service_runs_against_a_postgresql_that_requires_tls_with_verify_ful
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["database"]["status"], "up");
     assert_eq!(body["checks"]["migrations"]["status"], "up");
-    let partner = partner_key(&app, &pg.url("sslmode=verify-full"), &ca).await;
+    let partner = partner_key(&app, &pg.url("sslmode=verify-full"), Some(&ca)).await;
     let resp = app
         .client
         .get(app.url("/v1/wallets"))
