@@ -413,28 +413,7 @@ mod tests {
 
     #[test]
     fn production_with_real_secrets_starts_with_json_logs() {
-        let s = load(&[
-            ("FLOWLET_ENV", "production"),
-            (
-                "FLOWLET__AUTH__JWT_SECRET",
-                "a-real-secret-of-more-than-thirty-two-bytes",
-            ),
-            (
-                "FLOWLET__AUTH__API_KEY_SECRET",
-                "another-real-secret-of-more-than-32-bytes",
-            ),
-            (
-                "FLOWLET__KYC__HASH_KEY",
-                "a-real-hash-key-of-more-than-32-bytes!!",
-            ),
-            ("FLOWLET__KYC__ENCRYPTION_KEY_ID", "k2026"),
-            (
-                "FLOWLET__KYC__ENCRYPTION_KEYS__K2026",
-                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-            ),
-            ("FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL", "true"),
-        ])
-        .unwrap();
+        let s = production_with(&[]).unwrap();
         assert_eq!(s.env, Environment::Production);
         let kids: Vec<&str> = s
             .kyc

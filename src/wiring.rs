@@ -142,8 +142,9 @@ impl Services {
             batch: settings.ledger.expiry_batch,
         };
         let expiring = self.ledger.clone();
+        let claims = background.clone();
         workers.spawn("ledger-expiry", move |shutdown| {
-            expiring.run_expiry(expiry, shutdown)
+            expiring.run_expiry(expiry, claims, shutdown)
         });
         let outbox = self.notifier.on_pool(background.clone());
         workers.spawn("outbox", move |shutdown| outbox.run(shutdown));
@@ -164,9 +165,10 @@ impl Services {
             });
         }
         let settling = self.payments.clone();
+        let due = background.clone();
         let settlement_interval = settings.payments.settlement_interval;
         workers.spawn("payment-settlement", move |shutdown| {
-            settling.run_settlement(settlement_interval, shutdown)
+            settling.run_settlement(settlement_interval, due, shutdown)
         });
         Ok(())
     }

@@ -442,8 +442,14 @@ impl LedgerService {
     /// passed. Safe with several replicas: rows are leased with SKIP LOCKED, and each void has
     /// an id derived from its pending transfer, so a duplicate is an idempotent `exists`.
     pub async fn expire_due(&self, limit: i64) -> Result<usize, LedgerError> {
+        self.expire_due_on(&self.db, limit).await
+    }
+
+    /// [`Self::expire_due`], claiming through `db` (the background workers' pool); the voids
+    /// go through the engine as always.
+    pub async fn expire_due_on(&self, db: &Db, limit: i64) -> Result<usize, LedgerError> {
         let claimed = {
-            let mut conn = self.db.conn().await?;
+            let mut conn = db.conn().await?;
             store::claim_expired(&mut conn, limit, 60).await?
         };
         if claimed.is_empty() {
@@ -491,13 +497,13 @@ impl LedgerService {
     /// after start and then every `interval`, and reports the outcome on /metrics, so an
     /// alert fires when the books stop balancing or the check stops running. Every violation
     /// is also logged.
-    pub async fn run_expiry(self, config: ExpiryConfig, mut shutdown: Shutdown) {
+    pub async fn run_expiry(self, config: ExpiryConfig, db: Db, mut shutdown: Shutdown) {
         loop {
             tokio::select! {
                 () = shutdown.requested() => return,
                 () = tokio::time::sleep(config.interval) => {}
             }
-            if let Err(e) = self.expire_due(config.batch).await {
+            if let Err(e) = self.expire_due_on(&db, config.batch).await {
                 tracing::error!(error.cause = %e, "expiring pending transfers failed");
             }
         }

@@ -167,6 +167,18 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// Waits (up to 10 s) until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, what: &str) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The Redis tests use: `FLOWLET_TEST_REDIS_URL`, else 127.0.0.1:6379 when it answers, else a
 /// private `redis-server` started for this run (see `tests/support/redis_server.rs`).
 pub fn redis_url() -> String {

@@ -2,7 +2,6 @@
 //! authentications, per key or user, per partner; shared through Redis, in-process without it.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -209,11 +208,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::helpers::free_port();
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -229,14 +224,7 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed for this test (CI installs it)");
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::helpers::wait_for_port(port, "redis-server");
         PrivateRedis { child, port }
     }
 

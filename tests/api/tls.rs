@@ -324,11 +324,7 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start(cert: &Path, key: &Path, ca: &Path) -> TlsRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::helpers::free_port();
         let child = Command::new("redis-server")
             .args(["--port", "0", "--tls-port", &port.to_string()])
             .arg("--tls-cert-file")
@@ -351,14 +347,7 @@ impl TlsRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (built with TLS, as Debian's is) for this test");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server with TLS did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::helpers::wait_for_port(port, "redis-server with TLS");
         TlsRedis { child, port }
     }
 }

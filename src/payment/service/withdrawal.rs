@@ -17,6 +17,7 @@ use crate::payment::error::PaymentError;
 use crate::payment::model::{PaymentId, PaymentKind, PaymentStatus};
 use crate::payment::rail::Settlement;
 use crate::payment::store::{self, PaymentRow};
+use crate::platform::db::Db;
 use crate::platform::idempotency::Claim;
 use crate::platform::money::{Amount, Currency, Money};
 use crate::platform::workers::Shutdown;
@@ -106,9 +107,15 @@ impl PaymentService {
     /// failure, and the event, in one transaction. Settling twice (another replica, a restart)
     /// is harmless: the settlement transfer id was chosen when the withdrawal was made.
     pub async fn settle_due(&self) -> Result<usize, PaymentError> {
+        self.settle_due_on(self.db()).await
+    }
+
+    /// [`Self::settle_due`], finding the due withdrawals through `db` (the background
+    /// workers' pool).
+    pub async fn settle_due_on(&self, db: &Db) -> Result<usize, PaymentError> {
         let at = now();
         let due = {
-            let mut conn = self.db().conn().await?;
+            let mut conn = db.conn().await?;
             store::due_withdrawals(&mut conn, at, self.settlement_batch()).await?
         };
         let mut settled = 0;
@@ -195,14 +202,19 @@ impl PaymentService {
         self.inner.settlement_batch
     }
 
-    /// The settlement worker: [`Self::settle_due`] every `interval` until shutdown.
-    pub async fn run_settlement(self, interval: std::time::Duration, mut shutdown: Shutdown) {
+    /// The settlement worker: [`Self::settle_due_on`] `db` every `interval` until shutdown.
+    pub async fn run_settlement(
+        self,
+        interval: std::time::Duration,
+        db: Db,
+        mut shutdown: Shutdown,
+    ) {
         loop {
             tokio::select! {
                 () = shutdown.requested() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            if let Err(e) = self.settle_due().await {
+            if let Err(e) = self.settle_due_on(&db).await {
                 tracing::error!(error.cause = %e, "settling withdrawals failed");
             }
         }
