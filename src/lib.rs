@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod card;
 pub mod cli;
 pub mod kernel;
 pub mod kyc;
