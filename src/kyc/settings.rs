@@ -2,14 +2,14 @@
 //! tiers and their limits.
 
 use std::collections::HashMap;
-use std::fmt;
 
-use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::platform::config::{ConfigError, Environment, InsecureKey, Section};
 use crate::platform::money::{Currency, Money};
+use crate::platform::vault;
+pub use crate::platform::vault::SecretBytes;
 
 /// The personal-data encryption key shipped in `config/default.toml` (key id `dev`): base64 of
 /// 32 bytes anyone can read in the repository, so production refuses it.
@@ -40,32 +40,17 @@ pub struct KycSettings {
 
 impl KycSettings {
     fn active_key_is_development_key(&self) -> bool {
-        let development_key = base64::engine::general_purpose::STANDARD
-            .decode(DEVELOPMENT_KYC_ENCRYPTION_KEY)
-            .unwrap_or_default();
-        self.encryption_keys
-            .iter()
-            .any(|(kid, key)| *kid == self.encryption_key_id && key.0 == development_key)
+        vault::is_key(
+            &self.encryption_keys,
+            &self.encryption_key_id,
+            DEVELOPMENT_KYC_ENCRYPTION_KEY,
+        )
     }
 
     /// Production never decrypts with the development key either: values under it can only be
     /// test data. (It stays in `config/default.toml` so development needs no configuration.)
     fn drop_development_key(&mut self) {
-        let development_key = base64::engine::general_purpose::STANDARD
-            .decode(DEVELOPMENT_KYC_ENCRYPTION_KEY)
-            .unwrap_or_default();
-        self.encryption_keys
-            .retain(|(_, key)| key.0 != development_key);
-    }
-}
-
-/// Key bytes that never print.
-#[derive(Clone)]
-pub struct SecretBytes(pub Vec<u8>);
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretBytes(<redacted>)")
+        vault::drop_key(&mut self.encryption_keys, DEVELOPMENT_KYC_ENCRYPTION_KEY);
     }
 }
 
@@ -156,50 +141,15 @@ impl Section for KycSettings {
 
 impl RawKyc {
     fn validate(self) -> Result<KycSettings, ConfigError> {
-        let keys_error = |reason: String| {
-            ConfigError::invalid(
+        let encryption_keys = vault::parse_keys(
+            &self.encryption_keys,
+            &self.encryption_key_id,
+            (
                 "kyc.encryption_keys",
                 "FLOWLET__KYC__ENCRYPTION_KEYS__<KID>",
-                reason,
-            )
-        };
-        let mut encryption_keys = Vec::new();
-        for (kid, value) in &self.encryption_keys {
-            if kid.is_empty()
-                || kid.len() > 32
-                || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(keys_error(format!(
-                    "key id `{kid}` must be 1-32 letters, digits or '_'"
-                )));
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value.trim())
-                .map_err(|_| keys_error(format!("key `{kid}` is not base64")))?;
-            if bytes.len() != 32 {
-                return Err(keys_error(format!(
-                    "key `{kid}` must be 32 bytes (AES-256), found {}",
-                    bytes.len()
-                )));
-            }
-            encryption_keys.push((kid.clone(), SecretBytes(bytes)));
-        }
-        encryption_keys.sort_by(|a, b| a.0.cmp(&b.0));
-        if !encryption_keys
-            .iter()
-            .any(|(kid, _)| *kid == self.encryption_key_id)
-        {
-            return Err(ConfigError::invalid(
-                "kyc.encryption_key_id",
-                "FLOWLET__KYC__ENCRYPTION_KEY_ID",
-                format!(
-                    "`{}` is not one of kyc.encryption_keys (set FLOWLET__KYC__ENCRYPTION_KEYS__{} \
-                     to base64 of 32 random bytes)",
-                    self.encryption_key_id,
-                    self.encryption_key_id.to_ascii_uppercase()
-                ),
-            ));
-        }
+            ),
+            ("kyc.encryption_key_id", "FLOWLET__KYC__ENCRYPTION_KEY_ID"),
+        )?;
         if self.hash_key.len() < 16 {
             return Err(ConfigError::invalid(
                 "kyc.hash_key",

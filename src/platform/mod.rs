@@ -15,6 +15,7 @@ pub mod ops;
 pub mod shared_state;
 pub mod telemetry;
 pub mod tls;
+pub mod vault;
 pub mod workers;
 
 /// The Redis the unit tests use (found, or started for the run): one file shared with

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::error::KycError;
 use super::model::{Check, Denial};
-use super::pii::Vault;
+use super::pii::{Vault, vault_for};
 use super::screening::ScreeningIndex;
 use super::settings::KycSettings;
 use super::store::ApplicationRow;
@@ -91,7 +91,7 @@ impl KycService {
             inner: Arc::new(Inner {
                 db,
                 outbox,
-                vault: Vault::new(settings)?,
+                vault: vault_for(settings)?,
                 settings: settings.clone(),
                 clock,
                 lists: RwLock::new(None),
