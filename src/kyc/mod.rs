@@ -41,7 +41,7 @@ pub use settings::{KycSettings, SecretBytes, TierLimits, TierSettings};
 
 use crate::kernel::PartnerId;
 use crate::platform::db::{LockKey, LockNamespace, Tx};
-use crate::platform::money::Money;
+use crate::platform::money::{Currency, Money};
 
 /// What other modules ask before moving a customer's money, inside their own transaction (so
 /// the counted usage commits or rolls back with the movement).
@@ -84,6 +84,16 @@ pub trait Compliance: Send + Sync {
         partner: PartnerId,
         customer: CustomerId,
     ) -> Result<(u8, String), KycError>;
+
+    /// Whether the customer's tier allows a card in `currency` (issuing one): `Ok`, or
+    /// [`KycError::Denied`] with `kyc_required` and the tier that would.
+    async fn allow_cards(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+        currency: Currency,
+    ) -> Result<(), KycError>;
 }
 
 #[async_trait::async_trait]
@@ -122,6 +132,16 @@ impl Compliance for KycService {
         customer: CustomerId,
     ) -> Result<(u8, String), KycError> {
         self.tier_in(tx, partner, customer).await
+    }
+
+    async fn allow_cards(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+        currency: Currency,
+    ) -> Result<(), KycError> {
+        self.allow_cards_in(tx, partner, customer, currency).await
     }
 }
 

@@ -591,3 +591,38 @@ fn a_status_filter_names_the_statuses_it_knows() {
     assert_eq!(err.field, "status");
     assert!(err.message.contains("awaiting_documents"), "{err}");
 }
+
+#[test]
+fn cards_need_a_tier_that_allows_them_in_the_wallets_currency() {
+    let tiers = tiers();
+    let usd = Currency::parse("USD").unwrap();
+    let lowest = tiers
+        .iter()
+        .filter(|t| t.tier >= 1 && t.cards)
+        .map(|t| t.tier)
+        .min()
+        .unwrap();
+    assert!(may_hold_cards(&tiers, lowest, usd).is_ok());
+    for tier in 0..lowest {
+        match may_hold_cards(&tiers, tier, usd) {
+            Err(Denial::KycRequired {
+                current_tier,
+                required_tier,
+                ..
+            }) => {
+                assert_eq!(current_tier, tier);
+                assert_eq!(required_tier, Some(lowest));
+            }
+            other => panic!("tier {tier}: {other:?}"),
+        }
+    }
+    // A currency no tier has limits in: no tier would do.
+    let yen = Currency::parse("JPY").unwrap();
+    assert!(matches!(
+        may_hold_cards(&tiers, lowest, yen),
+        Err(Denial::KycRequired {
+            required_tier: None,
+            ..
+        })
+    ));
+}

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::CustomerId;
 use crate::kyc::settings::{TierLimits, TierSettings};
-use crate::platform::money::Money;
+use crate::platform::money::{Currency, Money};
 
 /// Which way money moves for the customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,30 @@ fn first_of_month(day: NaiveDate) -> NaiveDate {
 }
 
 /// The lowest tier whose settings satisfy `allows`.
+/// Whether a customer at `tier` may hold a card in `currency` (issuing one): tier 1 or more, a
+/// tier that allows cards, and limits in that currency; else `KycRequired` naming the lowest
+/// tier that would.
+pub fn may_hold_cards(tiers: &[TierSettings], tier: u8, currency: Currency) -> Result<(), Denial> {
+    let allows = |t: &TierSettings| {
+        t.tier >= 1
+            && t.cards
+            && t.limits
+                .iter()
+                .any(|l| l.max_balance.currency() == currency)
+    };
+    if tiers.iter().any(|t| t.tier == tier && allows(t)) {
+        return Ok(());
+    }
+    Err(Denial::KycRequired {
+        current_tier: tier,
+        required_tier: lowest_tier(tiers, allows),
+        reason: format!(
+            "cards in {} are not allowed at KYC tier {tier}",
+            currency.code()
+        ),
+    })
+}
+
 fn lowest_tier(tiers: &[TierSettings], allows: impl Fn(&TierSettings) -> bool) -> Option<u8> {
     tiers.iter().filter(|t| allows(t)).map(|t| t.tier).min()
 }

@@ -85,6 +85,18 @@ impl KycService {
         Ok((tier_u8(row.kyc_tier), row.kyc_status))
     }
 
+    /// See [`Compliance::allow_cards`](crate::kyc::Compliance::allow_cards).
+    pub(in crate::kyc) async fn allow_cards_in(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+        currency: crate::platform::money::Currency,
+    ) -> Result<(), KycError> {
+        let (tier, _) = self.tier_in(tx, partner, customer).await?;
+        model::may_hold_cards(&self.inner.settings.tiers, tier, currency).map_err(KycError::Denied)
+    }
+
     /// See [`Compliance::authorize`](crate::kyc::Compliance::authorize).
     pub(in crate::kyc) async fn authorize_in(
         &self,
