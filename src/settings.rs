@@ -14,6 +14,7 @@
 use serde::Deserialize;
 
 use crate::auth::{AuthSettings, RateLimitSettings};
+use crate::card::CardSettings;
 use crate::kyc::KycSettings;
 use crate::ledger::LedgerSettings;
 use crate::notify::{SmtpSettings, WebhookSettings};
@@ -37,6 +38,7 @@ pub struct Settings {
     pub payments: PaymentSettings,
     pub webhooks: WebhookSettings,
     pub kyc: KycSettings,
+    pub cards: CardSettings,
     pub smtp: SmtpSettings,
     pub log: LogSettings,
 }
@@ -60,6 +62,7 @@ struct RawSettings {
     payments: Raw<PaymentSettings>,
     webhooks: Raw<WebhookSettings>,
     kyc: Raw<KycSettings>,
+    cards: Raw<CardSettings>,
     smtp: Raw<SmtpSettings>,
     log: Raw<LogSettings>,
 }
@@ -113,6 +116,7 @@ impl Settings {
         let payments = PaymentSettings::validate(raw.payments, env)?;
         let webhooks = WebhookSettings::validate(raw.webhooks, env)?;
         let kyc = KycSettings::validate(raw.kyc, env)?;
+        let cards = CardSettings::validate(raw.cards, env)?;
         let settings = Settings {
             env,
             server,
@@ -125,6 +129,7 @@ impl Settings {
             payments,
             webhooks,
             kyc,
+            cards,
             smtp,
             log,
         };
@@ -149,6 +154,7 @@ impl Settings {
             self.payments.development_secrets(),
             self.webhooks.development_secrets(),
             self.kyc.development_secrets(),
+            self.cards.development_secrets(),
             self.smtp.development_secrets(),
             self.log.development_secrets(),
         ]
@@ -244,7 +250,10 @@ mod tests {
                         "auth.api_key_secret",
                         "payments.rail",
                         "kyc.hash_key",
-                        "kyc.encryption_key_id"
+                        "kyc.encryption_key_id",
+                        "cards.hash_key",
+                        "cards.cvc_key",
+                        "cards.encryption_key_id"
                     ]
                 );
             }
@@ -275,6 +284,19 @@ mod tests {
                 "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
             ),
             ("FLOWLET__PAYMENTS__ALLOW_SANDBOX_RAIL", "true"),
+            (
+                "FLOWLET__CARDS__HASH_KEY",
+                "a-real-card-hash-key-of-more-than-32-bytes",
+            ),
+            (
+                "FLOWLET__CARDS__CVC_KEY",
+                "a-real-card-cvc-key-of-more-than-32-bytes!",
+            ),
+            ("FLOWLET__CARDS__ENCRYPTION_KEY_ID", "c2026"),
+            (
+                "FLOWLET__CARDS__ENCRYPTION_KEYS__C2026",
+                "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+            ),
         ];
         vars.extend_from_slice(extra);
         load(&vars)

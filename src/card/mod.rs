@@ -5,3 +5,6 @@
 //!   authorization decision ladder), unit-tested without a database.
 
 mod model;
+mod settings;
+
+pub use settings::CardSettings;
