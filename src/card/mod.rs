@@ -4,7 +4,10 @@
 //! - `model/`: the pure rules (PAN and Luhn, expiry, controls and merchant categories, the
 //!   authorization decision ladder), unit-tested without a database.
 
+mod error;
 mod model;
 mod settings;
+mod store;
 
+pub use error::CardError;
 pub use settings::CardSettings;

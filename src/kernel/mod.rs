@@ -61,6 +61,20 @@ impl fmt::Display for Role {
 pub enum Access {
     Read,
     Write,
+    /// Seeing a card's full number and CVC (`cards:reveal`): never implied by `write`, only
+    /// granted by name to an API key, or held by a partner's admins.
+    Reveal,
+}
+
+impl Access {
+    /// The access as a verb, for refusals: "These credentials may not <verb> wallets."
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "change",
+            Self::Reveal => "reveal the card numbers of",
+        }
+    }
 }
 
 /// The areas of the API a scope can grant, one per partner-facing module.
@@ -130,19 +144,24 @@ impl Scope {
     /// Parses `wallets:read`; anything else is `None`.
     pub fn parse(value: &str) -> Option<Scope> {
         let (area, access) = value.split_once(':')?;
+        let area = Area::parse(area)?;
         let access = match access {
             "read" => Access::Read,
             "write" => Access::Write,
+            "reveal" if area == Area::Cards => Access::Reveal,
             _ => return None,
         };
-        Some(Scope {
-            area: Area::parse(area)?,
-            access,
-        })
+        Some(Scope { area, access })
     }
 
     fn grants(self, area: Area, access: Access) -> bool {
-        self.area == area && (self.access == Access::Write || access == Access::Read)
+        self.area == area
+            && match access {
+                // Any grant on an area lets its holder read it.
+                Access::Read => true,
+                Access::Write => self.access == Access::Write,
+                Access::Reveal => self.access == Access::Reveal,
+            }
     }
 }
 
@@ -151,6 +170,7 @@ impl fmt::Display for Scope {
         let access = match self.access {
             Access::Read => "read",
             Access::Write => "write",
+            Access::Reveal => "reveal",
         };
         write!(f, "{}:{access}", self.area.as_str())
     }
@@ -171,7 +191,8 @@ impl Scopes {
             let value = value.as_ref();
             let scope = Scope::parse(value).ok_or_else(|| {
                 format!(
-                    "unknown scope `{}`; scopes are <area>:read or <area>:write with area one of {}",
+                    "unknown scope `{}`; scopes are <area>:read or <area>:write with area one of {}, \
+                     and cards:reveal",
                     value.chars().take(40).collect::<String>(),
                     Area::ALL.map(Area::as_str).join(", ")
                 )
@@ -236,6 +257,14 @@ impl Principal {
 
     /// Whether the role and the scopes both allow `access` to `area`.
     pub fn allows(&self, area: Area, access: Access) -> bool {
+        if access == Access::Reveal {
+            // Card numbers: a key that names `cards:reveal`, or a partner's admin; never a
+            // platform operator, and never by default.
+            return match self.actor {
+                Actor::ApiKey(_) => self.scopes.as_ref().is_some_and(|s| s.allows(area, access)),
+                Actor::User(_) => self.role == Role::PartnerAdmin,
+            };
+        }
         let role_allows = match self.role {
             Role::PlatformAdmin | Role::PartnerAdmin => true,
             Role::PartnerDeveloper => access == Access::Read,
@@ -255,10 +284,7 @@ impl Principal {
         if self.allows(area, access) {
             Ok(())
         } else {
-            let verb = match access {
-                Access::Read => "read",
-                Access::Write => "change",
-            };
+            let verb = access.verb();
             Err(forbidden(format!(
                 "These credentials may not {verb} {}.",
                 area.describe()
@@ -377,6 +403,34 @@ mod tests {
         assert!(p.allows(Area::Payments, Access::Read));
         assert!(!p.allows(Area::Payments, Access::Write));
         assert!(!p.allows(Area::Auth, Access::Read));
+    }
+
+    #[test]
+    fn card_numbers_are_revealed_only_to_a_key_that_names_it_or_a_partner_admin() {
+        let key = |scopes: Option<&[&str]>| Principal {
+            actor: Actor::ApiKey(ApiKeyId::new()),
+            ..principal(Role::PartnerAdmin, scopes)
+        };
+        // A key with the partner's full authority, or cards:write, still may not.
+        assert!(!key(None).allows(Area::Cards, Access::Reveal));
+        assert!(!key(Some(&["cards:write"])).allows(Area::Cards, Access::Reveal));
+        let revealer = key(Some(&["cards:reveal"]));
+        assert!(revealer.allows(Area::Cards, Access::Reveal));
+        assert!(
+            revealer.allows(Area::Cards, Access::Read),
+            "reveal implies read"
+        );
+        assert!(!revealer.allows(Area::Cards, Access::Write));
+        // Users: a partner's admin may; a developer or a platform operator may not.
+        assert!(principal(Role::PartnerAdmin, None).allows(Area::Cards, Access::Reveal));
+        assert!(!principal(Role::PartnerDeveloper, None).allows(Area::Cards, Access::Reveal));
+        assert!(!principal(Role::PlatformAdmin, None).allows(Area::Cards, Access::Reveal));
+        // Only cards have a reveal scope.
+        assert!(Scopes::parse(&["wallets:reveal"]).is_err());
+        assert_eq!(
+            Scopes::parse(&["cards:reveal"]).unwrap().to_strings(),
+            ["cards:reveal"]
+        );
     }
 
     #[test]

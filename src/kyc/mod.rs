@@ -85,6 +85,16 @@ pub trait Compliance: Send + Sync {
         customer: CustomerId,
     ) -> Result<(u8, String), KycError>;
 
+    /// Queues `template` to the customer's email address, in the caller's transaction; the
+    /// address never leaves this module. `false` when the customer gave none.
+    async fn email_customer(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+        template: crate::notify::Template,
+    ) -> Result<bool, KycError>;
+
     /// Whether the customer's tier allows a card in `currency` (issuing one): `Ok`, or
     /// [`KycError::Denied`] with `kyc_required` and the tier that would.
     async fn allow_cards(
@@ -142,6 +152,17 @@ impl Compliance for KycService {
         currency: Currency,
     ) -> Result<(), KycError> {
         self.allow_cards_in(tx, partner, customer, currency).await
+    }
+
+    async fn email_customer(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+        template: crate::notify::Template,
+    ) -> Result<bool, KycError> {
+        self.email_customer_in(tx, partner, customer, template)
+            .await
     }
 }
 

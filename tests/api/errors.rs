@@ -305,6 +305,11 @@ const PUBLISHED: &[(&str, u16)] = &[
     ("wallet_not_frozen", 409),
     ("wallet_already_frozen", 409),
     ("wallet_not_empty", 409),
+    // Cards.
+    ("card_canceled", 409),
+    ("card_state_conflict", 409),
+    ("reveal_limit_exceeded", 429),
+    ("simulator_disabled", 404),
     // Payments.
     ("insufficient_funds", 422),
     ("currency_mismatch", 422),
@@ -413,6 +418,7 @@ fn every_answer() -> Answers {
     answers_of::<flowlet::notify::NotifyError>("notify", &mut answers);
     answers_of::<flowlet::payment::PaymentError>("payment", &mut answers);
     answers_of::<flowlet::wallet::WalletError>("wallet", &mut answers);
+    answers_of::<flowlet::card::CardError>("card", &mut answers);
     literal_answers(&mut answers);
     for (status, code) in flowlet::platform::error::BARE_STATUS_CODES {
         answers.push((code.to_owned(), status, "a bare status".to_owned()));

@@ -71,10 +71,7 @@ impl Caller {
             Self::Principal(p) if p.allows(area, access) => Ok(()),
             Self::Principal(_) => Err(AuthError::forbidden(format!(
                 "These credentials may not {} {}.",
-                match access {
-                    Access::Read => "read",
-                    Access::Write => "change",
-                },
+                access.verb(),
                 area.as_str()
             ))),
         }

@@ -85,6 +85,28 @@ impl KycService {
         Ok((tier_u8(row.kyc_tier), row.kyc_status))
     }
 
+    /// See [`Compliance::email_customer`](crate::kyc::Compliance::email_customer).
+    pub(in crate::kyc) async fn email_customer_in(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        customer: CustomerId,
+        template: crate::notify::Template,
+    ) -> Result<bool, KycError> {
+        let row = store::share_customer(tx.conn(), customer.uuid())
+            .await?
+            .filter(|r| r.partner_id == partner.uuid())
+            .ok_or(KycError::NotFound("customer"))?;
+        let Some(sealed) = &row.email_enc else {
+            return Ok(false);
+        };
+        let email = self
+            .vault()
+            .open(&super::context("email", row.id), sealed)?;
+        self.outbox().enqueue_email(tx, &email, template).await?;
+        Ok(true)
+    }
+
     /// See [`Compliance::allow_cards`](crate::kyc::Compliance::allow_cards).
     pub(in crate::kyc) async fn allow_cards_in(
         &self,

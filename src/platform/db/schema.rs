@@ -382,3 +382,59 @@ diesel::table! {
         expires_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    card_cards (id) {
+        id -> Uuid,
+        partner_id -> Uuid,
+        wallet_id -> Uuid,
+        customer_id -> Uuid,
+        currency -> Text,
+        kind -> Text,
+        status -> Text,
+        cancel_reason -> Nullable<Text>,
+        cardholder_name -> Nullable<Text>,
+        brand -> Text,
+        last4 -> Text,
+        expires_on -> Date,
+        controls -> Jsonb,
+        replaces -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    card_vault (card_id) {
+        card_id -> Uuid,
+        pan_enc -> Text,
+        pan_hash -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    card_status_changes (id) {
+        id -> Int8,
+        card_id -> Uuid,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        reason -> Text,
+        actor -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    card_reveals (id) {
+        id -> Int8,
+        card_id -> Uuid,
+        partner_id -> Uuid,
+        actor -> Text,
+        request_id -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(card_vault -> card_cards (card_id));
+diesel::allow_tables_to_appear_in_same_query!(card_cards, card_vault);
