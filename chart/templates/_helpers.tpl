@@ -205,7 +205,10 @@ pods production pods that never migrate on start; .Values.config adds the rest.
 {{- $secretKeys := list
       "FLOWLET__DATABASE__URL" "FLOWLET__DATABASE__REPLICA_URL" "FLOWLET__REDIS__URL"
       "FLOWLET__AUTH__JWT_SECRET" "FLOWLET__AUTH__API_KEY_SECRET" "FLOWLET__KYC__HASH_KEY"
-      "FLOWLET__SMTP__URL" "FLOWLET__CARDS__ENCRYPTION_KEY" }}
+      "FLOWLET__SMTP__URL" "FLOWLET__CARDS__HASH_KEY" "FLOWLET__CARDS__CVC_KEY" }}
+{{- $secretPrefixes := list
+      "FLOWLET__KYC__ENCRYPTION_KEYS__" "FLOWLET__CARDS__ENCRYPTION_KEYS__"
+      "FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__" }}
 {{- range $key, $value := .Values.config }}
 {{- if hasKey $derived $key }}
 {{- fail (printf "config.%s is derived by the chart: set %s instead" $key (get $derived $key)) }}
@@ -213,8 +216,15 @@ pods production pods that never migrate on start; .Values.config adds the rest.
 {{- if hasKey $fixed $key }}
 {{- fail (printf "config.%s is set by the chart (%s=%s) and cannot be overridden" $key $key (get $fixed $key)) }}
 {{- end }}
-{{- if or (has $key $secretKeys) (hasPrefix "FLOWLET__KYC__ENCRYPTION_KEYS__" $key) (hasPrefix "FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__" $key) }}
+{{- $prefixed := false }}
+{{- range $prefix := $secretPrefixes }}
+{{- if hasPrefix $prefix $key }}{{- $prefixed = true }}{{- end }}
+{{- end }}
+{{- if or (has $key $secretKeys) $prefixed }}
 {{- fail (printf "config.%s is a secret: put it in the Secret (existingSecret or secrets.*), not in the ConfigMap" $key) }}
+{{- end }}
+{{- if eq $key "FLOWLET__CARDS__ENCRYPTION_KEY" }}
+{{- fail "config.FLOWLET__CARDS__ENCRYPTION_KEY is not a setting (the app refuses unknown keys): card numbers are sealed under FLOWLET__CARDS__ENCRYPTION_KEYS__<KID> and FLOWLET__CARDS__ENCRYPTION_KEY_ID, which belong in the Secret (secrets.cardEncryptionKeys, secrets.cardEncryptionKeyId)" }}
 {{- end }}
 {{- if not (hasPrefix "FLOWLET__" $key) }}
 {{- fail (printf "config.%s: keys must be FLOWLET__SECTION__KEY environment variables" $key) }}
@@ -237,10 +247,14 @@ message naming the value.
 {{- if not (get $s $k) }}{{- $missing = append $missing (printf "secrets.%s" $k) }}{{- end }}
 {{- end }}
 {{- if not $s.kycEncryptionKeys }}{{- $missing = append $missing "secrets.kycEncryptionKeys" }}{{- end }}
+{{- range $k := list "cardHashKey" "cardCvcKey" "cardEncryptionKeyId" }}
+{{- if not (get $s $k) }}{{- $missing = append $missing (printf "secrets.%s" $k) }}{{- end }}
+{{- end }}
+{{- if not $s.cardEncryptionKeys }}{{- $missing = append $missing "secrets.cardEncryptionKeys" }}{{- end }}
 {{- if $missing }}
 {{- fail (printf "existingSecret is empty, so the chart creates the Secret and needs: %s. Set them (e.g. -f my-secret-values.yaml), or create the Secret yourself and set existingSecret (see README, Deploy to Kubernetes)." (join ", " $missing)) }}
 {{- end }}
-{{- range $k := list "jwtSecret" "apiKeySecret" "kycHashKey" }}
+{{- range $k := list "jwtSecret" "apiKeySecret" "kycHashKey" "cardHashKey" "cardCvcKey" }}
 {{- if lt (len (get $s $k | toString)) 32 }}
 {{- fail (printf "secrets.%s must be at least 32 bytes (FLOWLET_ENV=production refuses shorter secrets); e.g. openssl rand -base64 48" $k) }}
 {{- end }}
@@ -250,6 +264,15 @@ message naming the value.
 {{- end }}
 {{- if eq $s.kycEncryptionKeyId "dev" }}
 {{- fail "secrets.kycEncryptionKeyId must not be \"dev\": production drops the development key" }}
+{{- end }}
+{{- if eq (toString $s.cardCvcKey) (toString $s.cardHashKey) }}
+{{- fail "secrets.cardCvcKey must differ from secrets.cardHashKey (the app refuses the same key for both); e.g. openssl rand -base64 48" }}
+{{- end }}
+{{- if not (hasKey $s.cardEncryptionKeys $s.cardEncryptionKeyId) }}
+{{- fail (printf "secrets.cardEncryptionKeyId %q is not a key of secrets.cardEncryptionKeys" $s.cardEncryptionKeyId) }}
+{{- end }}
+{{- if eq $s.cardEncryptionKeyId "dev" }}
+{{- fail "secrets.cardEncryptionKeyId must not be \"dev\": production refuses the development card key" }}
 {{- end }}
 FLOWLET__DATABASE__URL: {{ $s.databaseUrl | toString | b64enc | quote }}
 FLOWLET__REDIS__URL: {{ $s.redisUrl | toString | b64enc | quote }}
@@ -269,14 +292,23 @@ FLOWLET__KYC__ENCRYPTION_KEYS__{{ upper $kid }}: {{ $key | toString | b64enc | q
 {{- range $kid, $secret := $s.jwtPreviousSecrets }}
 FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__{{ upper $kid }}: {{ $secret | toString | b64enc | quote }}
 {{- end }}
+FLOWLET__CARDS__HASH_KEY: {{ $s.cardHashKey | toString | b64enc | quote }}
+FLOWLET__CARDS__CVC_KEY: {{ $s.cardCvcKey | toString | b64enc | quote }}
+FLOWLET__CARDS__ENCRYPTION_KEY_ID: {{ $s.cardEncryptionKeyId | toString | b64enc | quote }}
+{{- range $kid, $key := $s.cardEncryptionKeys }}
+{{- if ne $kid (lower $kid) }}
+{{- fail (printf "secrets.cardEncryptionKeys: key id %q must be lower case (environment variable names are read lower-cased)" $kid) }}
+{{- end }}
+{{- if ne (len (b64dec (toString $key))) 32 }}
+{{- fail (printf "secrets.cardEncryptionKeys.%s must be base64 of 32 random bytes (openssl rand -base64 32)" $kid) }}
+{{- end }}
+FLOWLET__CARDS__ENCRYPTION_KEYS__{{ upper $kid }}: {{ $key | toString | b64enc | quote }}
+{{- end }}
 {{- with $s.smtpUrl }}
 FLOWLET__SMTP__URL: {{ . | toString | b64enc | quote }}
 {{- end }}
 {{- with $s.databaseReplicaUrl }}
 FLOWLET__DATABASE__REPLICA_URL: {{ . | toString | b64enc | quote }}
-{{- end }}
-{{- with $s.cardsEncryptionKey }}
-FLOWLET__CARDS__ENCRYPTION_KEY: {{ . | toString | b64enc | quote }}
 {{- end }}
 {{- end }}
 

@@ -27,6 +27,7 @@ import json
 import math
 import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,8 +112,34 @@ TEST_SECRETS: dict[str, Any] = {
     "kycHashKey": "h" * 48,
     "kycEncryptionKeyId": "k2026",
     "kycEncryptionKeys": {"k2026": base64.b64encode(bytes(range(32))).decode()},
+    "cardHashKey": "c" * 48,
+    "cardCvcKey": "v" * 48,
+    "cardEncryptionKeyId": "c2026",
+    "cardEncryptionKeys": {"c2026": base64.b64encode(bytes(range(32, 64))).decode()},
     "smtpUrl": "smtps://mailer:pw@smtp.example.com:465",
 }
+# Every key the chart-managed Secret must hold for TEST_SECRETS: the app refuses to start in
+# production without each of them (or with a development value in its place).
+REQUIRED_SECRET_DATA = {
+    "FLOWLET__DATABASE__URL": TEST_SECRETS["databaseUrl"],
+    "FLOWLET__REDIS__URL": TEST_SECRETS["redisUrl"],
+    "FLOWLET__AUTH__JWT_SECRET": TEST_SECRETS["jwtSecret"],
+    "FLOWLET__AUTH__API_KEY_SECRET": TEST_SECRETS["apiKeySecret"],
+    "FLOWLET__KYC__HASH_KEY": TEST_SECRETS["kycHashKey"],
+    "FLOWLET__KYC__ENCRYPTION_KEY_ID": "k2026",
+    "FLOWLET__KYC__ENCRYPTION_KEYS__K2026": TEST_SECRETS["kycEncryptionKeys"]["k2026"],
+    "FLOWLET__CARDS__HASH_KEY": TEST_SECRETS["cardHashKey"],
+    "FLOWLET__CARDS__CVC_KEY": TEST_SECRETS["cardCvcKey"],
+    "FLOWLET__CARDS__ENCRYPTION_KEY_ID": "c2026",
+    "FLOWLET__CARDS__ENCRYPTION_KEYS__C2026": TEST_SECRETS["cardEncryptionKeys"]["c2026"],
+}
+# Secrets the server reads that must never reach the migration Job (its one secret is the
+# database URL) nor be accepted in `config` (the ConfigMap).
+SERVER_ONLY_SECRETS = ("FLOWLET__REDIS__URL", "FLOWLET__AUTH__JWT_SECRET", "FLOWLET__AUTH__API_KEY_SECRET",
+                       "FLOWLET__KYC__HASH_KEY", "FLOWLET__CARDS__HASH_KEY", "FLOWLET__CARDS__CVC_KEY")
+# Families of secrets named by key id.
+SECRET_PREFIXES = ("FLOWLET__KYC__ENCRYPTION_KEYS__", "FLOWLET__CARDS__ENCRYPTION_KEYS__",
+                   "FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__")
 
 
 class CheckFailed(Exception):
@@ -535,9 +562,8 @@ def assert_migrations(label: str, objects: list[dict[str, Any]], values: dict[st
         check(refs["FLOWLET__DATABASE__URL"] == (want["name"], want["key"]),
               f"{label}: migration URL from migrations.databaseUrlSecret {want['name']}/{want['key']}")
     env = env_of(objects, pod)
-    check(not any(k in env for k in ("FLOWLET__REDIS__URL", "FLOWLET__AUTH__JWT_SECRET",
-                                     "FLOWLET__AUTH__API_KEY_SECRET", "FLOWLET__KYC__HASH_KEY")),
-          f"{label}: no Redis, JWT, API-key or KYC secret reaches the migration Job")
+    leaked = sorted(k for k in env if k in SERVER_ONLY_SECRETS or k.startswith(SECRET_PREFIXES))
+    check(not leaked, f"{label}: no Redis, JWT, API-key, KYC or card secret reaches the migration Job ({leaked})")
     check(env.get("FLOWLET_ENV") == "production", f"{label}: migration Job runs with FLOWLET_ENV=production")
     m = values["migrations"]
     timeouts = {
@@ -743,18 +769,41 @@ def assert_helm_test(label: str, objects: list[dict[str, Any]]) -> None:
 def assert_secret_handling(base: dict[str, Any]) -> None:
     label = "existingSecret=\"\""
     msg = render_error(deep_merge(base, {"existingSecret": ""}))
-    check(msg is not None and "secrets.databaseUrl" in msg and "secrets.kycEncryptionKeys" in msg,
-          f"{label} without secrets fails the render naming the missing values ({(msg or 'rendered!')[:80]}...)")
-    partial = dict(TEST_SECRETS)
-    del partial["redisUrl"]
-    msg = render_error(deep_merge(base, {"existingSecret": "", "secrets": partial}))
-    check(msg is not None and "secrets.redisUrl" in msg, f"{label} fails when one required secret is missing")
-    short = dict(TEST_SECRETS, jwtSecret="too-short")
-    msg = render_error(deep_merge(base, {"existingSecret": "", "secrets": short}))
-    check(msg is not None and "secrets.jwtSecret" in msg, f"{label} refuses a secret shorter than 32 bytes")
-    badkey = dict(TEST_SECRETS, kycEncryptionKeyId="other")
-    msg = render_error(deep_merge(base, {"existingSecret": "", "secrets": badkey}))
-    check(msg is not None and "kycEncryptionKeyId" in msg, f"{label} refuses a key id without its key")
+    required = ("databaseUrl", "kycEncryptionKeys", "cardHashKey", "cardCvcKey", "cardEncryptionKeyId",
+                "cardEncryptionKeys")
+    check(msg is not None and all(f"secrets.{k}" in msg for k in required),
+          f"{label} without secrets fails the render naming the missing values, card keys included "
+          f"({(msg or 'rendered!')[:80]}...)")
+    for name in ("redisUrl", "cardHashKey", "cardCvcKey", "cardEncryptionKeyId", "cardEncryptionKeys"):
+        partial = dict(TEST_SECRETS)
+        del partial[name]
+        msg = render_error(deep_merge(base, {"existingSecret": "", "secrets": partial}))
+        check(msg is not None and f"secrets.{name}" in msg and "needs:" in msg,
+              f"{label} fails when secrets.{name} (required) is missing")
+
+    def refused(what: str, needle: str, **changes: Any) -> None:
+        msg = render_error(deep_merge(base, {"existingSecret": "", "secrets": dict(TEST_SECRETS, **changes)}))
+        check(msg is not None and needle in msg, f"{label} refuses {what} ({(msg or 'rendered!')[:70]}...)")
+
+    refused("a secret shorter than 32 bytes", "secrets.jwtSecret", jwtSecret="too-short")
+    refused("a KYC key id without its key", "kycEncryptionKeyId", kycEncryptionKeyId="other")
+    refused("a card hash key shorter than 32 bytes", "secrets.cardHashKey", cardHashKey="c" * 31)
+    refused("a card CVC key shorter than 32 bytes", "secrets.cardCvcKey", cardCvcKey="v" * 31)
+    refused("the same key as card hash key and CVC key", "secrets.cardCvcKey must differ",
+            cardCvcKey=TEST_SECRETS["cardHashKey"])
+    refused("a card key id without its key", "secrets.cardEncryptionKeyId", cardEncryptionKeyId="c2027")
+    dev = {"dev": base64.b64encode(b"d" * 32).decode()}
+    refused("the development card key id", "\"dev\"", cardEncryptionKeyId="dev", cardEncryptionKeys=dev)
+    refused("an upper-case card key id", "lower case", cardEncryptionKeyId="C2026",
+            cardEncryptionKeys={"C2026": TEST_SECRETS["cardEncryptionKeys"]["c2026"]})
+    refused("a card key that is not base64 of 32 bytes", "secrets.cardEncryptionKeys.c2026",
+            cardEncryptionKeys={"c2026": base64.b64encode(b"k" * 16).decode()})
+    refused("a card key id the app would refuse (values.schema.json)", "/secrets/cardEncryptionKeyId",
+            cardEncryptionKeyId="c-2026")
+    refused("a card key named by a kid the app would refuse (values.schema.json)", "/secrets/cardEncryptionKeys",
+            cardEncryptionKeys=dict(TEST_SECRETS["cardEncryptionKeys"], **{"c-2027": TEST_SECRETS["cardEncryptionKeys"]["c2026"]}))
+    refused("the 0.2.0 placeholder secrets.cardsEncryptionKey (values.schema.json)", "cardsEncryptionKey",
+            cardsEncryptionKey="x" * 44)
 
     values = deep_merge(load_values_file("values.yaml"), deep_merge(base, {"existingSecret": "", "secrets": TEST_SECRETS}))
     objects = render(deep_merge(base, {"existingSecret": "", "secrets": TEST_SECRETS}))
@@ -763,12 +812,10 @@ def assert_secret_handling(base: dict[str, Any]) -> None:
     check(set(secrets) == {RELEASE, f"{RELEASE}-migrate"},
           f"{label} with secrets renders the Secret and the migration hook's Secret")
     data = {k: base64.b64decode(v).decode() for k, v in secrets[RELEASE]["data"].items()}
-    check(data.get("FLOWLET__DATABASE__URL") == TEST_SECRETS["databaseUrl"]
-          and data.get("FLOWLET__KYC__ENCRYPTION_KEYS__K2026") == TEST_SECRETS["kycEncryptionKeys"]["k2026"]
-          and data.get("FLOWLET__KYC__ENCRYPTION_KEY_ID") == "k2026"
-          and "FLOWLET__SMTP__URL" in data and "FLOWLET__CARDS__ENCRYPTION_KEY" not in data
-          and "FLOWLET__DATABASE__REPLICA_URL" not in data,
-          f"{label}: Secret holds the FLOWLET__* keys (card key and replica URL only when set)")
+    wrong = sorted(k for k, v in REQUIRED_SECRET_DATA.items() if data.get(k) != v)
+    check(not wrong, f"{label}: the Secret holds every required FLOWLET__* key, card keys included (wrong: {wrong})")
+    check(set(data) == set(REQUIRED_SECRET_DATA) | {"FLOWLET__SMTP__URL"},
+          f"{label}: the Secret holds nothing else (SMTP as given; no replica URL, no FLOWLET__CARDS__ENCRYPTION_KEY)")
     hook = {k: base64.b64decode(v).decode() for k, v in secrets[f"{RELEASE}-migrate"]["data"].items()}
     check(hook == {"FLOWLET__DATABASE__URL": TEST_SECRETS["databaseUrl"]},
           f"{label}: the hook Secret holds only the database URL")
@@ -779,6 +826,17 @@ def assert_secret_handling(base: dict[str, Any]) -> None:
     rotated = render(deep_merge(base, {"existingSecret": "", "secrets": dict(TEST_SECRETS, jwtSecret="r" * 48)}))
     check(one(rotated, "Deployment")["spec"]["template"]["metadata"]["annotations"].get("checksum/secret") != checksum,
           f"{label}: rotating a secret changes checksum/secret, so the pods roll")
+    # A card-key rotation: the new kid beside the old one, then active.
+    new_key = base64.b64encode(bytes(range(64, 96))).decode()
+    keys = dict(TEST_SECRETS["cardEncryptionKeys"], c2027=new_key)
+    rotating = render(deep_merge(base, {"existingSecret": "", "secrets": dict(
+        TEST_SECRETS, cardEncryptionKeyId="c2027", cardEncryptionKeys=keys)}))
+    data = {k: base64.b64decode(v).decode() for k, v in one(rotating, "Secret", named(RELEASE))["data"].items()}
+    check(data.get("FLOWLET__CARDS__ENCRYPTION_KEYS__C2026") == TEST_SECRETS["cardEncryptionKeys"]["c2026"]
+          and data.get("FLOWLET__CARDS__ENCRYPTION_KEYS__C2027") == new_key
+          and data.get("FLOWLET__CARDS__ENCRYPTION_KEY_ID") == "c2027"
+          and one(rotating, "Deployment")["spec"]["template"]["metadata"]["annotations"].get("checksum/secret") != checksum,
+          f"{label}: during a card-key rotation both kids are rendered, the active one is the new kid, and the pods roll")
 
     migrator = dict(TEST_SECRETS, migrationDatabaseUrl="postgres://migrator:pw@db.internal:5432/flowlet?sslmode=verify-full",
                     databaseReplicaUrl="postgres://flowlet:pw@replica.internal:5432/flowlet?sslmode=verify-full")
@@ -792,8 +850,20 @@ def assert_secret_handling(base: dict[str, Any]) -> None:
 
     msg = render_error(deep_merge(base, {"config": {"FLOWLET__DATABASE__MIGRATE_ON_START": "true"}}))
     check(msg is not None, "config cannot re-enable migrate_on_start")
-    msg = render_error(deep_merge(base, {"config": {"FLOWLET__AUTH__JWT_SECRET": "x" * 40}}))
-    check(msg is not None and "secret" in msg, "config refuses secrets (they belong in the Secret)")
+    for key in ("FLOWLET__AUTH__JWT_SECRET", "FLOWLET__KYC__HASH_KEY", "FLOWLET__KYC__ENCRYPTION_KEYS__K2026",
+                "FLOWLET__AUTH__JWT_PREVIOUS_SECRETS__J2025", "FLOWLET__CARDS__HASH_KEY", "FLOWLET__CARDS__CVC_KEY",
+                "FLOWLET__CARDS__ENCRYPTION_KEYS__C2026", "FLOWLET__CARDS__ENCRYPTION_KEYS__C2027"):
+        msg = render_error(deep_merge(base, {"config": {key: "x" * 44}}))
+        check(msg is not None and f"config.{key} is a secret" in msg,
+              f"config refuses {key} (a secret: it belongs in the Secret)")
+    msg = render_error(deep_merge(base, {"config": {"FLOWLET__CARDS__ENCRYPTION_KEY": "x" * 44}}))
+    check(msg is not None and "FLOWLET__CARDS__ENCRYPTION_KEYS__<KID>" in msg,
+          "config refuses the retired FLOWLET__CARDS__ENCRYPTION_KEY, naming the keys by kid")
+    objects = render(deep_merge(base, {"config": {"FLOWLET__CARDS__SIMULATOR__ENABLED": "true",
+                                                  "FLOWLET__CARDS__ENCRYPTION_KEY_ID": "c2026"}}))
+    env = env_of(objects, one(objects, "Deployment")["spec"]["template"]["spec"])
+    check(env.get("FLOWLET__CARDS__SIMULATOR__ENABLED") == "true" and env.get("FLOWLET__CARDS__ENCRYPTION_KEY_ID") == "c2026",
+          "config passes non-secret card settings through (the simulator switch of a staging environment, a key id)")
     msg = render_error(deep_merge(base, {"config": {"FLOWLET__DATABASE__POOL_SIZE": "64"}}))
     check(msg is not None and "database.poolSize" in msg,
           "config refuses FLOWLET__DATABASE__POOL_SIZE (database.poolSize, inside the connection budget)")
@@ -896,6 +966,8 @@ def assert_production(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
     check(pod["containers"][0]["image"].startswith(values["image"]["repository"] + "@sha256:"),
           f"{label}: image pinned by digest")
     env = env_of(objects, pod)
+    check(env.get("FLOWLET__CARDS__SIMULATOR__ENABLED", "false") == "false",
+          f"{label}: the card network simulator stays off (config/production.toml; only a staging environment turns it on)")
     check(env.get("FLOWLET__DATABASE__CA_FILE") and any(
         m["mountPath"] == str(Path(env["FLOWLET__DATABASE__CA_FILE"]).parent) for m in pod["containers"][0]["volumeMounts"]),
           f"{label}: FLOWLET__DATABASE__CA_FILE lies on a mounted volume")
@@ -1018,11 +1090,57 @@ def assert_docs(defaults: dict[str, Any], production: dict[str, Any]) -> None:
         ("FLOWLET__AUTH__API_KEY_SECRET", "API-key HMAC secret"),
         ("FLOWLET__KYC__ENCRYPTION_KEYS", "KYC PII keys by key id"),
         ("flowlet admin kyc reencrypt", "KYC re-encryption"),
-        ("FLOWLET__CARDS__ENCRYPTION_KEY", "card keys (future)"),
+        ("FLOWLET__CARDS__ENCRYPTION_KEYS__<NEWKID>", "card-number keys by key id"),
+        ("flowlet admin cards reencrypt", "card-number re-encryption"),
+        ("FLOWLET__CARDS__HASH_KEY", "the card lookup hash key"),
+        ("FLOWLET__CARDS__CVC_KEY", "the CVC key"),
         ("digest", "pinning base images by digest as a release step"),
         ("ScheduledBackup", "CloudNativePG backups"),
     ]:
         check(needle in ops, f"docs/operations.md covers {what} ({needle})")
+    cards = ops[ops.find("### Card keys"):]
+    cards = cards[:cards.find("\n### ", 1)]
+    card_steps = re.findall(r"^\d+\. .*?(?=^\d+\. |\Z)", cards, re.S | re.M)
+    order = [next((i for i, s in enumerate(card_steps) if needle in s), -1) for needle in (
+        "FLOWLET__CARDS__ENCRYPTION_KEYS__<NEWKID>", "FLOWLET__CARDS__ENCRYPTION_KEY_ID",
+        "flowlet admin cards reencrypt", "<OLDKID>")]
+    check("(future)" not in cards and "reserved" not in cards and -1 not in order and order == sorted(order)
+          and len(set(order)) == 4,
+          "docs/operations.md card keys: add the new kid, make it active, `flowlet admin cards reencrypt`, remove the old kid")
+    items = re.split(r"\n(?=\* )|\n\n", cards)
+    for key in ("FLOWLET__CARDS__HASH_KEY", "FLOWLET__CARDS__CVC_KEY"):
+        check(any(i.startswith(f"* `{key}`") and "reissue" in i for i in items),
+              f"docs/operations.md: {key} has its own item saying it changes only by reissuing cards")
+    check(re.search(r"only when they have leaked", cards) is not None,
+          "docs/operations.md: the card hash and CVC keys are leak-only rotations")
+    # The README's Secret example holds every key the app requires in production.
+    secrets_section = deploy[deploy.find("### Secrets"):]
+    create = [c for c in shell_commands(secrets_section) if c.startswith("kubectl create secret generic flowlet-secrets")]
+    literal_keys = set(re.findall(r"--from-literal=([A-Z0-9_]+)=", create[0])) if create else set()
+    check(bool(create) and set(REQUIRED_SECRET_DATA) <= literal_keys,
+          f"README's `kubectl create secret` example has every required key "
+          f"(missing: {sorted(set(REQUIRED_SECRET_DATA) - literal_keys)})")
+    check("FLOWLET__CARDS__ENCRYPTION_KEY " not in deploy and "FLOWLET__CARDS__ENCRYPTION_KEY`" not in deploy,
+          "README no longer mentions the retired FLOWLET__CARDS__ENCRYPTION_KEY")
+    configuration = readme_section("Configuration")
+    for key in ("cards.bin", "cards.validity_months", "cards.encryption_key_id", "cards.encryption_keys.<kid>",
+                "cards.hash_key", "cards.cvc_key", "cards.reveals_per_hour", "cards.hold_expiry_hours",
+                "cards.overcapture_percent", "cards.decision_timeout_ms", "cards.simulator.enabled"):
+        check(f"`{key}`" in configuration, f"README's configuration table has `{key}`")
+    cards_defaults = tomllib.loads((REPO / "config" / "default.toml").read_text())["cards"]
+    for key in ("bin", "validity_months", "reveals_per_hour", "hold_expiry_hours", "overcapture_percent",
+                "decision_timeout_ms", "simulator.enabled"):
+        value: Any = cards_defaults
+        for part in key.split("."):
+            value = value[part]
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        rows = [line.split(" | ") for line in configuration.splitlines() if line.startswith(f"| `cards.{key}` |")]
+        check(len(rows) == 1 and rows[0][2].startswith(f"`{text}`"),
+              f"README: the default of `cards.{key}` is config/default.toml's `{text}`")
+    production_toml = tomllib.loads((REPO / "config" / "production.toml").read_text())
+    simulator_row = next(line for line in configuration.splitlines() if line.startswith("| `cards.simulator.enabled` |"))
+    check(production_toml["cards"]["simulator"]["enabled"] is False and "`false` in production" in simulator_row,
+          "README: the card network simulator is off in production, as config/production.toml says")
     restore = ops[ops.find("## Restore"):]
     check(ops.find("## Restore") >= 0 and "point-in-time" in ops.lower(), "docs/operations.md has PITR and a restore procedure")
     steps: list[str] = []  # numbered items with their indented continuation lines
