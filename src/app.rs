@@ -14,6 +14,7 @@ use anyhow::Context;
 use utoipa::OpenApi;
 
 use crate::auth;
+use crate::card;
 use crate::kyc;
 use crate::ledger;
 use crate::notify;
@@ -55,6 +56,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(kyc::openapi());
     doc.merge(wallet::openapi());
     doc.merge(payment::openapi());
+    doc.merge(card::openapi());
     doc
 }
 
@@ -133,6 +135,7 @@ impl Application {
         let kyc = web::Data::new(services.kyc.clone());
         let wallets = web::Data::new(services.wallets.clone());
         let payments = web::Data::new(services.payments.clone());
+        let cards = web::Data::new(services.cards.clone());
         let spec = openapi();
         let spec_value = serde_json::to_value(&spec).context("serialising the OpenAPI document")?;
         let ops_state = web::Data::new(OpsState {
@@ -156,7 +159,9 @@ impl Application {
         });
         let idempotency_ctx = web::Data::new(
             IdempotencyContext::new(infra.db.clone(), &settings.idempotency, idempotency_scope)
-                .claiming_in_transaction(payment::CLAIMING_IN_TRANSACTION),
+                .claiming_in_transaction(
+                    &[payment::CLAIMING_IN_TRANSACTION, card::CLAIMING_IN_TRANSACTION].concat(),
+                ),
         );
         let mut server = HttpServer::new(move || {
             App::new()
@@ -170,6 +175,7 @@ impl Application {
                 .app_data(kyc.clone())
                 .app_data(wallets.clone())
                 .app_data(payments.clone())
+                .app_data(cards.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(query_config())
@@ -186,6 +192,7 @@ impl Application {
                 .configure(kyc::configure)
                 .configure(wallet::configure)
                 .configure(payment::configure)
+                .configure(card::configure)
                 .configure(|cfg| {
                     if let Some(extra) = extra_routes {
                         extra(cfg);

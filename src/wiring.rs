@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::auth::AuthService;
+use crate::card::CardService;
 use crate::kernel::Partners;
 use crate::kyc::{self, Compliance, KycService};
 use crate::ledger::{
@@ -42,6 +43,7 @@ pub struct Services {
     pub kyc: KycService,
     pub wallets: WalletService,
     pub payments: PaymentService,
+    pub cards: CardService,
     pub notifier: Notifier,
 }
 
@@ -91,6 +93,14 @@ impl Services {
             outbox.clone(),
         );
         let wallet_face: Arc<dyn Wallets> = Arc::new(wallets.clone());
+        let cards = CardService::new(
+            db.clone(),
+            &settings.cards,
+            wallet_face.clone(),
+            compliance.clone(),
+            outbox.clone(),
+        )
+        .context("configuring cards (cards.*)")?;
         let payment_metrics = metrics
             .map(|m| PaymentMetrics::new(m.registry()))
             .transpose()
@@ -114,6 +124,7 @@ impl Services {
             kyc,
             wallets,
             payments,
+            cards,
             notifier,
         })
     }

@@ -5,9 +5,18 @@
 //!   authorization decision ladder), unit-tested without a database.
 
 mod error;
+mod http;
 mod model;
+mod service;
 mod settings;
 mod store;
 
 pub use error::CardError;
+pub use http::configure;
+pub use service::{CLAIMING_IN_TRANSACTION, Card, CardId, CardService, RevealedCard};
 pub use settings::CardSettings;
+
+/// The card module's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::CardDoc as utoipa::OpenApi>::openapi()
+}

@@ -1,5 +1,4 @@
 //! Statements on the card module's own tables (`card_*`).
-#![allow(dead_code, reason = "the card service that uses these lands next")]
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;

@@ -9,6 +9,7 @@
 
 mod auth;
 mod bank;
+mod cards;
 mod cli;
 mod db;
 mod email;

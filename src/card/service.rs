@@ -1,0 +1,939 @@
+//! The card service: issuing, the card lifecycle, controls, and reveals of the number.
+//!
+//! A card's number exists in clear only inside one request: generated and sealed at issuing
+//! (and answered once), opened for a reveal (answered once, audited). The idempotent answer a
+//! retry replays is stored without it (`pan` and `cvc` left out): a retried issuing answers
+//! with the same card, and the number is seen again through a reveal.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::CardError;
+use super::model::categories::CategoryTable;
+use super::model::controls::{Controls, ControlsRequest};
+use super::model::pan::{Bin, CvcKey, Expiry, PAN_RANDOM_BYTES, Pan};
+use super::settings::CardSettings;
+use super::store::{self, CardRow, RevealRow, StatusChangeRow, VaultRow};
+use crate::kernel::{PartnerId, Principal};
+use crate::kyc::{Compliance, CustomerId};
+use crate::notify::{NewEvent, Outbox, Template};
+use crate::platform::db::{Db, Tx};
+use crate::platform::http::pagination::Page;
+use crate::platform::idempotency::Claim;
+use crate::platform::ids::define_id;
+use crate::platform::money::Currency;
+use crate::platform::vault::Vault;
+use crate::wallet::{WalletId, WalletStatus, Wallets};
+
+define_id!(CardId, CardIdKind, "card", "card");
+
+/// Route patterns whose idempotent answer the service stores itself, without the number.
+pub const CLAIMING_IN_TRANSACTION: &[&str] = &[
+    "/v1/cards",
+    "/v1/cards/{id}/replace",
+    "/v1/cards/{id}/reveal",
+];
+
+/// How many numbers are drawn before giving up on a free one (an 8-digit BIN has 10^7).
+const PAN_ATTEMPTS: usize = 8;
+
+/// The body of `POST /v1/cards`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCard {
+    /// The wallet the card spends from (`wal_...`).
+    pub wallet_id: String,
+    /// `virtual` (active at once) or `physical` (inactive until activated).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The name embossed on a physical card: 1-26 letters, spaces and `.-'`.
+    pub cardholder_name: Option<String>,
+    /// The card's spending controls (see `PUT /v1/cards/{id}/controls`).
+    #[schema(value_type = Option<Object>)]
+    pub controls: Option<ControlsRequest>,
+}
+
+/// A card, as every response but issuing and reveal shows it: never its number or CVC.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Card {
+    #[schema(value_type = String, example = "card_01h455vb4pex5vsknk084sn02q")]
+    pub id: CardId,
+    #[schema(value_type = String)]
+    pub wallet_id: WalletId,
+    #[schema(value_type = String)]
+    pub customer_id: CustomerId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `active`, `inactive`, `frozen` or `canceled`.
+    pub status: String,
+    /// Why a canceled card was canceled: `canceled`, `lost` or `stolen`.
+    pub cancel_reason: Option<String>,
+    pub cardholder_name: Option<String>,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u8,
+    pub exp_year: u16,
+    pub currency: String,
+    pub controls: serde_json::Value,
+    /// The card this one replaced.
+    #[schema(value_type = Option<String>)]
+    pub replaces: Option<CardId>,
+    pub created: DateTime<Utc>,
+}
+
+/// A card with its number and CVC: the answer of issuing and of a reveal, and nothing else.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct RevealedCard {
+    #[serde(flatten)]
+    pub card: Card,
+    pub pan: String,
+    pub cvc: String,
+}
+
+impl std::fmt::Debug for RevealedCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevealedCard")
+            .field("card", &self.card)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a card's status changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Activate,
+    Freeze,
+    Unfreeze,
+    Cancel(CancelReason),
+}
+
+/// Why a card is canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    Canceled,
+    Lost,
+    Stolen,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canceled => "canceled",
+            Self::Lost => "lost",
+            Self::Stolen => "stolen",
+        }
+    }
+}
+
+impl Change {
+    /// The status after the change from `from`, or why it cannot happen.
+    pub fn apply(self, from: &str) -> Result<&'static str, CardError> {
+        match (self, from) {
+            (_, "canceled") => Err(CardError::Canceled),
+            (Self::Activate, "inactive") => Ok("active"),
+            (Self::Activate, _) => Err(CardError::WrongState(
+                status_word(from),
+                "an inactive card can be activated",
+            )),
+            (Self::Freeze, "active") => Ok("frozen"),
+            (Self::Freeze, _) => Err(CardError::WrongState(
+                status_word(from),
+                "an active card can be frozen",
+            )),
+            (Self::Unfreeze, "frozen") => Ok("active"),
+            (Self::Unfreeze, _) => Err(CardError::WrongState(
+                status_word(from),
+                "a frozen card can be unfrozen",
+            )),
+            (Self::Cancel(_), _) => Ok("canceled"),
+        }
+    }
+
+    fn event(self) -> &'static str {
+        match self {
+            Self::Activate => "card.activated",
+            Self::Freeze => "card.frozen",
+            Self::Unfreeze => "card.unfrozen",
+            Self::Cancel(_) => "card.canceled",
+        }
+    }
+}
+
+fn status_word(status: &str) -> &'static str {
+    match status {
+        "active" => "active",
+        "inactive" => "inactive",
+        "frozen" => "frozen",
+        _ => "canceled",
+    }
+}
+
+/// Cards. Cheap to clone.
+#[derive(Clone)]
+pub struct CardService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    wallets: Arc<dyn Wallets>,
+    kyc: Arc<dyn Compliance>,
+    outbox: Arc<dyn Outbox>,
+    vault: Vault,
+    cvc: CvcKey,
+    bin: Bin,
+    categories: &'static CategoryTable,
+    settings: CardSettings,
+}
+
+impl CardService {
+    /// Builds the service from validated settings.
+    pub fn new(
+        db: Db,
+        settings: &CardSettings,
+        wallets: Arc<dyn Wallets>,
+        kyc: Arc<dyn Compliance>,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<CardService, CardError> {
+        let internal = |what: &str, e: String| CardError::Internal(anyhow::anyhow!("{what}: {e}"));
+        let vault = Vault::new(
+            &settings.encryption_key_id,
+            &settings.encryption_keys,
+            settings.hash_key.expose_secret().as_bytes(),
+        )?;
+        let cvc = CvcKey::new(settings.cvc_key.expose_secret().as_bytes())
+            .map_err(|e| internal("cards.cvc_key", e.to_string()))?;
+        let bin = Bin::parse(&settings.bin).map_err(|e| internal("cards.bin", e.to_string()))?;
+        let categories = CategoryTable::shipped()
+            .map_err(|e| internal("the merchant category table", e.to_string()))?;
+        Ok(CardService {
+            inner: Arc::new(Inner {
+                db,
+                wallets,
+                kyc,
+                outbox,
+                vault,
+                cvc,
+                bin,
+                categories,
+                settings: settings.clone(),
+            }),
+        })
+    }
+
+    fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Issues a card on a wallet of `partner`: the customer's tier must allow cards in the
+    /// wallet's currency. A virtual card is active at once, a physical one inactive until
+    /// activated. `card.created` and the customer's email go out with the commit.
+    pub async fn issue(
+        &self,
+        partner: PartnerId,
+        actor: &str,
+        input: NewCard,
+        claim: Option<Claim>,
+    ) -> Result<RevealedCard, CardError> {
+        let wallet_id: WalletId = input
+            .wallet_id
+            .trim()
+            .parse()
+            .map_err(|_| CardError::validation("wallet_id", "is not a wallet id (wal_...)"))?;
+        let kind = match input.kind.as_str() {
+            "virtual" => "virtual",
+            "physical" => "physical",
+            _ => {
+                return Err(CardError::validation(
+                    "type",
+                    "must be `virtual` or `physical`",
+                ));
+            }
+        };
+        let name = input
+            .cardholder_name
+            .as_deref()
+            .map(cardholder_name)
+            .transpose()?;
+        let wallet = self.inner.wallets.wallet_ref(partner, wallet_id).await?;
+        match wallet.status {
+            WalletStatus::Active => {}
+            WalletStatus::Closed => return Err(CardError::WalletClosed),
+            WalletStatus::Frozen => {
+                return Err(crate::wallet::WalletError::Frozen("the wallet is frozen").into());
+            }
+        }
+        let controls = match &input.controls {
+            Some(c) => c.validate(wallet.currency, self.inner.categories, "controls")?,
+            None => Controls::default(),
+        };
+        let issued = self
+            .new_card(
+                partner,
+                wallet_id,
+                wallet.customer_id,
+                wallet.currency,
+                kind,
+                name,
+                &controls,
+                None,
+            )
+            .await?;
+        let this = self.clone();
+        let (row, vault) = (issued.row.clone(), issued.vault.clone());
+        let answer = issued.answer.clone();
+        let actor = actor.to_owned();
+        self.db()
+            .in_tx(|tx| {
+                let (this, row, vault, claim) =
+                    (this.clone(), row.clone(), vault.clone(), claim.clone());
+                let (answer, actor) = (answer.clone(), actor.clone());
+                Box::pin(async move {
+                    this.inner
+                        .kyc
+                        .allow_cards(tx, partner, CustomerId::from_uuid(row.customer_id), wallet.currency)
+                        .await?;
+                    this.insert_card(tx, &row, &vault, &actor, "issued").await?;
+                    this.announce(tx, partner, "card.created", &answer.card).await?;
+                    this.email_issued(tx, partner, &answer.card).await?;
+                    complete(tx, claim.as_ref(), StatusCode::CREATED, &answer.card).await?;
+                    Ok::<_, CardError>(())
+                })
+            })
+            .await?;
+        Ok(issued.answer)
+    }
+
+    /// A new card's rows and its one-time answer (not yet stored): a number from the BIN no
+    /// other card has, sealed for this card's id, and its CVC.
+    #[expect(clippy::too_many_arguments, reason = "a card's facts, each needed once")]
+    async fn new_card(
+        &self,
+        partner: PartnerId,
+        wallet: WalletId,
+        customer: CustomerId,
+        currency: Currency,
+        kind: &'static str,
+        name: Option<String>,
+        controls: &Controls,
+        replaces: Option<CardId>,
+    ) -> Result<Issued, CardError> {
+        let now = now();
+        let id = CardId::new();
+        let expiry = Expiry::after(now, self.inner.settings.validity_months)
+            .map_err(|e| CardError::Internal(anyhow::anyhow!("card expiry: {e}")))?;
+        let (pan, hash) = self.free_number().await?;
+        let cvc = self.inner.cvc.derive(&pan, expiry);
+        let status = if kind == "virtual" { "active" } else { "inactive" };
+        let view = serde_json::to_value(controls.view())
+            .map_err(|e| CardError::Internal(anyhow::anyhow!("controls view: {e}")))?;
+        let row = CardRow {
+            id: id.uuid(),
+            partner_id: partner.uuid(),
+            wallet_id: wallet.uuid(),
+            customer_id: customer.uuid(),
+            currency: currency.code().to_owned(),
+            kind: kind.to_owned(),
+            status: status.to_owned(),
+            cancel_reason: None,
+            cardholder_name: name,
+            brand: brand_of(&self.inner.bin).to_owned(),
+            last4: pan.last4().to_owned(),
+            expires_on: last_day(expiry),
+            controls: view,
+            replaces: replaces.map(|r| r.uuid()),
+            created_at: now,
+            updated_at: now,
+        };
+        let vault = VaultRow {
+            card_id: id.uuid(),
+            pan_enc: self.inner.vault.seal(&pan_context(id.uuid()), pan.expose())?,
+            pan_hash: hash,
+            created_at: now,
+        };
+        let answer = RevealedCard {
+            card: card_view(&row)?,
+            pan: pan.expose().to_owned(),
+            cvc: cvc.expose().to_owned(),
+        };
+        Ok(Issued { row, vault, answer })
+    }
+
+    /// A number no card has yet, with its lookup hash.
+    async fn free_number(&self) -> Result<(Pan, Vec<u8>), CardError> {
+        let mut conn = self.db().conn().await?;
+        for _ in 0..PAN_ATTEMPTS {
+            let mut random = [0u8; PAN_RANDOM_BYTES];
+            getrandom::fill(&mut random)
+                .map_err(|e| CardError::Internal(anyhow::anyhow!("the random generator: {e}")))?;
+            let pan = Pan::generate(&self.inner.bin, &random);
+            let hash = self.pan_hash(&pan);
+            if store::find_by_pan_hash(&mut conn, &hash).await?.is_none() {
+                return Ok((pan, hash));
+            }
+        }
+        Err(CardError::Internal(anyhow::anyhow!(
+            "no free card number after {PAN_ATTEMPTS} draws: the BIN's range is nearly full"
+        )))
+    }
+
+    fn pan_hash(&self, pan: &Pan) -> Vec<u8> {
+        self.inner.vault.hash("pan", pan.expose())
+    }
+
+    async fn insert_card(
+        &self,
+        tx: &mut Tx<'_>,
+        row: &CardRow,
+        vault: &VaultRow,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), CardError> {
+        store::insert_card(tx.conn(), row).await?;
+        store::insert_vault(tx.conn(), vault).await?;
+        store::insert_status_change(
+            tx.conn(),
+            &StatusChangeRow {
+                card_id: row.id,
+                from_status: None,
+                to_status: &row.status,
+                reason,
+                actor,
+                created_at: row.created_at,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn announce(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        event: &str,
+        card: &Card,
+    ) -> Result<(), CardError> {
+        let data = serde_json::to_value(card)
+            .map_err(|e| CardError::Internal(anyhow::anyhow!("event data: {e}")))?;
+        self.inner
+            .outbox
+            .record_event(
+                tx,
+                NewEvent {
+                    partner_id: Some(partner),
+                    event_type: event.to_owned(),
+                    data,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn email_issued(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        card: &Card,
+    ) -> Result<(), CardError> {
+        let template = Template::CardIssued {
+            card_last4: card.last4.clone(),
+            card_type: card.kind.clone(),
+            expiry: format!("{:02}/{:02}", card.exp_month, card.exp_year % 100),
+        };
+        self.inner
+            .kyc
+            .email_customer(tx, partner, card.customer_id, template)
+            .await?;
+        Ok(())
+    }
+
+    /// A card of `partner` (404 for another partner's).
+    pub async fn card(&self, partner: PartnerId, id: CardId) -> Result<Card, CardError> {
+        let mut conn = self.db().conn().await?;
+        let row = store::find_card(&mut conn, id.uuid())
+            .await?
+            .filter(|r| r.partner_id == partner.uuid())
+            .ok_or(CardError::NotFound("card"))?;
+        card_view(&row)
+    }
+
+    /// The partner's cards, newest first, optionally of one wallet and in one status.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        wallet: Option<WalletId>,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<CardId>,
+    ) -> Result<Page<Card>, CardError> {
+        let Some(partner) = principal.partner_id else {
+            return Ok(Page::from_rows(Vec::new(), limit, |c: &Card| c.id.to_string()));
+        };
+        if let Some(s) = status
+            && !["active", "inactive", "frozen", "canceled"].contains(&s)
+        {
+            return Err(CardError::validation(
+                "status",
+                "must be active, inactive, frozen or canceled",
+            ));
+        }
+        let mut conn = self.db().conn().await?;
+        let rows = store::list_cards(
+            &mut conn,
+            partner.uuid(),
+            wallet.map(|w| w.uuid()),
+            status,
+            cursor.map(|c| c.uuid()),
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let cards = rows.iter().map(card_view).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(cards, limit, |c: &Card| c.id.to_string()))
+    }
+
+    /// Activates, freezes, unfreezes or cancels a card, keeping who and why, with its event.
+    pub async fn change(
+        &self,
+        partner: PartnerId,
+        actor: &str,
+        id: CardId,
+        change: Change,
+        reason: &str,
+    ) -> Result<Card, CardError> {
+        let reason = reason_text(reason)?;
+        let this = self.clone();
+        let actor = actor.to_owned();
+        self.db()
+            .in_tx(|tx| {
+                let (this, actor, reason) = (this.clone(), actor.clone(), reason.clone());
+                Box::pin(async move { this.change_in(tx, partner, &actor, id, change, &reason).await })
+            })
+            .await
+    }
+
+    async fn change_in(
+        &self,
+        tx: &mut Tx<'_>,
+        partner: PartnerId,
+        actor: &str,
+        id: CardId,
+        change: Change,
+        reason: &str,
+    ) -> Result<Card, CardError> {
+        let mut row = locked(tx, partner, id).await?;
+        let to = change.apply(&row.status)?;
+        let cancel_reason = match change {
+            Change::Cancel(why) => Some(why.as_str()),
+            _ => None,
+        };
+        let now = now();
+        store::set_status(tx.conn(), row.id, to, cancel_reason, now).await?;
+        store::insert_status_change(
+            tx.conn(),
+            &StatusChangeRow {
+                card_id: row.id,
+                from_status: Some(&row.status),
+                to_status: to,
+                reason,
+                actor,
+                created_at: now,
+            },
+        )
+        .await?;
+        row.status = to.to_owned();
+        row.cancel_reason = cancel_reason.map(str::to_owned);
+        row.updated_at = now;
+        let card = card_view(&row)?;
+        self.announce(tx, partner, change.event(), &card).await?;
+        Ok(card)
+    }
+
+    /// Replaces a card: a new number on the same wallet with the same controls, and the old
+    /// card canceled, in one transaction (`card.replaced`, then the new card's `card.created`).
+    pub async fn replace(
+        &self,
+        partner: PartnerId,
+        actor: &str,
+        id: CardId,
+        reason: CancelReason,
+        claim: Option<Claim>,
+    ) -> Result<RevealedCard, CardError> {
+        let old = {
+            let mut conn = self.db().conn().await?;
+            store::find_card(&mut conn, id.uuid())
+                .await?
+                .filter(|r| r.partner_id == partner.uuid())
+                .ok_or(CardError::NotFound("card"))?
+        };
+        if old.status == "canceled" {
+            return Err(CardError::Canceled);
+        }
+        let currency = Currency::parse(&old.currency)
+            .map_err(|e| CardError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
+        let controls = stored_controls(&old, currency, self.inner.categories)?;
+        let kind = if old.kind == "physical" { "physical" } else { "virtual" };
+        let issued = self
+            .new_card(
+                partner,
+                WalletId::from_uuid(old.wallet_id),
+                CustomerId::from_uuid(old.customer_id),
+                currency,
+                kind,
+                old.cardholder_name.clone(),
+                &controls,
+                Some(id),
+            )
+            .await?;
+        let this = self.clone();
+        let actor = actor.to_owned();
+        let (row, vault, answer) = (issued.row.clone(), issued.vault.clone(), issued.answer.clone());
+        self.db()
+            .in_tx(|tx| {
+                let (this, actor, claim) = (this.clone(), actor.clone(), claim.clone());
+                let (row, vault, answer) = (row.clone(), vault.clone(), answer.clone());
+                Box::pin(async move {
+                    let old = this
+                        .change_in(tx, partner, &actor, id, Change::Cancel(reason), "replaced")
+                        .await?;
+                    this.insert_card(tx, &row, &vault, &actor, "replacement").await?;
+                    let data = json!({ "card": old, "replacement": answer.card });
+                    this.inner
+                        .outbox
+                        .record_event(
+                            tx,
+                            NewEvent {
+                                partner_id: Some(partner),
+                                event_type: "card.replaced".to_owned(),
+                                data,
+                            },
+                        )
+                        .await?;
+                    this.announce(tx, partner, "card.created", &answer.card).await?;
+                    this.email_issued(tx, partner, &answer.card).await?;
+                    complete(tx, claim.as_ref(), StatusCode::CREATED, &answer.card).await?;
+                    Ok::<_, CardError>(())
+                })
+            })
+            .await?;
+        Ok(issued.answer)
+    }
+
+    /// Replaces a card's controls.
+    pub async fn set_controls(
+        &self,
+        partner: PartnerId,
+        actor: &str,
+        id: CardId,
+        request: ControlsRequest,
+    ) -> Result<Card, CardError> {
+        let this = self.clone();
+        let actor = actor.to_owned();
+        let request = Arc::new(request);
+        self.db()
+            .in_tx(|tx| {
+                let (this, actor, request) = (this.clone(), actor.clone(), request.clone());
+                Box::pin(async move {
+                    let mut row = locked(tx, partner, id).await?;
+                    if row.status == "canceled" {
+                        return Err(CardError::Canceled);
+                    }
+                    let currency = Currency::parse(&row.currency).map_err(|e| {
+                        CardError::Internal(anyhow::anyhow!("stored currency: {e}"))
+                    })?;
+                    let controls = request.validate(currency, this.inner.categories, "")?;
+                    let view = serde_json::to_value(controls.view()).map_err(|e| {
+                        CardError::Internal(anyhow::anyhow!("controls view: {e}"))
+                    })?;
+                    let now = now();
+                    store::set_controls(tx.conn(), row.id, &view, now).await?;
+                    store::insert_status_change(
+                        tx.conn(),
+                        &StatusChangeRow {
+                            card_id: row.id,
+                            from_status: Some(&row.status),
+                            to_status: &row.status,
+                            reason: "controls changed",
+                            actor: &actor,
+                            created_at: now,
+                        },
+                    )
+                    .await?;
+                    row.controls = view;
+                    row.updated_at = now;
+                    let card = card_view(&row)?;
+                    this.announce(tx, partner, "card.updated", &card).await?;
+                    Ok(card)
+                })
+            })
+            .await
+    }
+
+    /// The card's number and CVC, audited (who, when, which request) and limited per card
+    /// (`cards.reveals_per_hour`). A canceled card's number is not shown.
+    pub async fn reveal(
+        &self,
+        partner: PartnerId,
+        actor: &str,
+        id: CardId,
+        request_id: Option<&str>,
+        claim: Option<Claim>,
+    ) -> Result<RevealedCard, CardError> {
+        let this = self.clone();
+        let actor = actor.to_owned();
+        let request_id = request_id.map(str::to_owned);
+        self.db()
+            .in_tx(|tx| {
+                let (this, actor, request_id, claim) =
+                    (this.clone(), actor.clone(), request_id.clone(), claim.clone());
+                Box::pin(async move {
+                    let row = locked(tx, partner, id).await?;
+                    if row.status == "canceled" {
+                        return Err(CardError::Canceled);
+                    }
+                    let now = now();
+                    let hour_ago = now - chrono::Duration::hours(1);
+                    let recent = store::reveals_since(tx.conn(), row.id, hour_ago).await?;
+                    if recent >= i64::from(this.inner.settings.reveals_per_hour) {
+                        return Err(CardError::RevealsExhausted(3600));
+                    }
+                    store::insert_reveal(
+                        tx.conn(),
+                        &RevealRow {
+                            card_id: row.id,
+                            partner_id: partner.uuid(),
+                            actor: &actor,
+                            request_id: request_id.as_deref(),
+                            created_at: now,
+                        },
+                    )
+                    .await?;
+                    let sealed = store::find_vault(tx.conn(), row.id)
+                        .await?
+                        .ok_or_else(|| CardError::Internal(anyhow::anyhow!("a card without its number")))?;
+                    let plain = this.inner.vault.open(&pan_context(row.id), &sealed.pan_enc)?;
+                    let pan = Pan::parse(&plain)
+                        .map_err(|e| CardError::Internal(anyhow::anyhow!("a stored number: {e}")))?;
+                    let expiry = expiry_of(&row)?;
+                    let cvc = this.inner.cvc.derive(&pan, expiry);
+                    let card = card_view(&row)?;
+                    complete(tx, claim.as_ref(), StatusCode::OK, &card).await?;
+                    tracing::info!(card.id = %id, actor = %actor, "card number revealed");
+                    Ok(RevealedCard {
+                        card,
+                        pan: pan.expose().to_owned(),
+                        cvc: cvc.expose().to_owned(),
+                    })
+                })
+            })
+            .await
+    }
+
+    /// Re-seals every card number sealed under a key other than the active one (after a key
+    /// rotation); the count re-sealed.
+    pub async fn reencrypt(&self) -> Result<usize, CardError> {
+        let mut after = None;
+        let mut resealed = 0;
+        loop {
+            let mut conn = self.db().conn().await?;
+            let page = store::vault_after(&mut conn, after, 500).await?;
+            let Some(last) = page.last() else {
+                return Ok(resealed);
+            };
+            after = Some(last.card_id);
+            for row in page.iter().filter(|r| self.inner.vault.is_stale(&r.pan_enc)) {
+                let context = pan_context(row.card_id);
+                let plain = self.inner.vault.open(&context, &row.pan_enc)?;
+                let fresh = self.inner.vault.seal(&context, &plain)?;
+                if store::reseal(&mut conn, row.card_id, &row.pan_enc, &fresh).await? {
+                    resealed += 1;
+                }
+            }
+        }
+    }
+}
+
+/// What issuing a card will store and answer.
+struct Issued {
+    row: CardRow,
+    vault: VaultRow,
+    answer: RevealedCard,
+}
+
+/// The card, locked for the transaction; 404 for another partner's.
+async fn locked(tx: &mut Tx<'_>, partner: PartnerId, id: CardId) -> Result<CardRow, CardError> {
+    store::lock_card(tx.conn(), id.uuid())
+        .await?
+        .filter(|r| r.partner_id == partner.uuid())
+        .ok_or(CardError::NotFound("card"))
+}
+
+/// Stores the answer a retry of this request replays: the card, never its number.
+async fn complete(
+    tx: &mut Tx<'_>,
+    claim: Option<&Claim>,
+    status: StatusCode,
+    card: &Card,
+) -> Result<(), CardError> {
+    if let Some(claim) = claim {
+        let body = serde_json::to_vec(card)
+            .map_err(|e| CardError::Internal(anyhow::anyhow!("the stored answer: {e}")))?;
+        claim.complete_in(tx, status, &body).await?;
+    }
+    Ok(())
+}
+
+/// The associated data a card's sealed number is bound to: the number of one card never
+/// opens as another's.
+fn pan_context(card: Uuid) -> String {
+    format!("card.pan:{card}")
+}
+
+fn brand_of(bin: &Bin) -> &'static str {
+    match bin.as_str().as_bytes().first() {
+        Some(b'2' | b'5') => "mastercard",
+        _ => "visa",
+    }
+}
+
+/// The last day a card with `expiry` works: the end of its expiry month.
+fn last_day(expiry: Expiry) -> NaiveDate {
+    expiry.valid_until().date_naive()
+}
+
+fn expiry_of(row: &CardRow) -> Result<Expiry, CardError> {
+    let month = u8::try_from(row.expires_on.month()).unwrap_or(0);
+    let year = u16::try_from(row.expires_on.year()).unwrap_or(0);
+    Expiry::new(month, year).map_err(|e| CardError::Internal(anyhow::anyhow!("stored expiry: {e}")))
+}
+
+/// The typed controls of a stored card (stored as their view, which reads as a request).
+fn stored_controls(
+    row: &CardRow,
+    currency: Currency,
+    categories: &CategoryTable,
+) -> Result<Controls, CardError> {
+    let request: ControlsRequest = serde_json::from_value(row.controls.clone())
+        .map_err(|e| CardError::Internal(anyhow::anyhow!("stored controls: {e}")))?;
+    request
+        .validate(currency, categories, "controls")
+        .map_err(|e| CardError::Internal(anyhow::anyhow!("stored controls: {e}")))
+}
+
+fn card_view(row: &CardRow) -> Result<Card, CardError> {
+    let expiry = expiry_of(row)?;
+    Ok(Card {
+        id: CardId::from_uuid(row.id),
+        wallet_id: WalletId::from_uuid(row.wallet_id),
+        customer_id: CustomerId::from_uuid(row.customer_id),
+        kind: row.kind.clone(),
+        status: row.status.clone(),
+        cancel_reason: row.cancel_reason.clone(),
+        cardholder_name: row.cardholder_name.clone(),
+        brand: row.brand.clone(),
+        last4: row.last4.clone(),
+        exp_month: expiry.month(),
+        exp_year: expiry.year(),
+        currency: row.currency.clone(),
+        controls: row.controls.clone(),
+        replaces: row.replaces.map(CardId::from_uuid),
+        created: row.created_at,
+    })
+}
+
+/// A name as embossed: 1-26 characters, letters (any script), spaces and `.-'`.
+fn cardholder_name(raw: &str) -> Result<String, CardError> {
+    let name = raw.trim();
+    let ok = (1..=26).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_alphabetic() || matches!(c, ' ' | '.' | '-' | '\''));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(CardError::validation(
+            "cardholder_name",
+            "must be 1-26 letters, spaces and .-'",
+        ))
+    }
+}
+
+/// A reason as kept with a change: 1-500 printable characters.
+fn reason_text(raw: &str) -> Result<String, CardError> {
+    let reason = raw.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(CardError::validation(
+            "reason",
+            "must be 1-500 printable characters",
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+fn now() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_changes_follow_the_lifecycle_and_canceling_is_final() {
+        assert_eq!(Change::Activate.apply("inactive").unwrap(), "active");
+        assert_eq!(Change::Freeze.apply("active").unwrap(), "frozen");
+        assert_eq!(Change::Unfreeze.apply("frozen").unwrap(), "active");
+        for from in ["active", "inactive", "frozen"] {
+            assert_eq!(
+                Change::Cancel(CancelReason::Lost).apply(from).unwrap(),
+                "canceled"
+            );
+        }
+        for change in [
+            Change::Activate,
+            Change::Freeze,
+            Change::Unfreeze,
+            Change::Cancel(CancelReason::Stolen),
+        ] {
+            assert!(matches!(change.apply("canceled"), Err(CardError::Canceled)));
+        }
+        assert!(matches!(
+            Change::Activate.apply("active"),
+            Err(CardError::WrongState(..))
+        ));
+        assert!(matches!(
+            Change::Freeze.apply("inactive"),
+            Err(CardError::WrongState(..))
+        ));
+        assert!(matches!(
+            Change::Unfreeze.apply("active"),
+            Err(CardError::WrongState(..))
+        ));
+    }
+
+    #[test]
+    fn names_and_reasons_are_checked_before_anything_is_stored() {
+        assert_eq!(cardholder_name(" Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(cardholder_name("Zoë O'Brien-Núñez").unwrap(), "Zoë O'Brien-Núñez");
+        for bad in ["", "   ", "A\0B", "Robert'); DROP", "x".repeat(27).as_str(), "4242"] {
+            assert!(cardholder_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(reason_text("lost at the airport").is_ok());
+        for bad in ["", "a\nb", "nul\0", "r".repeat(501).as_str()] {
+            assert!(reason_text(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_card_number_is_bound_to_its_card() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_ne!(pan_context(a), pan_context(b));
+    }
+}
