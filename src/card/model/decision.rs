@@ -1,0 +1,930 @@
+//! The authorization decision ladder: whether a card authorization is approved, and if not,
+//! the one decline code and ISO 8583 response code that refused it, with the trail of every
+//! rule it went through. Pure: the service looks everything up first ([`Facts`]) and records
+//! what this returns.
+//!
+//! # Precedence
+//!
+//! Rules are checked in this order; the first that fails decides (TigerBeetle's ladder of
+//! result codes, written as early returns):
+//!
+//! | # | rule | fails when | decline code | ISO 8583 |
+//! |---|------|------------|--------------|----------|
+//! | 1 | `card` | no card has the PAN | `card_not_found` | 14 |
+//! | 2 | `expiry` | the presented expiry is not the card's, or has passed | `card_expired` | 54 |
+//! | 3 | `cvc` | a presented CVC is wrong (an absent one is not checked) | `cvc_mismatch` | 82 |
+//! | 4 | `card_state` | inactive; frozen; canceled; reported lost or stolen | `card_inactive`; `card_frozen`; `card_canceled`; `card_canceled` | 78; 62; 62; 43 |
+//! | 5 | `wallet_state` | the wallet is closed, or frozen for debits | `wallet_frozen` | 62 |
+//! | 6 | `kyc_tier` | the customer's KYC tier does not allow cards | `kyc_required` | 57 |
+//! | 7 | `controls.enabled` | the card's controls disable it | `card_disabled` | 57 |
+//! | 8 | `controls.category` | the MCC is blocked, or not allowed | `merchant_category_blocked` | 57 |
+//! | 9 | `controls.country` | the merchant country is blocked, or not allowed | `country_blocked` | 57 |
+//! | 10 | `currency` | the authorization's currency is not the card's (the wallet's) | `currency_not_supported` | 57 |
+//! | 11-16 | `limits.per_authorization`, `limits.daily`, `.weekly`, `.monthly`, `.yearly`, `.lifetime` | the amount, or spent in the window plus the amount, exceeds the limit | `limit_exceeded` | 61 |
+//! | 17 | `limits.daily_count` | today's approved count plus this one exceeds the limit | `velocity_exceeded` | 65 |
+//! | 18 | `kyc_limits` | the customer's tier limits, shared with payments, would be exceeded | `limit_exceeded` | 61 |
+//! | 19 | `risk` | the risk check declines | `fraud_suspected` | 59 |
+//! | 20 | `partner` | the partner's real-time decision declines (or its fallback does) | `partner_declined` | 05 |
+//! | 21 | `funds` | the wallet's available balance cannot cover the hold | `insufficient_funds` | 51 |
+//!
+//! # Two phases, and funds
+//!
+//! The partner must never be asked about an authorization Flowlet already declined, so the
+//! ladder is split: [`pre_partner`] runs rules 1-19 and either declines or returns a
+//! [`Trail`], which only it can make; [`with_partner`] takes that trail and the partner's
+//! answer (or [`PartnerDecision::NotAsked`] when the partner has no decision endpoint) and
+//! runs rule 20. An approval from the ladder means "approve pending funds": rule 21 is the
+//! ledger's, decided atomically with the hold, and [`Decision::with_funds`] records its
+//! result.
+//!
+//! # The trail
+//!
+//! The trail lists every rule evaluated, in order, up to and including the deciding one;
+//! rules after a decline are not evaluated and are left out. A rule that does not apply (no
+//! CVC presented, no such limit set, no list set, no partner endpoint) is in the trail as
+//! `skipped`, so an approval's trail always names all 20 rules (21 once funds are known).
+//! Details are for people: they name amounts, codes and countries, never a PAN or CVC.
+
+use std::fmt;
+
+use iso_country::Country;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::categories::Mcc;
+use super::controls::{Controls, Screen, Window};
+use super::pan::{CvcCheck, ExpiryCheck};
+use crate::platform::money::{Currency, Money};
+use crate::wallet::{FreezeMode, WalletStatus};
+
+/// The approval response code.
+pub const APPROVED: &str = "00";
+
+/// Longest partner- or risk-supplied reason kept in a trail detail, in characters.
+const MAX_REASON_CHARS: usize = 200;
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+// ---------------------------------------------------------------------------------------------
+
+/// Why a card was canceled; canceled is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// Closed by the partner or the customer.
+    Canceled,
+    /// Reported lost.
+    Lost,
+    /// Reported stolen.
+    Stolen,
+}
+
+impl CancelReason {
+    /// Parses the `reason` of `POST /v1/cards/{id}/cancel` (and a stored reason).
+    pub fn parse(value: &str) -> Option<CancelReason> {
+        match value {
+            "canceled" => Some(Self::Canceled),
+            "lost" => Some(Self::Lost),
+            "stolen" => Some(Self::Stolen),
+            _ => None,
+        }
+    }
+
+    /// The stable name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canceled => "canceled",
+            Self::Lost => "lost",
+            Self::Stolen => "stolen",
+        }
+    }
+}
+
+/// A card's state as the ladder needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardState {
+    /// Usable.
+    Active,
+    /// A physical card not yet activated.
+    Inactive,
+    /// Frozen by the partner or the customer; unfreezing makes it usable again.
+    Frozen,
+    /// Canceled for good, with the reason.
+    Canceled(CancelReason),
+}
+
+/// The merchant of an authorization, as the network sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merchant {
+    /// Its merchant category code.
+    pub mcc: Mcc,
+    /// Its country (ISO 3166-1).
+    pub country: Country,
+}
+
+/// What the card has already spent, in the card's currency, in each window containing now
+/// ([`super::controls::window_start`]): approved authorizations still held or captured, less
+/// what reversals and expiries gave back. Refunds do not restore limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spend {
+    /// Spent today (UTC).
+    pub day: Money,
+    /// Spent this ISO week.
+    pub week: Money,
+    /// Spent this calendar month.
+    pub month: Money,
+    /// Spent this calendar year.
+    pub year: Money,
+    /// Spent since the card was issued.
+    pub lifetime: Money,
+    /// Authorizations approved today (UTC).
+    pub count_today: u32,
+}
+
+impl Spend {
+    /// Nothing spent yet, in `currency`.
+    pub fn zero(currency: Currency) -> Spend {
+        let zero = Money::zero(currency);
+        Spend {
+            day: zero,
+            week: zero,
+            month: zero,
+            year: zero,
+            lifetime: zero,
+            count_today: 0,
+        }
+    }
+
+    /// What was spent in `window`.
+    pub fn in_window(&self, window: Window) -> Money {
+        match window {
+            Window::Day => self.day,
+            Window::Week => self.week,
+            Window::Month => self.month,
+            Window::Year => self.year,
+            Window::Lifetime => self.lifetime,
+        }
+    }
+}
+
+/// The KYC module's verdict on the customer's tier limits, which card spend shares with
+/// payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierLimits {
+    /// The authorization fits the tier's limits.
+    Within,
+    /// It would exceed them.
+    Exceeded,
+}
+
+/// The risk check's verdict (the AML/fraud module plugs in here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RiskVerdict {
+    /// Nothing suspicious.
+    Allow,
+    /// Suspected fraud; `reason` goes into the trail (bounded), never to the network.
+    Decline {
+        /// Why, for the partner reading the trail.
+        reason: String,
+    },
+}
+
+/// What applies when the partner's decision endpoint does not answer in time or fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Approve as if the partner had.
+    Approve,
+    /// Decline as if the partner had.
+    Decline,
+}
+
+/// The partner's real-time decision on an authorization that passed Flowlet's own rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartnerDecision {
+    /// The partner has no decision endpoint: nothing to ask.
+    NotAsked,
+    /// The partner approved.
+    Approved,
+    /// The partner declined, optionally saying why.
+    Declined {
+        /// The partner's `reason`, kept bounded in the trail.
+        reason: Option<String>,
+    },
+    /// No answer within `cards.decision_timeout_ms`: the partner's fallback applies.
+    TimedOut(Fallback),
+    /// The call failed (connection, status, malformed or unsigned answer): the fallback
+    /// applies.
+    Failed(Fallback),
+}
+
+/// What the service knows about a card it found by the PAN.
+#[derive(Debug, Clone)]
+pub struct CardFacts<'a> {
+    /// The presented expiry against the card's ([`super::pan::Expiry::check`]).
+    pub expiry: ExpiryCheck,
+    /// The presented CVC, if any, against the card's ([`super::pan::CvcKey::check`]).
+    pub cvc: CvcCheck,
+    /// The card's state.
+    pub state: CardState,
+    /// The wallet's status.
+    pub wallet_status: WalletStatus,
+    /// What a frozen wallet's freeze blocks (`None` when not frozen). A wallet frozen for
+    /// credits only still pays by card.
+    pub wallet_freeze: Option<FreezeMode>,
+    /// Whether the customer's KYC tier allows cards.
+    pub kyc_allows_cards: bool,
+    /// The card's controls.
+    pub controls: &'a Controls,
+    /// The card's currency, which is its wallet's.
+    pub currency: Currency,
+    /// What the card has spent in each window, in its currency.
+    pub spend: Spend,
+    /// The customer's tier limits, with this authorization added.
+    pub tier_limits: TierLimits,
+    /// The risk check's verdict.
+    pub risk: RiskVerdict,
+}
+
+/// Everything the ladder decides on.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// The card the PAN names, or `None` when no card has it.
+    pub card: Option<CardFacts<'a>>,
+    /// The amount asked for, in the authorization's currency. Positive, or zero for an
+    /// account verification (validated at the edge).
+    pub amount: Money,
+    /// The merchant.
+    pub merchant: Merchant,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+// ---------------------------------------------------------------------------------------------
+
+/// Why an authorization was declined (API.md "Cards"); stable, partners branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclineCode {
+    /// No card has the PAN (14).
+    CardNotFound,
+    /// The presented expiry is not the card's, or the card has expired (54).
+    CardExpired,
+    /// The presented CVC is wrong (82).
+    CvcMismatch,
+    /// A physical card not yet activated (78).
+    CardInactive,
+    /// The card is frozen (62).
+    CardFrozen,
+    /// The card is canceled (62), or was reported lost or stolen (43).
+    CardCanceled,
+    /// The card's wallet is frozen for debits or closed (62).
+    WalletFrozen,
+    /// The customer's KYC tier does not allow cards (57).
+    KycRequired,
+    /// The card's controls disable it (57).
+    CardDisabled,
+    /// The merchant's category is blocked or not allowed (57).
+    MerchantCategoryBlocked,
+    /// The merchant's country is blocked or not allowed (57).
+    CountryBlocked,
+    /// The authorization is not in the card's currency (57).
+    CurrencyNotSupported,
+    /// A spending limit of the card, or of the customer's KYC tier, would be exceeded (61).
+    LimitExceeded,
+    /// The card's daily count of authorizations would be exceeded (65).
+    VelocityExceeded,
+    /// The risk check declined (59).
+    FraudSuspected,
+    /// The partner's real-time decision, or its fallback, declined (05).
+    PartnerDeclined,
+    /// The wallet's available balance does not cover the hold (51).
+    InsufficientFunds,
+}
+
+impl DeclineCode {
+    /// Every code, in the order of the ladder's rungs.
+    pub const ALL: [DeclineCode; 17] = [
+        Self::CardNotFound,
+        Self::CardExpired,
+        Self::CvcMismatch,
+        Self::CardInactive,
+        Self::CardFrozen,
+        Self::CardCanceled,
+        Self::WalletFrozen,
+        Self::KycRequired,
+        Self::CardDisabled,
+        Self::MerchantCategoryBlocked,
+        Self::CountryBlocked,
+        Self::CurrencyNotSupported,
+        Self::LimitExceeded,
+        Self::VelocityExceeded,
+        Self::FraudSuspected,
+        Self::PartnerDeclined,
+        Self::InsufficientFunds,
+    ];
+
+    /// The stable snake_case code, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CardNotFound => "card_not_found",
+            Self::CardExpired => "card_expired",
+            Self::CvcMismatch => "cvc_mismatch",
+            Self::CardInactive => "card_inactive",
+            Self::CardFrozen => "card_frozen",
+            Self::CardCanceled => "card_canceled",
+            Self::WalletFrozen => "wallet_frozen",
+            Self::KycRequired => "kyc_required",
+            Self::CardDisabled => "card_disabled",
+            Self::MerchantCategoryBlocked => "merchant_category_blocked",
+            Self::CountryBlocked => "country_blocked",
+            Self::CurrencyNotSupported => "currency_not_supported",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::VelocityExceeded => "velocity_exceeded",
+            Self::FraudSuspected => "fraud_suspected",
+            Self::PartnerDeclined => "partner_declined",
+            Self::InsufficientFunds => "insufficient_funds",
+        }
+    }
+
+    /// Parses a stored code.
+    pub fn parse(value: &str) -> Option<DeclineCode> {
+        Self::ALL.into_iter().find(|code| code.as_str() == value)
+    }
+}
+
+impl fmt::Display for DeclineCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rule of the ladder, named as the trail shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum Rule {
+    /// 1: a card has the PAN.
+    #[serde(rename = "card")]
+    Card,
+    /// 2: the presented expiry.
+    #[serde(rename = "expiry")]
+    Expiry,
+    /// 3: the presented CVC.
+    #[serde(rename = "cvc")]
+    Cvc,
+    /// 4: the card's state.
+    #[serde(rename = "card_state")]
+    CardState,
+    /// 5: the wallet's state.
+    #[serde(rename = "wallet_state")]
+    WalletState,
+    /// 6: the KYC tier allows cards.
+    #[serde(rename = "kyc_tier")]
+    KycTier,
+    /// 7: the controls enable the card.
+    #[serde(rename = "controls.enabled")]
+    ControlsEnabled,
+    /// 8: the merchant category controls.
+    #[serde(rename = "controls.category")]
+    ControlsCategory,
+    /// 9: the merchant country controls.
+    #[serde(rename = "controls.country")]
+    ControlsCountry,
+    /// 10: the card's currency.
+    #[serde(rename = "currency")]
+    Currency,
+    /// 11: the per-authorization limit.
+    #[serde(rename = "limits.per_authorization")]
+    LimitPerAuthorization,
+    /// 12: the daily limit.
+    #[serde(rename = "limits.daily")]
+    LimitDaily,
+    /// 13: the weekly limit.
+    #[serde(rename = "limits.weekly")]
+    LimitWeekly,
+    /// 14: the monthly limit.
+    #[serde(rename = "limits.monthly")]
+    LimitMonthly,
+    /// 15: the yearly limit.
+    #[serde(rename = "limits.yearly")]
+    LimitYearly,
+    /// 16: the lifetime limit.
+    #[serde(rename = "limits.lifetime")]
+    LimitLifetime,
+    /// 17: the daily count of authorizations.
+    #[serde(rename = "limits.daily_count")]
+    LimitDailyCount,
+    /// 18: the KYC tier's limits.
+    #[serde(rename = "kyc_limits")]
+    KycLimits,
+    /// 19: the risk check.
+    #[serde(rename = "risk")]
+    Risk,
+    /// 20: the partner's real-time decision.
+    #[serde(rename = "partner")]
+    Partner,
+    #[serde(rename = "funds")]
+    Funds,
+}
+
+impl Rule {
+    /// Every rule, in the order the ladder checks them.
+    pub const ALL: [Rule; 21] = [
+        Self::Card,
+        Self::Expiry,
+        Self::Cvc,
+        Self::CardState,
+        Self::WalletState,
+        Self::KycTier,
+        Self::ControlsEnabled,
+        Self::ControlsCategory,
+        Self::ControlsCountry,
+        Self::Currency,
+        Self::LimitPerAuthorization,
+        Self::LimitDaily,
+        Self::LimitWeekly,
+        Self::LimitMonthly,
+        Self::LimitYearly,
+        Self::LimitLifetime,
+        Self::LimitDailyCount,
+        Self::KycLimits,
+        Self::Risk,
+        Self::Partner,
+        Self::Funds,
+    ];
+
+    /// The name in the trail (`limits.daily`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::Expiry => "expiry",
+            Self::Cvc => "cvc",
+            Self::CardState => "card_state",
+            Self::WalletState => "wallet_state",
+            Self::KycTier => "kyc_tier",
+            Self::ControlsEnabled => "controls.enabled",
+            Self::ControlsCategory => "controls.category",
+            Self::ControlsCountry => "controls.country",
+            Self::Currency => "currency",
+            Self::LimitPerAuthorization => "limits.per_authorization",
+            Self::LimitDaily => "limits.daily",
+            Self::LimitWeekly => "limits.weekly",
+            Self::LimitMonthly => "limits.monthly",
+            Self::LimitYearly => "limits.yearly",
+            Self::LimitLifetime => "limits.lifetime",
+            Self::LimitDailyCount => "limits.daily_count",
+            Self::KycLimits => "kyc_limits",
+            Self::Risk => "risk",
+            Self::Partner => "partner",
+            Self::Funds => "funds",
+        }
+    }
+
+    /// The limit rule of `window`.
+    fn of_window(window: Window) -> Rule {
+        match window {
+            Window::Day => Self::LimitDaily,
+            Window::Week => Self::LimitWeekly,
+            Window::Month => Self::LimitMonthly,
+            Window::Year => Self::LimitYearly,
+            Window::Lifetime => Self::LimitLifetime,
+        }
+    }
+}
+
+/// How one rule came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The rule was checked and held.
+    Pass,
+    /// The rule was checked and failed: it decided the decline.
+    Fail,
+    /// The rule did not apply (nothing configured, nothing presented).
+    Skipped,
+}
+
+/// One rule of a decision's trail and how it came out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrailStep {
+    /// The rule.
+    pub rule: Rule,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// What was compared, for people (`spent 480.00 + 30.00 > daily limit 500.00`).
+    pub detail: String,
+}
+
+/// The trail of an authorization that passed every rule before the partner's; only
+/// [`pre_partner`] makes one, so [`with_partner`] cannot run on a declined authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trail {
+    steps: Vec<TrailStep>,
+}
+
+impl Trail {
+    /// The rules so far (e.g. to send along to the partner's decision endpoint).
+    pub fn steps(&self) -> &[TrailStep] {
+        &self.steps
+    }
+}
+
+/// The ladder's verdict.
+///
+/// Invariant: `approved` exactly when `decline_code` is `None`, and then `response_code` is
+/// `"00"`; the trail ends with the deciding rule (a `fail` for a decline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Approved (pending funds until [`Decision::with_funds`] says otherwise).
+    pub approved: bool,
+    /// Why it was declined.
+    pub decline_code: Option<DeclineCode>,
+    /// The ISO 8583 response code sent to the network (`"00"`, `"51"`, ...).
+    pub response_code: &'static str,
+    /// Every rule evaluated, in order.
+    pub trail: Vec<TrailStep>,
+}
+
+impl Decision {
+    /// Records the ledger's answer on an approval: `held` when the hold was placed (the
+    /// approval stands), otherwise a decline for insufficient funds (51). A decline is
+    /// returned unchanged: the ledger is never asked for one.
+    pub fn with_funds(mut self, held: bool) -> Decision {
+        if !self.approved {
+            return self;
+        }
+        if held {
+            self.trail.push(step(
+                Rule::Funds,
+                Outcome::Pass,
+                "the hold was placed on the wallet",
+            ));
+            self
+        } else {
+            let mut ladder = Ladder { steps: self.trail };
+            ladder.fail(
+                Rule::Funds,
+                "the wallet's available balance does not cover the amount",
+                DeclineCode::InsufficientFunds,
+                "51",
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ladder
+// ---------------------------------------------------------------------------------------------
+
+fn step(rule: Rule, outcome: Outcome, detail: impl Into<String>) -> TrailStep {
+    TrailStep {
+        rule,
+        outcome,
+        detail: detail.into(),
+    }
+}
+
+/// The trail being built.
+struct Ladder {
+    steps: Vec<TrailStep>,
+}
+
+impl Ladder {
+    fn pass(&mut self, rule: Rule, detail: impl Into<String>) {
+        self.steps.push(step(rule, Outcome::Pass, detail));
+    }
+
+    fn skip(&mut self, rule: Rule, detail: impl Into<String>) {
+        self.steps.push(step(rule, Outcome::Skipped, detail));
+    }
+
+    /// Ends the ladder on `rule` with a decline.
+    fn fail(
+        &mut self,
+        rule: Rule,
+        detail: impl Into<String>,
+        code: DeclineCode,
+        response_code: &'static str,
+    ) -> Decision {
+        self.steps.push(step(rule, Outcome::Fail, detail));
+        Decision {
+            approved: false,
+            decline_code: Some(code),
+            response_code,
+            trail: std::mem::take(&mut self.steps),
+        }
+    }
+}
+
+/// Rules 1-19 (see the module docs): a decline, or the trail of an authorization the partner
+/// may now be asked about.
+pub fn pre_partner(facts: &Facts<'_>) -> Result<Trail, Decision> {
+    let mut ladder = Ladder { steps: Vec::new() };
+    let Some(card) = &facts.card else {
+        return Err(ladder.fail(
+            Rule::Card,
+            "no card has this card number",
+            DeclineCode::CardNotFound,
+            "14",
+        ));
+    };
+    ladder.pass(Rule::Card, "card found");
+
+    match card.expiry {
+        ExpiryCheck::Valid => ladder.pass(Rule::Expiry, "the card's expiry, not passed"),
+        ExpiryCheck::Mismatch => {
+            return Err(ladder.fail(
+                Rule::Expiry,
+                "the presented expiry is not the card's",
+                DeclineCode::CardExpired,
+                "54",
+            ));
+        }
+        ExpiryCheck::Expired => {
+            return Err(ladder.fail(
+                Rule::Expiry,
+                "the card has expired",
+                DeclineCode::CardExpired,
+                "54",
+            ));
+        }
+    }
+
+    match card.cvc {
+        CvcCheck::NotPresented => ladder.skip(Rule::Cvc, "no CVC presented"),
+        CvcCheck::Matches => ladder.pass(Rule::Cvc, "the CVC matches"),
+        CvcCheck::Mismatch => {
+            return Err(ladder.fail(
+                Rule::Cvc,
+                "the presented CVC is wrong",
+                DeclineCode::CvcMismatch,
+                "82",
+            ));
+        }
+    }
+
+    let state = match card.state {
+        CardState::Active => None,
+        CardState::Inactive => Some(("the card is not activated", DeclineCode::CardInactive, "78")),
+        CardState::Frozen => Some(("the card is frozen", DeclineCode::CardFrozen, "62")),
+        CardState::Canceled(CancelReason::Canceled) => {
+            Some(("the card is canceled", DeclineCode::CardCanceled, "62"))
+        }
+        CardState::Canceled(CancelReason::Lost) => Some((
+            "the card was reported lost",
+            DeclineCode::CardCanceled,
+            "43",
+        )),
+        CardState::Canceled(CancelReason::Stolen) => Some((
+            "the card was reported stolen",
+            DeclineCode::CardCanceled,
+            "43",
+        )),
+    };
+    if let Some((detail, code, response)) = state {
+        return Err(ladder.fail(Rule::CardState, detail, code, response));
+    }
+    ladder.pass(Rule::CardState, "the card is active");
+
+    let wallet_blocked = match (card.wallet_status, card.wallet_freeze) {
+        (WalletStatus::Active, _) => None,
+        (WalletStatus::Closed, _) => Some("the wallet is closed"),
+        (WalletStatus::Frozen, Some(FreezeMode::Credits)) => None,
+        (WalletStatus::Frozen, _) => Some("the wallet is frozen"),
+    };
+    if let Some(detail) = wallet_blocked {
+        return Err(ladder.fail(Rule::WalletState, detail, DeclineCode::WalletFrozen, "62"));
+    }
+    if card.wallet_status == WalletStatus::Frozen {
+        ladder.pass(Rule::WalletState, "the wallet is frozen for credits only");
+    } else {
+        ladder.pass(Rule::WalletState, "the wallet is active");
+    }
+
+    if !card.kyc_allows_cards {
+        return Err(ladder.fail(
+            Rule::KycTier,
+            "the customer's KYC tier does not allow cards",
+            DeclineCode::KycRequired,
+            "57",
+        ));
+    }
+    ladder.pass(Rule::KycTier, "the customer's KYC tier allows cards");
+
+    let controls = card.controls;
+    if !controls.enabled() {
+        return Err(ladder.fail(
+            Rule::ControlsEnabled,
+            "the card's controls disable it",
+            DeclineCode::CardDisabled,
+            "57",
+        ));
+    }
+    ladder.pass(Rule::ControlsEnabled, "enabled");
+
+    match controls.screen_category(facts.merchant.mcc) {
+        Screen::NoRule => ladder.skip(Rule::ControlsCategory, "no category controls"),
+        Screen::Allowed(detail) => ladder.pass(Rule::ControlsCategory, detail),
+        Screen::Blocked(detail) => {
+            return Err(ladder.fail(
+                Rule::ControlsCategory,
+                detail,
+                DeclineCode::MerchantCategoryBlocked,
+                "57",
+            ));
+        }
+    }
+
+    match controls.screen_country(facts.merchant.country) {
+        Screen::NoRule => ladder.skip(Rule::ControlsCountry, "no country controls"),
+        Screen::Allowed(detail) => ladder.pass(Rule::ControlsCountry, detail),
+        Screen::Blocked(detail) => {
+            return Err(ladder.fail(
+                Rule::ControlsCountry,
+                detail,
+                DeclineCode::CountryBlocked,
+                "57",
+            ));
+        }
+    }
+
+    let amount = facts.amount;
+    if amount.currency() != card.currency {
+        return Err(ladder.fail(
+            Rule::Currency,
+            format!(
+                "the authorization is in {}, the card in {}",
+                amount.currency(),
+                card.currency
+            ),
+            DeclineCode::CurrencyNotSupported,
+            "57",
+        ));
+    }
+    ladder.pass(Rule::Currency, card.currency.to_string());
+
+    let limits = controls.limits();
+    match limits.per_authorization() {
+        None => ladder.skip(Rule::LimitPerAuthorization, "no per-authorization limit"),
+        Some(limit) if amount.minor() > limit.minor() => {
+            return Err(ladder.fail(
+                Rule::LimitPerAuthorization,
+                format!("{amount} > per-authorization limit {limit}"),
+                DeclineCode::LimitExceeded,
+                "61",
+            ));
+        }
+        Some(limit) => ladder.pass(
+            Rule::LimitPerAuthorization,
+            format!("{amount} <= per-authorization limit {limit}"),
+        ),
+    }
+
+    for window in Window::ALL {
+        let rule = Rule::of_window(window);
+        let Some(limit) = limits.window(window) else {
+            ladder.skip(rule, format!("no {} limit", window.as_str()));
+            continue;
+        };
+        let spent = card.spend.in_window(window);
+        // A sum that cannot be formed (other currency, overflow) exceeds any limit: the
+        // ladder fails closed.
+        let total = spent.checked_add(amount).ok();
+        match total {
+            Some(total) if total.minor() <= limit.minor() => ladder.pass(
+                rule,
+                format!(
+                    "spent {spent} + {amount} = {total} <= {} limit {limit}",
+                    window.as_str()
+                ),
+            ),
+            _ => {
+                return Err(ladder.fail(
+                    rule,
+                    format!(
+                        "spent {spent} + {amount} > {} limit {limit}",
+                        window.as_str()
+                    ),
+                    DeclineCode::LimitExceeded,
+                    "61",
+                ));
+            }
+        }
+    }
+
+    match limits.daily_count() {
+        None => ladder.skip(Rule::LimitDailyCount, "no daily count limit"),
+        Some(max) => {
+            let count = card.spend.count_today;
+            if count.checked_add(1).is_some_and(|next| next <= max) {
+                ladder.pass(
+                    Rule::LimitDailyCount,
+                    format!("{count} approved today + 1 <= {max}"),
+                );
+            } else {
+                return Err(ladder.fail(
+                    Rule::LimitDailyCount,
+                    format!("{count} approved today + 1 > {max}"),
+                    DeclineCode::VelocityExceeded,
+                    "65",
+                ));
+            }
+        }
+    }
+
+    match card.tier_limits {
+        TierLimits::Within => ladder.pass(Rule::KycLimits, "within the KYC tier's limits"),
+        TierLimits::Exceeded => {
+            return Err(ladder.fail(
+                Rule::KycLimits,
+                "the customer's KYC tier limits would be exceeded",
+                DeclineCode::LimitExceeded,
+                "61",
+            ));
+        }
+    }
+
+    match &card.risk {
+        RiskVerdict::Allow => ladder.pass(Rule::Risk, "no risk found"),
+        RiskVerdict::Decline { reason } => {
+            return Err(ladder.fail(
+                Rule::Risk,
+                format!("declined by the risk check: {}", bounded(reason)),
+                DeclineCode::FraudSuspected,
+                "59",
+            ));
+        }
+    }
+
+    Ok(Trail {
+        steps: ladder.steps,
+    })
+}
+
+/// Rule 20 on an authorization that passed rules 1-19: the partner's decision, or its
+/// fallback. An approval here is "approve pending funds" (see [`Decision::with_funds`]).
+pub fn with_partner(trail: Trail, partner: PartnerDecision) -> Decision {
+    let mut ladder = Ladder { steps: trail.steps };
+    match partner {
+        PartnerDecision::NotAsked => ladder.skip(Rule::Partner, "no partner decision endpoint"),
+        PartnerDecision::Approved => ladder.pass(Rule::Partner, "approved by the partner"),
+        PartnerDecision::Declined { reason } => {
+            let detail = match reason {
+                Some(reason) => format!("declined by the partner: {}", bounded(&reason)),
+                None => "declined by the partner".to_owned(),
+            };
+            return ladder.fail(Rule::Partner, detail, DeclineCode::PartnerDeclined, "05");
+        }
+        PartnerDecision::TimedOut(fallback) => {
+            let what = "the partner did not answer in time";
+            if let Some(decision) = apply_fallback(&mut ladder, what, fallback) {
+                return decision;
+            }
+        }
+        PartnerDecision::Failed(fallback) => {
+            let what = "the partner's decision endpoint failed";
+            if let Some(decision) = apply_fallback(&mut ladder, what, fallback) {
+                return decision;
+            }
+        }
+    }
+    Decision {
+        approved: true,
+        decline_code: None,
+        response_code: APPROVED,
+        trail: ladder.steps,
+    }
+}
+
+/// The partner's fallback after `what` went wrong: a decline, or `None` after recording the
+/// approval.
+fn apply_fallback(ladder: &mut Ladder, what: &str, fallback: Fallback) -> Option<Decision> {
+    match fallback {
+        Fallback::Approve => {
+            ladder.pass(Rule::Partner, format!("{what}; fallback approve"));
+            None
+        }
+        Fallback::Decline => Some(ladder.fail(
+            Rule::Partner,
+            format!("{what}; fallback decline"),
+            DeclineCode::PartnerDeclined,
+            "05",
+        )),
+    }
+}
+
+/// Untrusted text (a partner's or the risk check's reason) made safe for a trail: at most
+/// [`MAX_REASON_CHARS`] characters, control characters replaced.
+fn bounded(reason: &str) -> String {
+    let mut kept: String = reason
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if reason.chars().nth(MAX_REASON_CHARS).is_some() {
+        kept.push('…');
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests;
