@@ -160,7 +160,11 @@ impl Application {
         let idempotency_ctx = web::Data::new(
             IdempotencyContext::new(infra.db.clone(), &settings.idempotency, idempotency_scope)
                 .claiming_in_transaction(
-                    &[payment::CLAIMING_IN_TRANSACTION, card::CLAIMING_IN_TRANSACTION].concat(),
+                    &[
+                        payment::CLAIMING_IN_TRANSACTION,
+                        card::CLAIMING_IN_TRANSACTION,
+                    ]
+                    .concat(),
                 ),
         );
         let mut server = HttpServer::new(move || {

@@ -100,7 +100,13 @@ async fn list(
     };
     let cursor = page.cursor(|c| c.parse::<CardId>())?;
     let result = cards
-        .list(&principal, wallet, query.status.as_deref(), page.limit()?, cursor)
+        .list(
+            &principal,
+            wallet,
+            query.status.as_deref(),
+            page.limit()?,
+            cursor,
+        )
         .await?;
     Ok(web::Json(result))
 }
@@ -170,7 +176,14 @@ async fn activate(
     PathId(id): PathId<CardId>,
     body: Option<Json<ReasonBody>>,
 ) -> Result<web::Json<Card>, ApiError> {
-    change(&cards, &principal, id, Change::Activate, &reason_of(body, "activated")).await
+    change(
+        &cards,
+        &principal,
+        id,
+        Change::Activate,
+        &reason_of(body, "activated"),
+    )
+    .await
 }
 
 /// Freeze a card: every authorization is declined until unfrozen.
@@ -187,7 +200,14 @@ async fn freeze(
     PathId(id): PathId<CardId>,
     body: Option<Json<ReasonBody>>,
 ) -> Result<web::Json<Card>, ApiError> {
-    change(&cards, &principal, id, Change::Freeze, &reason_of(body, "frozen")).await
+    change(
+        &cards,
+        &principal,
+        id,
+        Change::Freeze,
+        &reason_of(body, "frozen"),
+    )
+    .await
 }
 
 /// Unfreeze a card.
@@ -204,7 +224,14 @@ async fn unfreeze(
     PathId(id): PathId<CardId>,
     body: Option<Json<ReasonBody>>,
 ) -> Result<web::Json<Card>, ApiError> {
-    change(&cards, &principal, id, Change::Unfreeze, &reason_of(body, "unfrozen")).await
+    change(
+        &cards,
+        &principal,
+        id,
+        Change::Unfreeze,
+        &reason_of(body, "unfrozen"),
+    )
+    .await
 }
 
 /// Cancel a card for good (`canceled`, `lost` or `stolen`).
@@ -222,7 +249,14 @@ async fn cancel(
     body: Json<CancelBody>,
 ) -> Result<web::Json<Card>, ApiError> {
     let reason = body.into_inner().reason;
-    change(&cards, &principal, id, Change::Cancel(reason), reason.as_str()).await
+    change(
+        &cards,
+        &principal,
+        id,
+        Change::Cancel(reason),
+        reason.as_str(),
+    )
+    .await
 }
 
 /// Replace a card: a new number on the same wallet with the same controls; the old card is
@@ -268,7 +302,13 @@ async fn reveal(
     let partner = principal.require_partner(Area::Cards, Access::Reveal)?;
     let request_id = current_request_id();
     let card = cards
-        .reveal(partner, &actor(&principal), id, request_id.as_deref(), claim)
+        .reveal(
+            partner,
+            &actor(&principal),
+            id,
+            request_id.as_deref(),
+            claim,
+        )
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))

@@ -299,10 +299,16 @@ impl CardService {
                 Box::pin(async move {
                     this.inner
                         .kyc
-                        .allow_cards(tx, partner, CustomerId::from_uuid(row.customer_id), wallet.currency)
+                        .allow_cards(
+                            tx,
+                            partner,
+                            CustomerId::from_uuid(row.customer_id),
+                            wallet.currency,
+                        )
                         .await?;
                     this.insert_card(tx, &row, &vault, &actor, "issued").await?;
-                    this.announce(tx, partner, "card.created", &answer.card).await?;
+                    this.announce(tx, partner, "card.created", &answer.card)
+                        .await?;
                     this.email_issued(tx, partner, &answer.card).await?;
                     complete(tx, claim.as_ref(), StatusCode::CREATED, &answer.card).await?;
                     Ok::<_, CardError>(())
@@ -314,7 +320,10 @@ impl CardService {
 
     /// A new card's rows and its one-time answer (not yet stored): a number from the BIN no
     /// other card has, sealed for this card's id, and its CVC.
-    #[expect(clippy::too_many_arguments, reason = "a card's facts, each needed once")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a card's facts, each needed once"
+    )]
     async fn new_card(
         &self,
         partner: PartnerId,
@@ -332,7 +341,11 @@ impl CardService {
             .map_err(|e| CardError::Internal(anyhow::anyhow!("card expiry: {e}")))?;
         let (pan, hash) = self.free_number().await?;
         let cvc = self.inner.cvc.derive(&pan, expiry);
-        let status = if kind == "virtual" { "active" } else { "inactive" };
+        let status = if kind == "virtual" {
+            "active"
+        } else {
+            "inactive"
+        };
         let view = serde_json::to_value(controls.view())
             .map_err(|e| CardError::Internal(anyhow::anyhow!("controls view: {e}")))?;
         let row = CardRow {
@@ -355,7 +368,10 @@ impl CardService {
         };
         let vault = VaultRow {
             card_id: id.uuid(),
-            pan_enc: self.inner.vault.seal(&pan_context(id.uuid()), pan.expose())?,
+            pan_enc: self
+                .inner
+                .vault
+                .seal(&pan_context(id.uuid()), pan.expose())?,
             pan_hash: hash,
             created_at: now,
         };
@@ -475,7 +491,9 @@ impl CardService {
         cursor: Option<CardId>,
     ) -> Result<Page<Card>, CardError> {
         let Some(partner) = principal.partner_id else {
-            return Ok(Page::from_rows(Vec::new(), limit, |c: &Card| c.id.to_string()));
+            return Ok(Page::from_rows(Vec::new(), limit, |c: &Card| {
+                c.id.to_string()
+            }));
         };
         if let Some(s) = status
             && !["active", "inactive", "frozen", "canceled"].contains(&s)
@@ -514,7 +532,10 @@ impl CardService {
         self.db()
             .in_tx(|tx| {
                 let (this, actor, reason) = (this.clone(), actor.clone(), reason.clone());
-                Box::pin(async move { this.change_in(tx, partner, &actor, id, change, &reason).await })
+                Box::pin(async move {
+                    this.change_in(tx, partner, &actor, id, change, &reason)
+                        .await
+                })
             })
             .await
     }
@@ -579,7 +600,11 @@ impl CardService {
         let currency = Currency::parse(&old.currency)
             .map_err(|e| CardError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
         let controls = stored_controls(&old, currency, self.inner.categories)?;
-        let kind = if old.kind == "physical" { "physical" } else { "virtual" };
+        let kind = if old.kind == "physical" {
+            "physical"
+        } else {
+            "virtual"
+        };
         let issued = self
             .new_card(
                 partner,
@@ -594,7 +619,11 @@ impl CardService {
             .await?;
         let this = self.clone();
         let actor = actor.to_owned();
-        let (row, vault, answer) = (issued.row.clone(), issued.vault.clone(), issued.answer.clone());
+        let (row, vault, answer) = (
+            issued.row.clone(),
+            issued.vault.clone(),
+            issued.answer.clone(),
+        );
         self.db()
             .in_tx(|tx| {
                 let (this, actor, claim) = (this.clone(), actor.clone(), claim.clone());
@@ -603,7 +632,8 @@ impl CardService {
                     let old = this
                         .change_in(tx, partner, &actor, id, Change::Cancel(reason), "replaced")
                         .await?;
-                    this.insert_card(tx, &row, &vault, &actor, "replacement").await?;
+                    this.insert_card(tx, &row, &vault, &actor, "replacement")
+                        .await?;
                     let data = json!({ "card": old, "replacement": answer.card });
                     this.inner
                         .outbox
@@ -616,7 +646,8 @@ impl CardService {
                             },
                         )
                         .await?;
-                    this.announce(tx, partner, "card.created", &answer.card).await?;
+                    this.announce(tx, partner, "card.created", &answer.card)
+                        .await?;
                     this.email_issued(tx, partner, &answer.card).await?;
                     complete(tx, claim.as_ref(), StatusCode::CREATED, &answer.card).await?;
                     Ok::<_, CardError>(())
@@ -649,9 +680,8 @@ impl CardService {
                         CardError::Internal(anyhow::anyhow!("stored currency: {e}"))
                     })?;
                     let controls = request.validate(currency, this.inner.categories, "")?;
-                    let view = serde_json::to_value(controls.view()).map_err(|e| {
-                        CardError::Internal(anyhow::anyhow!("controls view: {e}"))
-                    })?;
+                    let view = serde_json::to_value(controls.view())
+                        .map_err(|e| CardError::Internal(anyhow::anyhow!("controls view: {e}")))?;
                     let now = now();
                     store::set_controls(tx.conn(), row.id, &view, now).await?;
                     store::insert_status_change(
@@ -691,8 +721,12 @@ impl CardService {
         let request_id = request_id.map(str::to_owned);
         self.db()
             .in_tx(|tx| {
-                let (this, actor, request_id, claim) =
-                    (this.clone(), actor.clone(), request_id.clone(), claim.clone());
+                let (this, actor, request_id, claim) = (
+                    this.clone(),
+                    actor.clone(),
+                    request_id.clone(),
+                    claim.clone(),
+                );
                 Box::pin(async move {
                     let row = locked(tx, partner, id).await?;
                     if row.status == "canceled" {
@@ -715,12 +749,16 @@ impl CardService {
                         },
                     )
                     .await?;
-                    let sealed = store::find_vault(tx.conn(), row.id)
-                        .await?
-                        .ok_or_else(|| CardError::Internal(anyhow::anyhow!("a card without its number")))?;
-                    let plain = this.inner.vault.open(&pan_context(row.id), &sealed.pan_enc)?;
-                    let pan = Pan::parse(&plain)
-                        .map_err(|e| CardError::Internal(anyhow::anyhow!("a stored number: {e}")))?;
+                    let sealed = store::find_vault(tx.conn(), row.id).await?.ok_or_else(|| {
+                        CardError::Internal(anyhow::anyhow!("a card without its number"))
+                    })?;
+                    let plain = this
+                        .inner
+                        .vault
+                        .open(&pan_context(row.id), &sealed.pan_enc)?;
+                    let pan = Pan::parse(&plain).map_err(|e| {
+                        CardError::Internal(anyhow::anyhow!("a stored number: {e}"))
+                    })?;
                     let expiry = expiry_of(&row)?;
                     let cvc = this.inner.cvc.derive(&pan, expiry);
                     let card = card_view(&row)?;
@@ -748,7 +786,10 @@ impl CardService {
                 return Ok(resealed);
             };
             after = Some(last.card_id);
-            for row in page.iter().filter(|r| self.inner.vault.is_stale(&r.pan_enc)) {
+            for row in page
+                .iter()
+                .filter(|r| self.inner.vault.is_stale(&r.pan_enc))
+            {
                 let context = pan_context(row.card_id);
                 let plain = self.inner.vault.open(&context, &row.pan_enc)?;
                 let fresh = self.inner.vault.seal(&context, &plain)?;
@@ -805,7 +846,8 @@ fn brand_of(bin: &Bin) -> &'static str {
 
 /// The last day a card with `expiry` works: the end of its expiry month.
 fn last_day(expiry: Expiry) -> NaiveDate {
-    expiry.valid_until().date_naive()
+    // `valid_until` is the first instant after the card's last day.
+    (expiry.valid_until() - chrono::Duration::days(1)).date_naive()
 }
 
 fn expiry_of(row: &CardRow) -> Result<Expiry, CardError> {
@@ -921,8 +963,18 @@ mod tests {
     #[test]
     fn names_and_reasons_are_checked_before_anything_is_stored() {
         assert_eq!(cardholder_name(" Ada Lovelace ").unwrap(), "Ada Lovelace");
-        assert_eq!(cardholder_name("Zoë O'Brien-Núñez").unwrap(), "Zoë O'Brien-Núñez");
-        for bad in ["", "   ", "A\0B", "Robert'); DROP", "x".repeat(27).as_str(), "4242"] {
+        assert_eq!(
+            cardholder_name("Zoë O'Brien-Núñez").unwrap(),
+            "Zoë O'Brien-Núñez"
+        );
+        for bad in [
+            "",
+            "   ",
+            "A\0B",
+            "Robert'); DROP",
+            "x".repeat(27).as_str(),
+            "4242",
+        ] {
             assert!(cardholder_name(bad).is_err(), "{bad:?}");
         }
         assert!(reason_text("lost at the airport").is_ok());

@@ -38,8 +38,20 @@ fn flowlet_for(app: &crate::helpers::TestApp) -> Command {
 }
 
 pub async fn flowlet_on(app: &crate::helpers::TestApp, args: &[&str]) -> Output {
+    flowlet_on_env(app, args, &[]).await
+}
+
+/// [`flowlet_on`] with extra environment (e.g. a rotated key).
+pub async fn flowlet_on_env(
+    app: &crate::helpers::TestApp,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     let mut cmd = flowlet_for(app);
     cmd.args(args);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
     tokio::task::spawn_blocking(move || run(&mut cmd))
         .await
         .unwrap()

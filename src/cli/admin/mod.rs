@@ -2,6 +2,7 @@
 //! `--json`, and exits non-zero on failure.
 
 mod api_keys;
+mod cards;
 mod config;
 mod kyc;
 mod ledger;
@@ -26,6 +27,7 @@ use crate::settings::Settings;
 use crate::wiring::with_services;
 
 pub use api_keys::ApiKeyCommand;
+pub use cards::CardsCommand;
 pub use kyc::KycCommand;
 pub use ledger::LedgerCommand;
 pub use outbox::OutboxCommand;
@@ -83,6 +85,9 @@ pub enum AdminCommand {
     /// Customers' wallets.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// The card vault.
+    #[command(subcommand)]
+    Cards(CardsCommand),
 }
 
 /// Runs one admin verb.
@@ -102,6 +107,7 @@ pub async fn run(command: AdminCommand, settings: Settings) -> anyhow::Result<()
         AdminCommand::Kyc(command) => kyc::run_kyc(command, &settings).await,
         AdminCommand::Sanctions(command) => sanctions::run_sanctions(command, &settings).await,
         AdminCommand::Wallet(command) => wallets::run_wallet(command, &settings).await,
+        AdminCommand::Cards(command) => cards::run_cards(command, &settings).await,
     }
 }
 
