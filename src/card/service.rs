@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::error::CardError;
 use super::model::categories::CategoryTable;
 use super::model::controls::{Controls, ControlsRequest};
+pub use super::model::decision::CancelReason;
 use super::model::pan::{Bin, CvcKey, Expiry, PAN_RANDOM_BYTES, Pan};
 use super::settings::CardSettings;
 use super::store::{self, CardRow, RevealRow, StatusChangeRow, VaultRow};
@@ -112,25 +113,6 @@ pub enum Change {
     Freeze,
     Unfreeze,
     Cancel(CancelReason),
-}
-
-/// Why a card is canceled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelReason {
-    Canceled,
-    Lost,
-    Stolen,
-}
-
-impl CancelReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Canceled => "canceled",
-            Self::Lost => "lost",
-            Self::Stolen => "stolen",
-        }
-    }
 }
 
 impl Change {

@@ -126,15 +126,10 @@ pub fn split_tls_params(url: &str) -> Result<(String, TlsParams), ConnectConfigE
         }
     }
     // tokio-postgres only knows disable/prefer/require; verification is ours (the connector).
-    let theirs = match params.mode {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
-    };
-    kept.push(match theirs {
-        "disable" => "sslmode=disable",
-        "prefer" => "sslmode=prefer",
-        _ => "sslmode=require",
+    kept.push(match params.mode {
+        SslMode::Disable => "sslmode=disable",
+        SslMode::Prefer => "sslmode=prefer",
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "sslmode=require",
     });
     Ok((format!("{base}?{}", kept.join("&")), params))
 }
