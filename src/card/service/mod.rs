@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::error::CardError;
 use super::model::categories::CategoryTable;
@@ -21,7 +20,7 @@ use super::model::controls::{Controls, ControlsRequest};
 pub use super::model::decision::CancelReason;
 use super::model::pan::{Bin, CvcKey, Expiry, PAN_RANDOM_BYTES, Pan};
 use super::settings::CardSettings;
-use super::store::{self, CardRow, RevealRow, StatusChangeRow, VaultRow};
+use super::store::{self, CardRow, StatusChangeRow, VaultRow};
 use crate::kernel::{PartnerId, Principal};
 use crate::kyc::{Compliance, CustomerId};
 use crate::notify::{NewEvent, Outbox, Template};
@@ -32,6 +31,14 @@ use crate::platform::ids::define_id;
 use crate::platform::money::Currency;
 use crate::platform::vault::Vault;
 use crate::wallet::{WalletId, WalletStatus, Wallets};
+
+mod reveal;
+mod rows;
+
+use rows::{
+    brand_of, card_view, cardholder_name, complete, last_day, locked, now, pan_context,
+    reason_text, stored_controls,
+};
 
 define_id!(CardId, CardIdKind, "card", "card");
 
@@ -687,100 +694,6 @@ impl CardService {
             })
             .await
     }
-
-    /// The card's number and CVC, audited (who, when, which request) and limited per card
-    /// (`cards.reveals_per_hour`). A canceled card's number is not shown.
-    pub async fn reveal(
-        &self,
-        partner: PartnerId,
-        actor: &str,
-        id: CardId,
-        request_id: Option<&str>,
-        claim: Option<Claim>,
-    ) -> Result<RevealedCard, CardError> {
-        let this = self.clone();
-        let actor = actor.to_owned();
-        let request_id = request_id.map(str::to_owned);
-        self.db()
-            .in_tx(|tx| {
-                let (this, actor, request_id, claim) = (
-                    this.clone(),
-                    actor.clone(),
-                    request_id.clone(),
-                    claim.clone(),
-                );
-                Box::pin(async move {
-                    let row = locked(tx, partner, id).await?;
-                    if row.status == "canceled" {
-                        return Err(CardError::Canceled);
-                    }
-                    let now = now();
-                    let hour_ago = now - chrono::Duration::hours(1);
-                    let recent = store::reveals_since(tx.conn(), row.id, hour_ago).await?;
-                    if recent >= i64::from(this.inner.settings.reveals_per_hour) {
-                        return Err(CardError::RevealsExhausted(3600));
-                    }
-                    store::insert_reveal(
-                        tx.conn(),
-                        &RevealRow {
-                            card_id: row.id,
-                            partner_id: partner.uuid(),
-                            actor: &actor,
-                            request_id: request_id.as_deref(),
-                            created_at: now,
-                        },
-                    )
-                    .await?;
-                    let sealed = store::find_vault(tx.conn(), row.id).await?.ok_or_else(|| {
-                        CardError::Internal(anyhow::anyhow!("a card without its number"))
-                    })?;
-                    let plain = this
-                        .inner
-                        .vault
-                        .open(&pan_context(row.id), &sealed.pan_enc)?;
-                    let pan = Pan::parse(&plain).map_err(|e| {
-                        CardError::Internal(anyhow::anyhow!("a stored number: {e}"))
-                    })?;
-                    let expiry = expiry_of(&row)?;
-                    let cvc = this.inner.cvc.derive(&pan, expiry);
-                    let card = card_view(&row)?;
-                    complete(tx, claim.as_ref(), StatusCode::OK, &card).await?;
-                    tracing::info!(card.id = %id, actor = %actor, "card number revealed");
-                    Ok(RevealedCard {
-                        card,
-                        pan: pan.expose().to_owned(),
-                        cvc: cvc.expose().to_owned(),
-                    })
-                })
-            })
-            .await
-    }
-
-    /// Re-seals every card number sealed under a key other than the active one (after a key
-    /// rotation); the count re-sealed.
-    pub async fn reencrypt(&self) -> Result<usize, CardError> {
-        let mut after = None;
-        let mut resealed = 0;
-        loop {
-            let mut conn = self.db().conn().await?;
-            let page = store::vault_after(&mut conn, after, 500).await?;
-            let Some(last) = page.last() else {
-                return Ok(resealed);
-            };
-            after = Some(last.card_id);
-            for row in page
-                .iter()
-                .filter(|r| self.inner.vault.is_stale(&r.pan_enc))
-            {
-                let context = pan_context(row.card_id);
-                let plain = self.inner.vault.open(&context, &row.pan_enc)?;
-                let fresh = self.inner.vault.seal(&context, &plain)?;
-                if store::reseal(&mut conn, row.card_id, &row.pan_enc, &fresh).await? {
-                    resealed += 1;
-                }
-            }
-        }
-    }
 }
 
 /// What issuing a card will store and answer.
@@ -788,121 +701,6 @@ struct Issued {
     row: CardRow,
     vault: VaultRow,
     answer: RevealedCard,
-}
-
-/// The card, locked for the transaction; 404 for another partner's.
-async fn locked(tx: &mut Tx<'_>, partner: PartnerId, id: CardId) -> Result<CardRow, CardError> {
-    store::lock_card(tx.conn(), id.uuid())
-        .await?
-        .filter(|r| r.partner_id == partner.uuid())
-        .ok_or(CardError::NotFound("card"))
-}
-
-/// Stores the answer a retry of this request replays: the card, never its number.
-async fn complete(
-    tx: &mut Tx<'_>,
-    claim: Option<&Claim>,
-    status: StatusCode,
-    card: &Card,
-) -> Result<(), CardError> {
-    if let Some(claim) = claim {
-        let body = serde_json::to_vec(card)
-            .map_err(|e| CardError::Internal(anyhow::anyhow!("the stored answer: {e}")))?;
-        claim.complete_in(tx, status, &body).await?;
-    }
-    Ok(())
-}
-
-/// The associated data a card's sealed number is bound to: the number of one card never
-/// opens as another's.
-fn pan_context(card: Uuid) -> String {
-    format!("card.pan:{card}")
-}
-
-fn brand_of(bin: &Bin) -> &'static str {
-    match bin.as_str().as_bytes().first() {
-        Some(b'2' | b'5') => "mastercard",
-        _ => "visa",
-    }
-}
-
-/// The last day a card with `expiry` works: the end of its expiry month.
-fn last_day(expiry: Expiry) -> NaiveDate {
-    // `valid_until` is the first instant after the card's last day.
-    (expiry.valid_until() - chrono::Duration::days(1)).date_naive()
-}
-
-fn expiry_of(row: &CardRow) -> Result<Expiry, CardError> {
-    let month = u8::try_from(row.expires_on.month()).unwrap_or(0);
-    let year = u16::try_from(row.expires_on.year()).unwrap_or(0);
-    Expiry::new(month, year).map_err(|e| CardError::Internal(anyhow::anyhow!("stored expiry: {e}")))
-}
-
-/// The typed controls of a stored card (stored as their view, which reads as a request).
-fn stored_controls(
-    row: &CardRow,
-    currency: Currency,
-    categories: &CategoryTable,
-) -> Result<Controls, CardError> {
-    let request: ControlsRequest = serde_json::from_value(row.controls.clone())
-        .map_err(|e| CardError::Internal(anyhow::anyhow!("stored controls: {e}")))?;
-    request
-        .validate(currency, categories, "controls")
-        .map_err(|e| CardError::Internal(anyhow::anyhow!("stored controls: {e}")))
-}
-
-fn card_view(row: &CardRow) -> Result<Card, CardError> {
-    let expiry = expiry_of(row)?;
-    Ok(Card {
-        id: CardId::from_uuid(row.id),
-        wallet_id: WalletId::from_uuid(row.wallet_id),
-        customer_id: CustomerId::from_uuid(row.customer_id),
-        kind: row.kind.clone(),
-        status: row.status.clone(),
-        cancel_reason: row.cancel_reason.clone(),
-        cardholder_name: row.cardholder_name.clone(),
-        brand: row.brand.clone(),
-        last4: row.last4.clone(),
-        exp_month: expiry.month(),
-        exp_year: expiry.year(),
-        currency: row.currency.clone(),
-        controls: row.controls.clone(),
-        replaces: row.replaces.map(CardId::from_uuid),
-        created: row.created_at,
-    })
-}
-
-/// A name as embossed: 1-26 characters, letters (any script), spaces and `.-'`.
-fn cardholder_name(raw: &str) -> Result<String, CardError> {
-    let name = raw.trim();
-    let ok = (1..=26).contains(&name.chars().count())
-        && name
-            .chars()
-            .all(|c| c.is_alphabetic() || matches!(c, ' ' | '.' | '-' | '\''));
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(CardError::validation(
-            "cardholder_name",
-            "must be 1-26 letters, spaces and .-'",
-        ))
-    }
-}
-
-/// A reason as kept with a change: 1-500 printable characters.
-fn reason_text(raw: &str) -> Result<String, CardError> {
-    let reason = raw.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err(CardError::validation(
-            "reason",
-            "must be 1-500 printable characters",
-        ));
-    }
-    Ok(reason.to_owned())
-}
-
-fn now() -> DateTime<Utc> {
-    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
 }
 
 #[cfg(test)]
@@ -967,7 +765,7 @@ mod tests {
 
     #[test]
     fn a_card_number_is_bound_to_its_card() {
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
         assert_ne!(pan_context(a), pan_context(b));
     }
 }
