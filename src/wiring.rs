@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::auth::AuthService;
-use crate::card::CardService;
+use crate::card::{self, CardMetrics, CardService};
 use crate::kernel::Partners;
 use crate::kyc::{self, Compliance, KycService};
 use crate::ledger::{
@@ -93,12 +93,20 @@ impl Services {
             outbox.clone(),
         );
         let wallet_face: Arc<dyn Wallets> = Arc::new(wallets.clone());
+        let card_metrics = metrics
+            .map(|m| CardMetrics::new(m.registry()))
+            .transpose()
+            .context("registering the card metrics")?;
         let cards = CardService::new(
             db.clone(),
             &settings.cards,
-            wallet_face.clone(),
-            compliance.clone(),
-            outbox.clone(),
+            card::Collaborators {
+                ledger: ledger_face.clone(),
+                wallets: wallet_face.clone(),
+                kyc: compliance.clone(),
+                outbox: outbox.clone(),
+            },
+            card_metrics,
         )
         .context("configuring cards (cards.*)")?;
         let payment_metrics = metrics
@@ -175,6 +183,11 @@ impl Services {
                 services.run_verify(interval, pools, verify_metrics, shutdown)
             });
         }
+        let holds = self.cards.clone();
+        let hold_interval = settings.ledger.expiry_interval;
+        workers.spawn("card-hold-expiry", move |shutdown| {
+            holds.run_expiry(hold_interval, shutdown)
+        });
         let settling = self.payments.clone();
         let due = background.clone();
         let settlement_interval = settings.payments.settlement_interval;

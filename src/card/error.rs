@@ -1,8 +1,4 @@
 //! Card errors and their problem codes.
-#![allow(
-    dead_code,
-    reason = "the card service that answers with these lands next"
-)]
 
 use actix_web::http::StatusCode;
 
@@ -29,6 +25,14 @@ pub enum CardError {
     WrongState(&'static str, &'static str),
     #[error("This card's number was revealed too often; retry after {0} seconds.")]
     RevealsExhausted(u64),
+    #[error(
+        "The authorization is {0}: only a pending authorization can be incremented, captured or reversed."
+    )]
+    NotPending(&'static str),
+    #[error("{0}")]
+    OverCapture(String),
+    #[error("The wallet's available balance does not cover the amount.")]
+    InsufficientFunds,
     #[error("The card simulator is off in this environment (cards.simulator.enabled).")]
     SimulatorDisabled,
     #[error(transparent)]
@@ -69,6 +73,14 @@ impl ModuleError for CardError {
                 Answer::Own(StatusCode::TOO_MANY_REQUESTS, "reveal_limit_exceeded")
             }
             Self::SimulatorDisabled => Answer::Own(StatusCode::NOT_FOUND, "simulator_disabled"),
+            Self::NotPending(_) => Answer::Own(StatusCode::CONFLICT, "authorization_not_pending"),
+            Self::OverCapture(_) => Answer::Own(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "capture_exceeds_authorization",
+            ),
+            Self::InsufficientFunds => {
+                Answer::Own(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds")
+            }
             Self::Internal(_) => Answer::Own(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -83,6 +95,9 @@ impl ModuleError for CardError {
             Self::WrongState("active", "an inactive card can be activated"),
             Self::RevealsExhausted(60),
             Self::SimulatorDisabled,
+            Self::NotPending("captured"),
+            Self::OverCapture(String::new()),
+            Self::InsufficientFunds,
             Self::Kyc(KycError::NotFound("customer")),
             Self::Wallet(WalletError::NotFound("wallet")),
             Self::Ledger(LedgerError::AccountNotFound),

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::model::controls::ControlsRequest;
+use super::network::{Authorization, AuthorizationId};
 use super::service::{CancelReason, Card, CardId, CardService, Change, NewCard, RevealedCard};
 use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
@@ -26,14 +27,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/v1/cards/{id}/cancel").route(web::post().to(cancel)))
     .service(web::resource("/v1/cards/{id}/replace").route(web::post().to(replace)))
     .service(web::resource("/v1/cards/{id}/reveal").route(web::post().to(reveal)))
-    .service(web::resource("/v1/cards/{id}/controls").route(web::put().to(controls)));
+    .service(web::resource("/v1/cards/{id}/controls").route(web::put().to(controls)))
+    .service(web::resource("/v1/card-authorizations").route(web::get().to(authorizations)))
+    .service(web::resource("/v1/card-authorizations/{id}").route(web::get().to(authorization)));
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(issue, list, get, activate, freeze, unfreeze, cancel, replace, reveal, controls),
+    paths(issue, list, get, activate, freeze, unfreeze, cancel, replace, reveal, controls,
+          authorizations, authorization),
     components(schemas(NewCard, Card, RevealedCard, List<Card>, ReasonBody, CancelBody,
-                       CancelReason)),
+                       CancelReason, Authorization, List<Authorization>)),
     tags((name = "cards", description = "Debit cards on a customer's wallet. The number and \
         CVC appear in the issuing response and in a reveal (scope `cards:reveal`, audited) \
         only; a replayed request answers without them. Virtual cards start active, physical \
@@ -337,4 +341,67 @@ async fn controls(
             .set_controls(partner, &actor(&principal), id, body.into_inner())
             .await?,
     ))
+}
+
+/// Filters of `GET /v1/card-authorizations`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationQuery {
+    card_id: Option<String>,
+    /// `pending`, `captured`, `reversed`, `expired` or `declined`.
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Card authorizations, newest first (`?card_id=`, `?status=`), approved and declined.
+#[utoipa::path(get, path = "/v1/card-authorizations", tag = "cards", security(("bearer" = [])),
+    params(AuthorizationQuery),
+    responses(
+        (status = 200, description = "A page of authorizations, each with its decision's trail.", body = List<Authorization>),
+        (status = 400, description = "A malformed filter.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn authorizations(
+    cards: web::Data<CardService>,
+    principal: Principal,
+    query: web::Query<AuthorizationQuery>,
+) -> Result<web::Json<List<Authorization>>, ApiError> {
+    let partner = principal.require_partner(Area::Cards, Access::Read)?;
+    let query = query.into_inner();
+    let card = query
+        .card_id
+        .as_deref()
+        .map(|raw| CardId::parse_field("card_id", raw))
+        .transpose()?;
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    let cursor = page.cursor(|c| c.parse::<AuthorizationId>())?;
+    let result = cards
+        .authorizations(
+            partner,
+            card,
+            query.status.as_deref(),
+            cursor,
+            page.limit()?,
+        )
+        .await?;
+    Ok(web::Json(result))
+}
+
+/// A card authorization with its trail, increments, captures and reversals.
+#[utoipa::path(get, path = "/v1/card-authorizations/{id}", tag = "cards", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Authorization id (auth_...)")),
+    responses(
+        (status = 200, description = "The authorization.", body = Authorization),
+        (status = 404, description = "No such authorization.", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn authorization(
+    cards: web::Data<CardService>,
+    principal: Principal,
+    PathId(id): PathId<AuthorizationId>,
+) -> Result<web::Json<Authorization>, ApiError> {
+    let partner = principal.require_partner(Area::Cards, Access::Read)?;
+    Ok(web::Json(cards.authorization(partner, id).await?))
 }

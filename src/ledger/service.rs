@@ -19,10 +19,6 @@ use crate::platform::http::pagination::Page;
 use crate::platform::money::Currency;
 use crate::platform::workers::Shutdown;
 
-/// Namespace of the ids of expiry voids: the void of pending transfer P always has the same
-/// id, so replicas that both try to expire P write it once.
-const EXPIRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_2d3c_4b5a_4968_8776_6554_4332_2110);
-
 /// An account with everything the API shows.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -457,14 +453,7 @@ impl LedgerService {
         }
         let voids: Vec<NewTransfer> = claimed
             .iter()
-            .map(|pending| {
-                NewTransfer::void_pending(
-                    TransferId::from_uuid(Uuid::new_v5(&EXPIRY_NAMESPACE, pending.as_bytes())),
-                    TransferId::from_uuid(*pending),
-                    0,
-                )
-                .with_flags(TransferFlags::EXPIRY)
-            })
+            .map(|pending| NewTransfer::expiry_of(TransferId::from_uuid(*pending)))
             .collect();
         let outcomes = self.post(Scope::System, voids, None).await?;
         let mut voided = 0;

@@ -12,7 +12,7 @@ use crate::payments::{open_wallet, verified_customer};
 
 /// A customer with an email address, allowed cards (tier 2), with a USD wallet:
 /// (customer, wallet).
-async fn card_holder(app: &TestApp, partner: &TestPartner) -> (String, String) {
+pub(crate) async fn card_holder(app: &TestApp, partner: &TestPartner) -> (String, String) {
     let mut body = person("Ada", "Lovelace", "1990-05-17", "DE");
     body["email"] = json!(format!("ada{}@example.com", unique()));
     let customer = create(app, &partner.key, &body).await;
@@ -35,7 +35,7 @@ async fn issue(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.post_as(key, "/v1/cards", body).await
 }
 
-async fn issued(app: &TestApp, key: &str, wallet: &str, kind: &str) -> Value {
+pub(crate) async fn issued(app: &TestApp, key: &str, wallet: &str, kind: &str) -> Value {
     let resp = issue(app, key, &json!({"wallet_id": wallet, "type": kind})).await;
     assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
     resp.json().await.unwrap()

@@ -310,6 +310,8 @@ const PUBLISHED: &[(&str, u16)] = &[
     ("card_state_conflict", 409),
     ("reveal_limit_exceeded", 429),
     ("simulator_disabled", 404),
+    ("authorization_not_pending", 409),
+    ("capture_exceeds_authorization", 422),
     // Payments.
     ("insufficient_funds", 422),
     ("currency_mismatch", 422),

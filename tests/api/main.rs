@@ -9,6 +9,7 @@
 
 mod auth;
 mod bank;
+mod card_authorizations;
 mod cards;
 mod cli;
 mod db;

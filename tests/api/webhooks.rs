@@ -1072,7 +1072,10 @@ async fn the_outbox_gauges_count_what_is_due_now_not_retries_scheduled_for_later
     receiver.wait_for(1).await;
     let started = Instant::now();
     while app.count("notify_attempts").await < 1 {
-        assert!(started.elapsed() < Duration::from_secs(5), "the failure was never recorded");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the failure was never recorded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The failed delivery waits for its retry in ~5 s: pending, but not due. The gauges are

@@ -344,7 +344,7 @@ fn mcc_list(
 
 /// An ISO 3166-1 alpha-2 code in upper case that `iso_country` knows (its parser takes "" as
 /// `Unspecified`, hence the length check).
-fn parse_country(code: &str) -> Option<Country> {
+pub fn parse_country(code: &str) -> Option<Country> {
     if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
         Country::from_str(code)
             .ok()

@@ -15,3 +15,4 @@ pub mod categories;
 pub mod controls;
 pub mod decision;
 pub mod pan;
+pub mod spend;

@@ -23,6 +23,7 @@ use super::settings::CardSettings;
 use super::store::{self, CardRow, StatusChangeRow, VaultRow};
 use crate::kernel::{PartnerId, Principal};
 use crate::kyc::{Compliance, CustomerId};
+use crate::ledger::{AccountId, BatchWrite, Ledger};
 use crate::notify::{NewEvent, Outbox, Template};
 use crate::platform::db::{Db, Tx};
 use crate::platform::http::pagination::Page;
@@ -32,8 +33,15 @@ use crate::platform::money::Currency;
 use crate::platform::vault::Vault;
 use crate::wallet::{WalletId, WalletStatus, Wallets};
 
+mod authorization_views;
+mod authorize;
+mod lifecycle;
+mod metrics;
 mod reveal;
 mod rows;
+mod writer;
+
+pub use metrics::CardMetrics;
 
 use rows::{
     brand_of, card_view, cardholder_name, complete, last_day, locked, now, pan_context,
@@ -165,6 +173,14 @@ fn status_word(status: &str) -> &'static str {
     }
 }
 
+/// The other modules' faces cards work through (built by the composition root).
+pub struct Collaborators {
+    pub ledger: Arc<dyn Ledger>,
+    pub wallets: Arc<dyn Wallets>,
+    pub kyc: Arc<dyn Compliance>,
+    pub outbox: Arc<dyn Outbox>,
+}
+
 /// Cards. Cheap to clone.
 #[derive(Clone)]
 pub struct CardService {
@@ -173,6 +189,12 @@ pub struct CardService {
 
 struct Inner {
     db: Db,
+    ledger: Arc<dyn Ledger>,
+    /// Writes the authorizations of each ledger batch together.
+    writer: Arc<dyn BatchWrite>,
+    /// The card network settlement account of each currency, once known.
+    settlement: std::sync::Mutex<std::collections::HashMap<&'static str, AccountId>>,
+    metrics: Option<CardMetrics>,
     wallets: Arc<dyn Wallets>,
     kyc: Arc<dyn Compliance>,
     outbox: Arc<dyn Outbox>,
@@ -188,10 +210,15 @@ impl CardService {
     pub fn new(
         db: Db,
         settings: &CardSettings,
-        wallets: Arc<dyn Wallets>,
-        kyc: Arc<dyn Compliance>,
-        outbox: Arc<dyn Outbox>,
+        collaborators: Collaborators,
+        metrics: Option<CardMetrics>,
     ) -> Result<CardService, CardError> {
+        let Collaborators {
+            ledger,
+            wallets,
+            kyc,
+            outbox,
+        } = collaborators;
         let internal = |what: &str, e: String| CardError::Internal(anyhow::anyhow!("{what}: {e}"));
         let vault = Vault::new(
             &settings.encryption_key_id,
@@ -206,6 +233,13 @@ impl CardService {
         Ok(CardService {
             inner: Arc::new(Inner {
                 db,
+                ledger,
+                writer: Arc::new(writer::HoldWriter {
+                    kyc: kyc.clone(),
+                    outbox: outbox.clone(),
+                }),
+                settlement: std::sync::Mutex::new(std::collections::HashMap::new()),
+                metrics,
                 wallets,
                 kyc,
                 outbox,
@@ -220,6 +254,11 @@ impl CardService {
 
     fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Whether the card network simulator's routes answer (`cards.simulator.enabled`).
+    pub fn simulator_enabled(&self) -> bool {
+        self.inner.settings.simulator_enabled
     }
 
     /// Issues a card on a wallet of `partner`: the customer's tier must allow cards in the

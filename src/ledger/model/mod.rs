@@ -404,6 +404,15 @@ impl NewTransfer {
         NewTransfer::resolving(id, pending, code, TransferFlags::VOID_PENDING)
     }
 
+    /// The expiry of the pending transfer `pending`: its void, with an id derived from it, so
+    /// every replica (and a module expiring its own holds) that expires P writes it once; the
+    /// second gets `exists`.
+    pub fn expiry_of(pending: TransferId) -> NewTransfer {
+        let id = uuid::Uuid::new_v5(&EXPIRY_NAMESPACE, pending.uuid().as_bytes());
+        NewTransfer::void_pending(TransferId::from_uuid(id), pending, 0)
+            .with_flags(TransferFlags::EXPIRY)
+    }
+
     fn resolving(
         id: TransferId,
         pending: TransferId,
@@ -436,6 +445,10 @@ impl NewTransfer {
         self
     }
 }
+
+/// Namespace of the ids of expiry voids (see [`NewTransfer::expiry_of`]).
+const EXPIRY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f1e_2d3c_4b5a_4968_8776_6554_4332_2110);
 
 /// A transfer as stored.
 #[derive(Debug, Clone, PartialEq)]

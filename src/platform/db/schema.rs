@@ -436,5 +436,46 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    card_settlement_accounts (currency) {
+        currency -> Text,
+        account_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    card_operations (id) {
+        id -> Uuid,
+        partner_id -> Uuid,
+        card_id -> Uuid,
+        authorization_id -> Nullable<Uuid>,
+        kind -> Text,
+        approved -> Bool,
+        amount -> Int8,
+        network_transaction_id -> Nullable<Text>,
+        transfer_id -> Nullable<Uuid>,
+        detail -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    card_spend (card_id) {
+        card_id -> Uuid,
+        day -> Date,
+        day_amount -> Int8,
+        day_count -> Int4,
+        week -> Date,
+        week_amount -> Int8,
+        month -> Date,
+        month_amount -> Int8,
+        year -> Date,
+        year_amount -> Int8,
+        lifetime_amount -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(card_vault -> card_cards (card_id));
 diesel::allow_tables_to_appear_in_same_query!(card_cards, card_vault);

@@ -248,3 +248,6 @@ pub async fn reveals_since(
         .get_result(conn)
         .await
 }
+
+mod authorizations;
+pub use authorizations::*;
