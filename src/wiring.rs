@@ -99,6 +99,7 @@ impl Services {
             wallet_face.clone(),
             compliance.clone(),
             outbox.clone(),
+            &settings.webhooks,
         )
         .context("configuring cards (cards.*)")?;
         let payment_metrics = metrics

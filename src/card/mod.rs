@@ -7,12 +7,15 @@
 mod error;
 mod http;
 mod model;
+mod partner;
 mod service;
 mod settings;
 mod store;
 
 pub use error::CardError;
 pub use http::configure;
+pub use model::decision::{Fallback, PartnerDecision};
+pub use partner::{DecisionEndpoint, DecisionEndpointWithSecret, DecisionEndpoints};
 pub use service::{CLAIMING_IN_TRANSACTION, Card, CardId, CardService, RevealedCard};
 pub use settings::CardSettings;
 

@@ -181,6 +181,7 @@ struct Inner {
     bin: Bin,
     categories: &'static CategoryTable,
     settings: CardSettings,
+    decisions: super::partner::DecisionEndpoints,
 }
 
 impl CardService {
@@ -191,6 +192,7 @@ impl CardService {
         wallets: Arc<dyn Wallets>,
         kyc: Arc<dyn Compliance>,
         outbox: Arc<dyn Outbox>,
+        webhooks: &crate::notify::WebhookSettings,
     ) -> Result<CardService, CardError> {
         let internal = |what: &str, e: String| CardError::Internal(anyhow::anyhow!("{what}: {e}"));
         let vault = Vault::new(
@@ -203,6 +205,15 @@ impl CardService {
         let bin = Bin::parse(&settings.bin).map_err(|e| internal("cards.bin", e.to_string()))?;
         let categories = CategoryTable::shipped()
             .map_err(|e| internal("the merchant category table", e.to_string()))?;
+        // The partners' decision endpoints: their secrets sealed by the card vault, their URLs
+        // held to the webhook rules.
+        let decisions = super::partner::DecisionEndpoints::new(
+            db.clone(),
+            vault.clone(),
+            settings.decision_timeout,
+            webhooks.require_https,
+            webhooks.allow_private_targets,
+        )?;
         Ok(CardService {
             inner: Arc::new(Inner {
                 db,
@@ -214,8 +225,15 @@ impl CardService {
                 bin,
                 categories,
                 settings: settings.clone(),
+                decisions,
             }),
         })
+    }
+
+    /// The partners' real-time decision endpoints: the authorization path asks them with
+    /// `decisions().ask(partner, &request)`.
+    pub fn decisions(&self) -> &super::partner::DecisionEndpoints {
+        &self.inner.decisions
     }
 
     fn db(&self) -> &Db {
