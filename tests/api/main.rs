@@ -9,6 +9,7 @@
 
 mod auth;
 mod bank;
+mod card_decisions;
 mod cards;
 mod cli;
 mod db;
