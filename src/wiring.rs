@@ -107,6 +107,7 @@ impl Services {
                 outbox: outbox.clone(),
             },
             card_metrics,
+            &settings.webhooks,
         )
         .context("configuring cards (cards.*)")?;
         let payment_metrics = metrics

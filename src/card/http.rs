@@ -5,7 +5,9 @@ use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::model::controls::ControlsRequest;
+use super::model::decision::Fallback;
 use super::network::{Authorization, AuthorizationId};
+use super::partner;
 use super::service::{CancelReason, Card, CardId, CardService, Change, NewCard, RevealedCard};
 use crate::kernel::{Access, Area, Principal};
 use crate::platform::error::{ApiError, ProblemBody};
@@ -15,6 +17,8 @@ use crate::platform::idempotency::Idempotency;
 use crate::wallet::WalletId;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // First: `/v1/cards/{id}` would take `decision-endpoint` for a card id.
+    super::partner::configure(cfg);
     cfg.service(
         web::resource("/v1/cards")
             .route(web::post().to(issue))
@@ -35,9 +39,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(
     paths(issue, list, get, activate, freeze, unfreeze, cancel, replace, reveal, controls,
-          authorizations, authorization),
+          authorizations, authorization, partner::put_decision_endpoint,
+          partner::get_decision_endpoint, partner::delete_decision_endpoint),
     components(schemas(NewCard, Card, RevealedCard, List<Card>, ReasonBody, CancelBody,
-                       CancelReason, Authorization, List<Authorization>)),
+                       CancelReason, Authorization, List<Authorization>,
+                       partner::DecisionEndpointBody, partner::DecisionEndpoint,
+                       partner::DecisionEndpointWithSecret, Fallback)),
     tags((name = "cards", description = "Debit cards on a customer's wallet. The number and \
         CVC appear in the issuing response and in a reveal (scope `cards:reveal`, audited) \
         only; a replayed request answers without them. Virtual cards start active, physical \

@@ -12,16 +12,19 @@ mod error;
 mod http;
 mod model;
 mod network;
+mod partner;
 mod service;
 mod settings;
 mod simulator;
 mod store;
 
 pub use error::CardError;
+pub use model::decision::{Fallback, PartnerDecision};
 pub use network::{
     Authorization, AuthorizationId, AuthorizationRequest, CardNetwork, CardRefund, FollowUp,
     RefundRequest,
 };
+pub use partner::{DecisionEndpoint, DecisionEndpointWithSecret, DecisionEndpoints};
 pub use service::{
     CLAIMING_IN_TRANSACTION, Card, CardId, CardMetrics, CardService, Collaborators, RevealedCard,
 };

@@ -27,6 +27,13 @@ pub use model::{
 pub use service::{NewEvent, Notifier, NotifyMetrics};
 pub use settings::{SmtpSettings, WebhookSettings};
 pub use templates::Template;
+/// What another module needs to call a partner's URL under the webhooks' policy (the card
+/// module's real-time decision endpoint): the guarded client (no redirects, no proxies, the
+/// SSRF-guarded resolver), the URL check, `whsec_` secrets and Standard Webhooks headers.
+pub use webhook::{
+    HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, SigningKey,
+    WebhookError, check_url, generate_secret, headers, http_client,
+};
 
 /// The outbox's face: what other modules write into their own transaction, so an event (and
 /// its webhook deliveries) or an email exists exactly when the change that caused it commits.

@@ -13,13 +13,13 @@ use crate::kyc::{get, load_test_list};
 use crate::payments::deposit;
 
 /// A card holder with a funded USD wallet and an active virtual card (with `controls`).
-struct Holder {
-    partner: TestPartner,
-    wallet: String,
-    card: Value,
+pub(crate) struct Holder {
+    pub(crate) partner: TestPartner,
+    pub(crate) wallet: String,
+    pub(crate) card: Value,
 }
 
-async fn holder(app: &TestApp, funds: &str, controls: Option<Value>) -> Holder {
+pub(crate) async fn holder(app: &TestApp, funds: &str, controls: Option<Value>) -> Holder {
     let partner = app.new_partner().await;
     holder_of(app, partner, funds, controls).await
 }
@@ -55,7 +55,7 @@ async fn holder_of(
     }
 }
 
-fn message(card: &Value, amount: &str, mcc: &str) -> Value {
+pub(crate) fn message(card: &Value, amount: &str, mcc: &str) -> Value {
     json!({
         "pan": card["pan"], "exp_month": card["exp_month"], "exp_year": card["exp_year"],
         "cvc": card["cvc"], "amount": amount, "currency": "USD",
@@ -63,7 +63,7 @@ fn message(card: &Value, amount: &str, mcc: &str) -> Value {
     })
 }
 
-async fn authorize(app: &TestApp, key: &str, body: &Value) -> Value {
+pub(crate) async fn authorize(app: &TestApp, key: &str, body: &Value) -> Value {
     let resp = app.post_as(key, "/v1/simulator/authorizations", body).await;
     assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
     resp.json().await.unwrap()
@@ -92,7 +92,7 @@ async fn followed(app: &TestApp, key: &str, auth: &Value, verb: &str, body: Valu
 }
 
 /// (available, pending, posted) of the wallet.
-async fn balance(app: &TestApp, h: &Holder) -> (String, String, String) {
+pub(crate) async fn balance(app: &TestApp, h: &Holder) -> (String, String, String) {
     let b = get(
         app,
         &h.partner.key,
@@ -103,7 +103,7 @@ async fn balance(app: &TestApp, h: &Holder) -> (String, String, String) {
     (s("available"), s("pending"), s("posted"))
 }
 
-fn money(a: &str, p: &str, q: &str) -> (String, String, String) {
+pub(crate) fn money(a: &str, p: &str, q: &str) -> (String, String, String) {
     (a.to_owned(), p.to_owned(), q.to_owned())
 }
 

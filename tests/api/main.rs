@@ -10,6 +10,7 @@
 mod auth;
 mod bank;
 mod card_authorizations;
+mod card_decisions;
 mod cards;
 mod cli;
 mod db;

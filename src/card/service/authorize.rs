@@ -218,15 +218,30 @@ impl CardService {
         Ok(decision::with_partner(trail, asked))
     }
 
-    /// The partner's real-time decision (none until a decision endpoint is registered).
+    /// The partner's real-time decision on an authorization that passed every rule of
+    /// Flowlet's own (`NotAsked` when it registered no decision endpoint). Never the number.
     async fn ask_partner(
         &self,
-        _partner: PartnerId,
-        _request: &AuthorizationRequest,
-        _found: &Found,
-        _trail: &decision::Trail,
+        partner: PartnerId,
+        request: &AuthorizationRequest,
+        found: &Found,
+        trail: &decision::Trail,
     ) -> PartnerDecision {
-        PartnerDecision::NotAsked
+        let body = json!({
+            "card_id": super::CardId::from_uuid(found.row.id),
+            "wallet_id": found.wallet.id,
+            "customer_id": found.wallet.customer_id,
+            "amount": request.amount.format_amount(),
+            "currency": request.amount.currency().code(),
+            "merchant": {
+                "name": request.merchant_name,
+                "mcc": format!("{:04}", request.merchant.mcc.code()),
+                "country": request.merchant.country.to_string(),
+            },
+            "network_transaction_id": request.network_transaction_id,
+            "trail": trail.steps(),
+        });
+        self.inner.decisions.ask(partner, &body).await
     }
 
     async fn kyc_allows_cards(&self, partner: PartnerId, found: &Found) -> Result<bool, CardError> {

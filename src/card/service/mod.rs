@@ -203,6 +203,7 @@ struct Inner {
     bin: Bin,
     categories: &'static CategoryTable,
     settings: CardSettings,
+    decisions: super::partner::DecisionEndpoints,
 }
 
 impl CardService {
@@ -212,6 +213,7 @@ impl CardService {
         settings: &CardSettings,
         collaborators: Collaborators,
         metrics: Option<CardMetrics>,
+        webhooks: &crate::notify::WebhookSettings,
     ) -> Result<CardService, CardError> {
         let Collaborators {
             ledger,
@@ -230,6 +232,15 @@ impl CardService {
         let bin = Bin::parse(&settings.bin).map_err(|e| internal("cards.bin", e.to_string()))?;
         let categories = CategoryTable::shipped()
             .map_err(|e| internal("the merchant category table", e.to_string()))?;
+        // The partners' decision endpoints: their secrets sealed by the card vault, their URLs
+        // held to the webhook rules.
+        let decisions = super::partner::DecisionEndpoints::new(
+            db.clone(),
+            vault.clone(),
+            settings.decision_timeout,
+            webhooks.require_https,
+            webhooks.allow_private_targets,
+        )?;
         Ok(CardService {
             inner: Arc::new(Inner {
                 db,
@@ -248,8 +259,15 @@ impl CardService {
                 bin,
                 categories,
                 settings: settings.clone(),
+                decisions,
             }),
         })
+    }
+
+    /// The partners' real-time decision endpoints: the authorization path asks them with
+    /// `decisions().ask(partner, &request)`.
+    pub fn decisions(&self) -> &super::partner::DecisionEndpoints {
+        &self.inner.decisions
     }
 
     fn db(&self) -> &Db {

@@ -479,3 +479,14 @@ diesel::table! {
 
 diesel::joinable!(card_vault -> card_cards (card_id));
 diesel::allow_tables_to_appear_in_same_query!(card_cards, card_vault);
+
+diesel::table! {
+    card_decision_endpoints (partner_id) {
+        partner_id -> Uuid,
+        url -> Text,
+        secret_enc -> Text,
+        fallback -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
