@@ -186,8 +186,9 @@ impl Services {
         }
         let holds = self.cards.clone();
         let hold_interval = settings.ledger.expiry_interval;
+        let due_holds = background.clone();
         workers.spawn("card-hold-expiry", move |shutdown| {
-            holds.run_expiry(hold_interval, shutdown)
+            holds.run_expiry(hold_interval, due_holds, shutdown)
         });
         let settling = self.payments.clone();
         let due = background.clone();
@@ -233,6 +234,10 @@ impl Services {
             .verify(&mut report)
             .await
             .context("verifying payments against the ledger")?;
+        self.cards
+            .verify(&mut report)
+            .await
+            .context("verifying card holds against the ledger")?;
         Ok(Some(report))
     }
 

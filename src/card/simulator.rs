@@ -12,7 +12,7 @@ use super::error::CardError;
 use super::model::categories::Mcc;
 use super::model::controls::parse_country;
 use super::model::decision::Merchant;
-use super::model::pan::Pan;
+use super::model::pan::{CVC_DIGITS, Pan};
 use super::network::{
     Authorization, AuthorizationId, AuthorizationRequest, CardNetwork, CardRefund, FollowUp,
     RefundRequest,
@@ -198,7 +198,7 @@ async fn authorize(
     let pan = pan_of(&body.pan)?;
     expiry_fields(body.exp_month, body.exp_year)?;
     if let Some(cvc) = &body.cvc
-        && !(cvc.len() == 3 && cvc.bytes().all(|b| b.is_ascii_digit()))
+        && !(cvc.len() == CVC_DIGITS && cvc.bytes().all(|b| b.is_ascii_digit()))
     {
         return Err(field("cvc", "must be three digits").into());
     }

@@ -847,3 +847,35 @@ async fn funds_hold_exactly_under_a_hundred_authorizations_on_three_replicas() {
     assert_eq!(declined, 70);
     app.assert_ledger_invariants().await;
 }
+
+#[tokio::test]
+async fn the_books_check_finds_an_authorization_that_holds_other_than_its_ledger_hold() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let h = holder(&app, "100.00", None).await;
+    authorize(&app, &h.partner.key, &message(&h.card, "25.00", "5411")).await;
+    app.assert_ledger_invariants().await;
+    // Someone edits the row behind the ledger's back.
+    app.sql("UPDATE card_authorizations SET held = held + 1 WHERE status = 'pending'")
+        .await;
+    let mut workers = flowlet::platform::workers::Workers::new();
+    let services = flowlet::wiring::Services::build(
+        &app.settings,
+        &app.pool(),
+        &flowlet::platform::shared_state::SharedState::in_process(),
+        &mut workers,
+        None,
+    )
+    .unwrap();
+    let report = services.verify_books(true).await.unwrap().unwrap();
+    workers.stop(std::time::Duration::from_secs(5)).await;
+    assert!(!report.is_sound());
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.check == "card_holds" && v.detail.contains("2501")),
+        "{:#?}",
+        report.violations
+    );
+}

@@ -6,10 +6,6 @@
 //! - [`controls`]: the controls request, its validation into typed controls, their view, and
 //!   the calendar windows limits count in.
 //! - [`decision`]: the authorization decision ladder, in documented precedence.
-#![cfg_attr(
-    not(test),
-    allow(dead_code, reason = "wired into the card service as it lands")
-)]
 
 pub mod categories;
 pub mod controls;

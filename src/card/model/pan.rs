@@ -327,6 +327,7 @@ impl Expiry {
 /// Whether a card expiring in `exp_month`/`exp_year` (four-digit year) has expired at `now`.
 /// Valid through the last instant of the expiry month in UTC. A month or year that is no
 /// expiry at all counts as expired: a card with a corrupt expiry must not be usable.
+#[cfg(test)]
 pub fn is_expired(exp_month: u8, exp_year: u16, now: DateTime<Utc>) -> bool {
     Expiry::new(exp_month, exp_year).map_or(true, |expiry| expiry.is_expired(now))
 }

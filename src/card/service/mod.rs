@@ -39,6 +39,7 @@ mod lifecycle;
 mod metrics;
 mod reveal;
 mod rows;
+mod verify;
 mod writer;
 
 pub use metrics::CardMetrics;

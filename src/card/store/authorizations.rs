@@ -386,3 +386,19 @@ pub async fn insert_settlement_account(
         .await?;
     Ok(())
 }
+
+/// Pending authorizations in id order after `after`: the verification's pages.
+pub async fn pending_after(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<AuthorizationRow>> {
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM card_authorizations \
+         WHERE status = 'pending' AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
+    .bind::<Nullable<SqlUuid>, _>(after)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
