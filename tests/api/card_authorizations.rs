@@ -179,6 +179,34 @@ async fn an_approval_holds_the_money_and_keeps_its_whole_trail() {
         .await,
         1
     );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"card_authorizations_total{code="00",result="approved"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("card_authorization_duration_seconds_count"));
+    // The same Idempotency-Key and body: the first answer again, nothing moved twice.
+    let body = message(&h.card, "5.00", "5411");
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let resp = app
+            .request(
+                reqwest::Method::POST,
+                "/v1/simulator/authorizations",
+                &h.partner.key,
+            )
+            .header("Idempotency-Key", "auth-4711")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        let replayed = resp.headers().contains_key("idempotent-replayed");
+        answers.push((replayed, resp.json::<Value>().await.unwrap()));
+    }
+    assert_eq!((answers[0].0, answers[1].0), (false, true));
+    assert_eq!(answers[0].1["id"], answers[1].1["id"]);
+    assert_eq!(balance(&app, &h).await, money("70.00", "-30.00", "100.00"));
     app.assert_ledger_invariants().await;
 }
 
