@@ -104,10 +104,29 @@ pub trait Compliance: Send + Sync {
         customer: CustomerId,
         currency: Currency,
     ) -> Result<(), KycError>;
+
+    /// Whether the customer's tier allows spending by card in `currency` now (a rung of an
+    /// authorization's decision): one read, no transaction, nothing locked. The money's own
+    /// checks (tier limits) run again in the posting's transaction.
+    async fn cards_allowed(
+        &self,
+        partner: PartnerId,
+        customer: CustomerId,
+        currency: Currency,
+    ) -> Result<bool, KycError>;
 }
 
 #[async_trait::async_trait]
 impl Compliance for KycService {
+    async fn cards_allowed(
+        &self,
+        partner: PartnerId,
+        customer: CustomerId,
+        currency: Currency,
+    ) -> Result<bool, KycError> {
+        self.cards_allowed_now(partner, customer, currency).await
+    }
+
     async fn authorize(
         &self,
         tx: &mut Tx<'_>,

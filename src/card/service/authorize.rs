@@ -25,7 +25,7 @@ use crate::card::model::spend::Counters;
 use crate::card::network::{Authorization, AuthorizationId, AuthorizationRequest};
 use crate::card::store::{self, AuthorizationRow, CardRow};
 use crate::kernel::PartnerId;
-use crate::kyc::{CustomerId, KycError, limit_lock_key};
+use crate::kyc::{CustomerId, limit_lock_key};
 use crate::ledger::{
     AccountId, Attachment, LedgerError, NewTransfer, ResultCode, Scope, TransferId,
 };
@@ -67,6 +67,8 @@ pub(super) struct Found {
     pub(super) row: CardRow,
     pub(super) wallet: WalletRef,
     pub(super) expiry: Expiry,
+    /// The card's limit counters as first read (a retry reads them again).
+    pub(super) counters: Option<Counters>,
 }
 
 /// Why a hold's attached write refused it: the limits moved since the ladder read them.
@@ -107,13 +109,13 @@ impl CardService {
         let hash = self.pan_hash(&request.pan);
         let card = {
             let mut conn = self.db().conn().await?;
-            store::find_by_pan_hash(&mut conn, &hash)
+            store::card_by_pan_hash_with_counters(&mut conn, &hash)
                 .await?
-                .filter(|c| c.partner_id == partner.uuid())
+                .filter(|(c, _)| c.partner_id == partner.uuid())
         };
         let found = match card {
             None => None,
-            Some(row) => {
+            Some((row, counters)) => {
                 let wallet = self
                     .inner
                     .wallets
@@ -124,14 +126,22 @@ impl CardService {
                     row,
                     wallet,
                     expiry,
+                    counters,
                 })
             }
         };
         let mut tier_exceeded = false;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             let at = now();
             let decision = self
-                .decide(partner, &request, found.as_ref(), tier_exceeded, at)
+                .decide(
+                    partner,
+                    &request,
+                    found.as_ref(),
+                    tier_exceeded,
+                    attempt == 0,
+                    at,
+                )
                 .await?;
             let Some(found) = found.as_ref().filter(|_| decision.approved) else {
                 return self
@@ -149,7 +159,7 @@ impl CardService {
         // when the counters keep moving under it).
         let at = now();
         let decision = self
-            .decide(partner, &request, found.as_ref(), true, at)
+            .decide(partner, &request, found.as_ref(), true, false, at)
             .await?;
         self.record_declined(partner, &request, found.as_ref(), decision, at)
             .await
@@ -162,6 +172,7 @@ impl CardService {
         request: &AuthorizationRequest,
         found: Option<&Found>,
         tier_exceeded: bool,
+        first_read: bool,
         at: DateTime<Utc>,
     ) -> Result<decision::Decision, CardError> {
         let controls = found.map(|f| {
@@ -170,15 +181,19 @@ impl CardService {
         let controls = controls.transpose()?;
         let card = match (found, controls.as_ref()) {
             (Some(f), Some(controls)) => {
-                let spend = {
+                let counters = if first_read {
+                    f.counters
+                } else {
                     let mut conn = self.db().conn().await?;
                     store::counters(&mut conn, &[f.row.id])
                         .await?
                         .into_iter()
                         .next()
-                        .map_or_else(|| Counters::empty(at), |(_, c)| c)
-                        .spend(f.wallet.currency, at)
+                        .map(|(_, c)| c)
                 };
+                let spend = counters
+                    .unwrap_or_else(|| Counters::empty(at))
+                    .spend(f.wallet.currency, at);
                 Some(CardFacts {
                     expiry: f.expiry.check(request.exp_month, request.exp_year, at),
                     cvc: self
@@ -245,23 +260,12 @@ impl CardService {
     }
 
     async fn kyc_allows_cards(&self, partner: PartnerId, found: &Found) -> Result<bool, CardError> {
-        let kyc = self.inner.kyc.clone();
         let customer = CustomerId::from_uuid(found.row.customer_id);
-        let currency = found.wallet.currency;
-        let allowed = self
-            .db()
-            .in_tx(|tx| {
-                let kyc = kyc.clone();
-                Box::pin(async move {
-                    match kyc.allow_cards(tx, partner, customer, currency).await {
-                        Ok(()) => Ok(true),
-                        Err(KycError::Denied(_)) => Ok(false),
-                        Err(e) => Err(CardError::from(e)),
-                    }
-                })
-            })
-            .await?;
-        Ok(allowed)
+        Ok(self
+            .inner
+            .kyc
+            .cards_allowed(partner, customer, found.wallet.currency)
+            .await?)
     }
 
     /// Places the hold of an approved authorization, its row and everything else attached.
@@ -318,6 +322,7 @@ impl CardService {
             authorization_row(id, partner, request, Some(found), &declined, None, at)
                 .map_err(Held::Failed)?;
         let customer = CustomerId::from_uuid(found.row.customer_id);
+        let written = row.clone();
         let attached = HoldAttached {
             partner,
             customer,
@@ -349,6 +354,10 @@ impl CardService {
             Err(e) => return Err(Held::Failed(e.into())),
         };
         let code = outcomes.first().map_or(ResultCode::Ok, |o| o.code);
+        if code == ResultCode::Ok {
+            // Exactly the row the posting's transaction wrote.
+            return super::authorization_views::view(&written, None).map_err(Held::Failed);
+        }
         let stored = match (code, ntid) {
             // The same network message, posted by a request racing with this one.
             (ResultCode::Exists | ResultCode::ExistsWithDifferentFields, Some(ntid)) => {

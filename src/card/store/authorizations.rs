@@ -283,6 +283,41 @@ struct SpendRow {
     lifetime_amount: i64,
 }
 
+impl From<SpendRow> for Counters {
+    fn from(r: SpendRow) -> Counters {
+        Counters {
+            day: r.day,
+            day_amount: r.day_amount,
+            day_count: r.day_count,
+            week: r.week,
+            week_amount: r.week_amount,
+            month: r.month,
+            month_amount: r.month_amount,
+            year: r.year,
+            year_amount: r.year_amount,
+            lifetime_amount: r.lifetime_amount,
+        }
+    }
+}
+
+/// The card whose number has this keyed hash, with its limit counters (none when it never
+/// spent): what an authorization reads first, in one statement.
+pub async fn card_by_pan_hash_with_counters(
+    conn: &mut AsyncPgConnection,
+    hash: &[u8],
+) -> QueryResult<Option<(super::CardRow, Option<Counters>)>> {
+    use crate::platform::db::schema::{card_cards, card_vault};
+    let found: Option<(super::CardRow, Option<SpendRow>)> = card_cards::table
+        .inner_join(card_vault::table.on(card_vault::card_id.eq(card_cards::id)))
+        .left_join(card_spend::table.on(card_spend::card_id.eq(card_cards::id)))
+        .filter(card_vault::pan_hash.eq(hash))
+        .select((super::CardRow::as_select(), Option::<SpendRow>::as_select()))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.map(|(card, spend)| (card, spend.map(Counters::from))))
+}
+
 /// The limit counters of `cards` (a card that never spent has none).
 pub async fn counters(
     conn: &mut AsyncPgConnection,
@@ -295,23 +330,7 @@ pub async fn counters(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|r| {
-            (
-                r.card_id,
-                Counters {
-                    day: r.day,
-                    day_amount: r.day_amount,
-                    day_count: r.day_count,
-                    week: r.week,
-                    week_amount: r.week_amount,
-                    month: r.month,
-                    month_amount: r.month_amount,
-                    year: r.year,
-                    year_amount: r.year_amount,
-                    lifetime_amount: r.lifetime_amount,
-                },
-            )
-        })
+        .map(|r| (r.card_id, Counters::from(r)))
         .collect())
 }
 

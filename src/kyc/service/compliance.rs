@@ -119,6 +119,25 @@ impl KycService {
         model::may_hold_cards(&self.inner.settings.tiers, tier, currency).map_err(KycError::Denied)
     }
 
+    /// See [`Compliance::cards_allowed`](crate::kyc::Compliance::cards_allowed).
+    pub(in crate::kyc) async fn cards_allowed_now(
+        &self,
+        partner: PartnerId,
+        customer: CustomerId,
+        currency: crate::platform::money::Currency,
+    ) -> Result<bool, KycError> {
+        let row = {
+            let mut conn = self.db().conn().await?;
+            store::find_customer(&mut conn, customer.uuid()).await?
+        }
+        .filter(|r| r.partner_id == partner.uuid())
+        .ok_or(KycError::NotFound("customer"))?;
+        Ok(
+            model::may_hold_cards(&self.inner.settings.tiers, tier_u8(row.kyc_tier), currency)
+                .is_ok(),
+        )
+    }
+
     /// See [`Compliance::authorize`](crate::kyc::Compliance::authorize).
     pub(in crate::kyc) async fn authorize_in(
         &self,

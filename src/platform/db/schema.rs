@@ -478,7 +478,7 @@ diesel::table! {
 }
 
 diesel::joinable!(card_vault -> card_cards (card_id));
-diesel::allow_tables_to_appear_in_same_query!(card_cards, card_vault);
+diesel::allow_tables_to_appear_in_same_query!(card_cards, card_vault, card_spend);
 
 diesel::table! {
     card_decision_endpoints (partner_id) {
