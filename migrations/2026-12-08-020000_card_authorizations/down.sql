@@ -1,3 +1,4 @@
+DROP TABLE card_category_spend;
 DROP TABLE card_spend;
 DROP TABLE card_operations;
 DROP TABLE card_authorizations;

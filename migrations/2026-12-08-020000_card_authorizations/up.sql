@@ -90,3 +90,22 @@ CREATE TABLE card_spend (
     lifetime_amount bigint NOT NULL CHECK (lifetime_amount >= 0),
     updated_at timestamptz NOT NULL
 );
+
+-- The same counters per merchant category group, for the groups a card has limits on
+-- (`limits.categories`); rolled over and changed like card_spend, under the same lock.
+CREATE TABLE card_category_spend (
+    card_id uuid NOT NULL REFERENCES card_cards (id),
+    category text NOT NULL CHECK (category ~ '^[a-z][a-z0-9_]*$'),
+    day date NOT NULL,
+    day_amount bigint NOT NULL CHECK (day_amount >= 0),
+    day_count integer NOT NULL CHECK (day_count >= 0),
+    week date NOT NULL,
+    week_amount bigint NOT NULL CHECK (week_amount >= 0),
+    month date NOT NULL,
+    month_amount bigint NOT NULL CHECK (month_amount >= 0),
+    year date NOT NULL,
+    year_amount bigint NOT NULL CHECK (year_amount >= 0),
+    lifetime_amount bigint NOT NULL CHECK (lifetime_amount >= 0),
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (card_id, category)
+);

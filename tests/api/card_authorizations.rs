@@ -132,9 +132,9 @@ async fn an_approval_holds_the_money_and_keeps_its_whole_trail() {
     assert!(auth["id"].as_str().unwrap().starts_with("auth_"));
     // Every rule of the ladder, in order, funds last.
     let trail = auth["trail"].as_array().unwrap();
-    assert_eq!(trail.len(), 21, "{trail:#?}");
+    assert_eq!(trail.len(), 22, "{trail:#?}");
     assert_eq!(trail[0]["rule"], "card");
-    assert_eq!(trail[20]["rule"], "funds");
+    assert_eq!(trail[21]["rule"], "funds");
     assert!(trail.iter().all(|s| s["outcome"] != "fail"));
     assert_eq!(balance(&app, &h).await, money("75.00", "-25.00", "100.00"));
 
@@ -906,4 +906,64 @@ async fn the_books_check_finds_an_authorization_that_holds_other_than_its_ledger
         "{:#?}",
         report.violations
     );
+}
+
+#[tokio::test]
+async fn a_category_limit_binds_at_its_merchants_only_and_reversals_give_it_back() {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let h = holder(
+        &app,
+        "200.00",
+        Some(json!({"enabled": true, "limits": {"daily": "150.00",
+                    "categories": {"restaurants": {"daily": "30.00"}}}})),
+    )
+    .await;
+    let card = get(
+        &app,
+        &h.partner.key,
+        &format!("/v1/cards/{}", h.card["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        card["controls"]["limits"]["categories"]["restaurants"]["daily"],
+        "30.00"
+    );
+    let lunch = authorize(&app, &h.partner.key, &message(&h.card, "20.00", "5812")).await;
+    assert_eq!(lunch["approved"], true);
+    let dinner = authorize(&app, &h.partner.key, &message(&h.card, "15.00", "5812")).await;
+    assert_eq!(dinner["decline_code"], "limit_exceeded");
+    let last = dinner["trail"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["rule"], "limits.categories");
+    assert!(last["detail"].as_str().unwrap().contains("restaurants"));
+    // A grocery is not a restaurant: only the card's own daily limit applies.
+    let groceries = authorize(&app, &h.partner.key, &message(&h.card, "100.00", "5411")).await;
+    assert_eq!(groceries["approved"], true, "{groceries:#}");
+    // Reversing lunch gives its 20.00 back to the restaurants' day.
+    followed(&app, &h.partner.key, &lunch, "reverse", json!({})).await;
+    let again = authorize(&app, &h.partner.key, &message(&h.card, "30.00", "5812")).await;
+    assert_eq!(again["approved"], true, "{again:#}");
+    // Refusals of the controls themselves store nothing.
+    let card_id = h.card["id"].as_str().unwrap();
+    let resp = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/cards/{card_id}/controls"),
+            &h.partner.key,
+        )
+        .json(&json!({"limits": {"categories": {"casinos": {"daily": "1.00"}}}}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(resp, 400, "validation_failed").await;
+    assert!(
+        problem.to_string().contains("limits.categories.casinos"),
+        "{problem}"
+    );
+    let card = get(&app, &h.partner.key, &format!("/v1/cards/{card_id}")).await;
+    assert_eq!(
+        card["controls"]["limits"]["categories"]["restaurants"]["daily"],
+        "30.00"
+    );
+    app.assert_ledger_invariants().await;
 }

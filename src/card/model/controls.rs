@@ -46,6 +46,9 @@ use super::categories::{Category, CategoryTable, Mcc, MccInput};
 use crate::platform::error::FieldError;
 use crate::platform::money::{Amount, Currency, Money};
 
+/// Most category groups limits may be set on.
+pub const MAX_CATEGORY_LIMITS: usize = 32;
+
 /// Longest list a request may carry in any of its fields: more than every MCC group and every
 /// country, small enough that validating a request stays cheap.
 pub const MAX_LIST_LEN: usize = 1000;
@@ -164,6 +167,11 @@ pub struct LimitsRequest {
     /// Most approved authorizations per UTC calendar day.
     #[schema(value_type = Option<u32>, minimum = 1)]
     pub daily_count: Option<serde_json::Number>,
+    /// Limits on what is spent at the merchants of a named category group (`restaurants`,
+    /// `travel`, ...), counted apart from the card's own: the same fields, by group name (at
+    /// most [`MAX_CATEGORY_LIMITS`] groups; no nesting).
+    #[schema(value_type = Option<Object>)]
+    pub categories: Option<std::collections::BTreeMap<String, LimitsRequest>>,
 }
 
 /// Names fields as the client wrote them: `controls.limits.daily` inside a card, or
@@ -268,7 +276,11 @@ impl ControlsRequest {
 
         let limits = match &self.limits {
             None => Limits::default(),
-            Some(limits) => limits.validate(&fields, currency)?,
+            Some(limits) => limits.validate(&fields, "limits", currency)?,
+        };
+        let category_limits = match self.limits.as_ref().and_then(|l| l.categories.as_ref()) {
+            None => Vec::new(),
+            Some(by_name) => category_limits(&fields, by_name, currency, categories)?,
         };
 
         Ok(Controls {
@@ -280,8 +292,39 @@ impl ControlsRequest {
             allowed_countries,
             blocked_countries,
             limits,
+            category_limits,
         })
     }
+}
+
+/// `limits.categories`: each a known group, each group's limits valid on their own.
+fn category_limits(
+    fields: &Fields<'_>,
+    by_name: &std::collections::BTreeMap<String, LimitsRequest>,
+    currency: Currency,
+    categories: &CategoryTable,
+) -> Result<Vec<(Category, Limits)>, FieldError> {
+    if by_name.len() > MAX_CATEGORY_LIMITS {
+        return Err(fields.error(
+            "limits.categories",
+            format!("has at most {MAX_CATEGORY_LIMITS} groups"),
+        ));
+    }
+    let mut resolved = Vec::with_capacity(by_name.len());
+    for (name, request) in by_name {
+        let root = format!("limits.categories.{name}");
+        let category = categories.get(name).map_err(|e| {
+            fields.error(
+                &root,
+                format!("{e}; known categories: {}", categories.names().join(", ")),
+            )
+        })?;
+        if request.categories.is_some() {
+            return Err(fields.error(&format!("{root}.categories"), "category limits do not nest"));
+        }
+        resolved.push((category.clone(), request.validate(fields, &root, currency)?));
+    }
+    Ok(resolved)
 }
 
 /// The entries of an optional list with their indexes (none when absent).
@@ -401,13 +444,19 @@ impl LimitsRequest {
         }
     }
 
-    fn validate(&self, fields: &Fields<'_>, currency: Currency) -> Result<Limits, FieldError> {
+    /// The limits, with field names under `root` (`limits`, or `limits.categories.<group>`).
+    fn validate(
+        &self,
+        fields: &Fields<'_>,
+        root: &str,
+        currency: Currency,
+    ) -> Result<Limits, FieldError> {
         // Every amount first, in field order, so an order error never hides a malformed one.
         let money = |name: &str| -> Result<Option<Money>, FieldError> {
             self.amount(name)
                 .map(|amount| {
                     Money::parse_positive(amount, currency)
-                        .map_err(|e| FieldError::amount(fields.name(&format!("limits.{name}")), &e))
+                        .map_err(|e| FieldError::amount(fields.name(&format!("{root}.{name}")), &e))
                 })
                 .transpose()
         };
@@ -418,7 +467,7 @@ impl LimitsRequest {
             monthly: money("monthly")?,
             yearly: money("yearly")?,
             lifetime: money("lifetime")?,
-            daily_count: self.daily_count(fields)?,
+            daily_count: self.daily_count(fields, root)?,
         };
         for (inner, outers) in LIMIT_ORDER {
             let Some(inner_limit) = limits.named(inner) else {
@@ -429,9 +478,9 @@ impl LimitsRequest {
                     && inner_limit.minor() > outer_limit.minor()
                 {
                     return Err(fields.error(
-                        &format!("limits.{inner}"),
+                        &format!("{root}.{inner}"),
                         format!(
-                            "must not exceed limits.{outer} ({outer_limit}): the {outer} \
+                            "must not exceed {root}.{outer} ({outer_limit}): the {outer} \
                              window always contains the {inner} one, so this limit could \
                              never be reached"
                         ),
@@ -442,7 +491,7 @@ impl LimitsRequest {
         Ok(limits)
     }
 
-    fn daily_count(&self, fields: &Fields<'_>) -> Result<Option<u32>, FieldError> {
+    fn daily_count(&self, fields: &Fields<'_>, root: &str) -> Result<Option<u32>, FieldError> {
         let Some(number) = &self.daily_count else {
             return Ok(None);
         };
@@ -453,7 +502,7 @@ impl LimitsRequest {
             .map(Some)
             .ok_or_else(|| {
                 fields.error(
-                    "limits.daily_count",
+                    &format!("{root}.daily_count"),
                     format!("must be a whole number from 1 to {}", u32::MAX),
                 )
             })
@@ -501,6 +550,21 @@ impl Limits {
         self.daily_count
     }
 
+    /// The limits as responses show them.
+    fn view(&self) -> LimitsView {
+        let amount = |money: Option<Money>| money.map(Amount::from);
+        LimitsView {
+            per_authorization: amount(self.per_authorization),
+            daily: amount(self.daily),
+            weekly: amount(self.weekly),
+            monthly: amount(self.monthly),
+            yearly: amount(self.yearly),
+            lifetime: amount(self.lifetime),
+            daily_count: self.daily_count,
+            categories: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// The amount limit called `name` as in the request (`daily`, ...).
     fn named(&self, name: &str) -> Option<Money> {
         match name {
@@ -541,6 +605,8 @@ pub struct Controls {
     allowed_countries: BTreeSet<Country>,
     blocked_countries: BTreeSet<Country>,
     limits: Limits,
+    /// Limits per category group, by group name.
+    category_limits: Vec<(Category, Limits)>,
 }
 
 impl Default for Controls {
@@ -555,6 +621,7 @@ impl Default for Controls {
             allowed_countries: BTreeSet::new(),
             blocked_countries: BTreeSet::new(),
             limits: Limits::default(),
+            category_limits: Vec::new(),
         }
     }
 }
@@ -568,6 +635,14 @@ impl Controls {
     /// The spending limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The limits of the category groups a merchant with `mcc` is in, by group name.
+    pub fn category_limits_for(&self, mcc: Mcc) -> impl Iterator<Item = (&str, &Limits)> {
+        self.category_limits
+            .iter()
+            .filter(move |(c, _)| c.contains(mcc))
+            .map(|(c, l)| (c.name(), l))
     }
 
     /// The category rule for a merchant with `mcc`: a blocked MCC or group declines; then, if
@@ -634,7 +709,6 @@ impl Controls {
             codes
         };
         let names = |list: &[Category]| list.iter().map(|c| c.name().to_owned()).collect();
-        let amount = |money: Option<Money>| money.map(Amount::from);
         ControlsView {
             enabled: self.enabled,
             allowed_categories: names(&self.allowed_categories),
@@ -644,13 +718,12 @@ impl Controls {
             allowed_countries: countries(&self.allowed_countries),
             blocked_countries: countries(&self.blocked_countries),
             limits: LimitsView {
-                per_authorization: amount(self.limits.per_authorization),
-                daily: amount(self.limits.daily),
-                weekly: amount(self.limits.weekly),
-                monthly: amount(self.limits.monthly),
-                yearly: amount(self.limits.yearly),
-                lifetime: amount(self.limits.lifetime),
-                daily_count: self.limits.daily_count,
+                categories: self
+                    .category_limits
+                    .iter()
+                    .map(|(c, l)| (c.name().to_owned(), l.view()))
+                    .collect(),
+                ..self.limits.view()
             },
         }
     }
@@ -696,6 +769,10 @@ pub struct LimitsView {
     pub lifetime: Option<Amount>,
     /// Most approved authorizations per UTC calendar day.
     pub daily_count: Option<u32>,
+    /// Limits per merchant category group, by name (left out when none is set).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub categories: std::collections::BTreeMap<String, LimitsView>,
 }
 
 #[cfg(test)]
@@ -733,6 +810,61 @@ mod tests {
         let err = controls(body).unwrap_err();
         let code = crate::platform::error::Problem::code(&err).to_owned();
         (err.field.to_string(), code)
+    }
+
+    #[test]
+    fn category_limits_name_known_groups_follow_the_window_rules_and_do_not_nest() {
+        let ok = controls(json!({"limits": {"daily": "100.00",
+            "categories": {"restaurants": {"daily": "30.00", "daily_count": 2}}}}))
+        .unwrap();
+        let (name, limits) = ok.category_limits_for(mcc(5812)).next().unwrap();
+        assert_eq!(name, "restaurants");
+        assert_eq!(limits.window(Window::Day).map(|m| m.minor()), Some(3000));
+        assert_eq!(limits.daily_count(), Some(2));
+        assert_eq!(ok.category_limits_for(mcc(5411)).count(), 0);
+        // The view reads back as the same controls (it is the stored form).
+        let view = serde_json::to_value(ok.view()).unwrap();
+        assert_eq!(
+            view["limits"]["categories"]["restaurants"]["daily"],
+            "30.00"
+        );
+        assert_eq!(controls(view).unwrap(), ok);
+        // Without category limits the view has no `categories` key.
+        let plain = serde_json::to_value(Controls::default().view()).unwrap();
+        assert!(plain["limits"].get("categories").is_none());
+
+        let cases = [
+            (
+                json!({"limits": {"categories": {"casinos": {"daily": "1.00"}}}}),
+                "controls.limits.categories.casinos",
+            ),
+            (
+                json!({"limits": {"categories": {"travel": {"daily": "0"}}}}),
+                "controls.limits.categories.travel.daily",
+            ),
+            (
+                json!({"limits": {"categories": {"travel": {"daily": "20.00", "per_authorization": "30.00"}}}}),
+                "controls.limits.categories.travel.per_authorization",
+            ),
+            (
+                json!({"limits": {"categories": {"travel": {"daily_count": 0}}}}),
+                "controls.limits.categories.travel.daily_count",
+            ),
+            (
+                json!({"limits": {"categories": {"travel": {"categories": {}}}}}),
+                "controls.limits.categories.travel.categories",
+            ),
+        ];
+        for (body, field) in cases {
+            assert_eq!(refused(body).0, field);
+        }
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_CATEGORY_LIMITS)
+            .map(|i| (format!("g{i}"), json!({"daily": "1.00"})))
+            .collect();
+        assert_eq!(
+            refused(json!({"limits": {"categories": many}})).0,
+            "controls.limits.categories"
+        );
     }
 
     #[test]

@@ -22,18 +22,19 @@
 //! | 10 | `currency` | the authorization's currency is not the card's (the wallet's) | `currency_not_supported` | 57 |
 //! | 11-16 | `limits.per_authorization`, `limits.daily`, `.weekly`, `.monthly`, `.yearly`, `.lifetime` | the amount, or spent in the window plus the amount, exceeds the limit | `limit_exceeded` | 61 |
 //! | 17 | `limits.daily_count` | today's approved count plus this one exceeds the limit | `velocity_exceeded` | 65 |
-//! | 18 | `kyc_limits` | the customer's tier limits, shared with payments, would be exceeded | `limit_exceeded` | 61 |
-//! | 19 | `risk` | the risk check declines | `fraud_suspected` | 59 |
-//! | 20 | `partner` | the partner's real-time decision declines (or its fallback does) | `partner_declined` | 05 |
-//! | 21 | `funds` | the wallet's available balance cannot cover the hold | `insufficient_funds` | 51 |
+//! | 18 | `limits.categories` | a limit of a category group the merchant is in (`limits.categories`: per authorization, a window, or the daily count) would be exceeded | `limit_exceeded`; count: `velocity_exceeded` | 61; 65 |
+//! | 19 | `kyc_limits` | the customer's tier limits, shared with payments, would be exceeded | `limit_exceeded` | 61 |
+//! | 20 | `risk` | the risk check declines | `fraud_suspected` | 59 |
+//! | 21 | `partner` | the partner's real-time decision declines (or its fallback does) | `partner_declined` | 05 |
+//! | 22 | `funds` | the wallet's available balance cannot cover the hold | `insufficient_funds` | 51 |
 //!
 //! # Two phases, and funds
 //!
 //! The partner must never be asked about an authorization Flowlet already declined, so the
-//! ladder is split: [`pre_partner`] runs rules 1-19 and either declines or returns a
+//! ladder is split: [`pre_partner`] runs rules 1-20 and either declines or returns a
 //! [`Trail`], which only it can make; [`with_partner`] takes that trail and the partner's
 //! answer (or [`PartnerDecision::NotAsked`] when the partner has no decision endpoint) and
-//! runs rule 20. An approval from the ladder means "approve pending funds": rule 21 is the
+//! runs rule 21. An approval from the ladder means "approve pending funds": rule 22 is the
 //! ledger's, decided atomically with the hold, and [`Decision::with_funds`] records its
 //! result.
 //!
@@ -42,7 +43,7 @@
 //! The trail lists every rule evaluated, in order, up to and including the deciding one;
 //! rules after a decline are not evaluated and are left out. A rule that does not apply (no
 //! CVC presented, no such limit set, no list set, no partner endpoint) is in the trail as
-//! `skipped`, so an approval's trail always names all 20 rules (21 once funds are known).
+//! `skipped`, so an approval's trail always names all 21 rules (22 once funds are known).
 //! Details are for people: they name amounts, codes and countries, never a PAN or CVC.
 
 use std::fmt;
@@ -52,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::categories::Mcc;
-use super::controls::{Controls, Screen, Window};
+use super::controls::{Controls, Limits, Screen, Window};
 use super::pan::{CvcCheck, ExpiryCheck};
 use crate::platform::money::{Currency, Money};
 use crate::wallet::{FreezeMode, WalletStatus};
@@ -245,10 +246,22 @@ pub struct CardFacts<'a> {
     pub currency: Currency,
     /// What the card has spent in each window, in its currency.
     pub spend: Spend,
+    /// The limits of the category groups the merchant is in, each with what the card spent
+    /// there (empty when none is limited).
+    pub category_spend: Vec<CategorySpend<'a>>,
     /// The customer's tier limits, with this authorization added.
     pub tier_limits: TierLimits,
     /// The risk check's verdict.
     pub risk: RiskVerdict,
+}
+
+/// A category group's limits on a card and what the card spent at it.
+#[derive(Debug, Clone)]
+pub struct CategorySpend<'a> {
+    /// The group's name (`restaurants`, ...).
+    pub name: &'a str,
+    pub limits: &'a Limits,
+    pub spend: Spend,
 }
 
 /// Everything the ladder decides on.
@@ -420,13 +433,16 @@ pub enum Rule {
     /// 17: the daily count of authorizations.
     #[serde(rename = "limits.daily_count")]
     LimitDailyCount,
-    /// 18: the KYC tier's limits.
+    /// 18: the limits of the merchant's category groups.
+    #[serde(rename = "limits.categories")]
+    LimitCategories,
+    /// 19: the KYC tier's limits.
     #[serde(rename = "kyc_limits")]
     KycLimits,
-    /// 19: the risk check.
+    /// 20: the risk check.
     #[serde(rename = "risk")]
     Risk,
-    /// 20: the partner's real-time decision.
+    /// 21: the partner's real-time decision.
     #[serde(rename = "partner")]
     Partner,
     #[serde(rename = "funds")]
@@ -435,7 +451,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the order the ladder checks them.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 22] = [
         Self::Card,
         Self::Expiry,
         Self::Cvc,
@@ -453,6 +469,7 @@ impl Rule {
         Self::LimitYearly,
         Self::LimitLifetime,
         Self::LimitDailyCount,
+        Self::LimitCategories,
         Self::KycLimits,
         Self::Risk,
         Self::Partner,
@@ -479,6 +496,7 @@ impl Rule {
             Self::LimitYearly => "limits.yearly",
             Self::LimitLifetime => "limits.lifetime",
             Self::LimitDailyCount => "limits.daily_count",
+            Self::LimitCategories => "limits.categories",
             Self::KycLimits => "kyc_limits",
             Self::Risk => "risk",
             Self::Partner => "partner",
@@ -622,7 +640,7 @@ impl Ladder {
     }
 }
 
-/// Rules 1-19 (see the module docs): a decline, or the trail of an authorization the partner
+/// Rules 1-20 (see the module docs): a decline, or the trail of an authorization the partner
 /// may now be asked about.
 pub fn pre_partner(facts: &Facts<'_>) -> Result<Trail, Decision> {
     let mut ladder = Ladder { steps: Vec::new() };
@@ -838,6 +856,31 @@ pub fn pre_partner(facts: &Facts<'_>) -> Result<Trail, Decision> {
         }
     }
 
+    if card.category_spend.is_empty() {
+        ladder.skip(
+            Rule::LimitCategories,
+            "no limits on the merchant's categories",
+        );
+    } else {
+        let mut within = Vec::new();
+        for category in &card.category_spend {
+            if let Some((detail, code, response)) = breach(category.limits, &category.spend, amount)
+            {
+                return Err(ladder.fail(
+                    Rule::LimitCategories,
+                    format!("category {}: {detail}", category.name),
+                    code,
+                    response,
+                ));
+            }
+            within.push(category.name);
+        }
+        ladder.pass(
+            Rule::LimitCategories,
+            format!("within the limits of {}", within.join(", ")),
+        );
+    }
+
     match card.tier_limits {
         TierLimits::Within => ladder.pass(Rule::KycLimits, "within the KYC tier's limits"),
         TierLimits::Exceeded => {
@@ -867,7 +910,54 @@ pub fn pre_partner(facts: &Facts<'_>) -> Result<Trail, Decision> {
     })
 }
 
-/// Rule 20 on an authorization that passed rules 1-19: the partner's decision, or its
+/// The first of `limits` that `amount` more would break on `spend`: per authorization, each
+/// window, then the daily count; with its detail, decline code and ISO 8583 code.
+pub fn breach(
+    limits: &Limits,
+    spend: &Spend,
+    amount: Money,
+) -> Option<(String, DeclineCode, &'static str)> {
+    if let Some(limit) = limits.per_authorization()
+        && amount.minor() > limit.minor()
+    {
+        return Some((
+            format!("{amount} > per-authorization limit {limit}"),
+            DeclineCode::LimitExceeded,
+            "61",
+        ));
+    }
+    for window in Window::ALL {
+        let Some(limit) = limits.window(window) else {
+            continue;
+        };
+        let spent = spend.in_window(window);
+        if !spent
+            .checked_add(amount)
+            .is_ok_and(|total| total.minor() <= limit.minor())
+        {
+            return Some((
+                format!(
+                    "spent {spent} + {amount} > {} limit {limit}",
+                    window.as_str()
+                ),
+                DeclineCode::LimitExceeded,
+                "61",
+            ));
+        }
+    }
+    if let Some(max) = limits.daily_count()
+        && !spend.count_today.checked_add(1).is_some_and(|n| n <= max)
+    {
+        return Some((
+            format!("{} approved today + 1 > {max}", spend.count_today),
+            DeclineCode::VelocityExceeded,
+            "65",
+        ));
+    }
+    None
+}
+
+/// Rule 21 on an authorization that passed rules 1-20: the partner's decision, or its
 /// fallback. An approval here is "approve pending funds" (see [`Decision::with_funds`]).
 pub fn with_partner(trail: Trail, partner: PartnerDecision) -> Decision {
     let mut ladder = Ladder { steps: trail.steps };

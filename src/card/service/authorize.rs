@@ -18,7 +18,8 @@ use super::writer::{HoldAttached, card_lock_key};
 use super::{CardService, now};
 use crate::card::error::CardError;
 use crate::card::model::decision::{
-    self, CardFacts, CardState, DeclineCode, Facts, PartnerDecision, RiskVerdict, TierLimits,
+    self, CardFacts, CardState, CategorySpend, DeclineCode, Facts, PartnerDecision, RiskVerdict,
+    TierLimits,
 };
 use crate::card::model::pan::Expiry;
 use crate::card::model::spend::Counters;
@@ -194,6 +195,32 @@ impl CardService {
                 let spend = counters
                     .unwrap_or_else(|| Counters::empty(at))
                     .spend(f.wallet.currency, at);
+                let limited: Vec<(&str, &crate::card::model::controls::Limits)> =
+                    controls.category_limits_for(request.merchant.mcc).collect();
+                let category_spend = if limited.is_empty() {
+                    Vec::new()
+                } else {
+                    let keys: Vec<store::CategoryKey> = limited
+                        .iter()
+                        .map(|(name, _)| (f.row.id, (*name).to_owned()))
+                        .collect();
+                    let stored = {
+                        let mut conn = self.db().conn().await?;
+                        store::category_counters(&mut conn, &keys).await?
+                    };
+                    limited
+                        .into_iter()
+                        .map(|(name, limits)| CategorySpend {
+                            name,
+                            limits,
+                            spend: stored
+                                .iter()
+                                .find(|((_, n), _)| n == name)
+                                .map_or_else(|| Counters::empty(at), |(_, c)| *c)
+                                .spend(f.wallet.currency, at),
+                        })
+                        .collect()
+                };
                 Some(CardFacts {
                     expiry: f.expiry.check(request.exp_month, request.exp_year, at),
                     cvc: self
@@ -207,6 +234,7 @@ impl CardService {
                     controls,
                     currency: f.wallet.currency,
                     spend,
+                    category_spend,
                     tier_limits: if tier_exceeded {
                         TierLimits::Exceeded
                     } else {
@@ -329,6 +357,7 @@ impl CardService {
             controls: super::rows::stored_controls(&found.row, currency, self.inner.categories)
                 .map_err(Held::Failed)?,
             amount: request.amount,
+            mcc: request.merchant.mcc,
             row,
             declined_row,
         };

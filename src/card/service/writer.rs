@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::authorize::LimitRace;
 use crate::card::error::CardError;
-use crate::card::model::controls::{Controls, Window};
+use crate::card::model::categories::Mcc;
+use crate::card::model::controls::{Controls, Limits};
+use crate::card::model::decision::breach;
 use crate::card::model::spend::Counters;
 use crate::card::store::{self, AuthorizationRow};
 use crate::kernel::PartnerId;
@@ -44,6 +46,7 @@ pub(super) struct HoldAttached {
     pub(super) customer: CustomerId,
     pub(super) controls: Controls,
     pub(super) amount: Money,
+    pub(super) mcc: Mcc,
     /// The row when the hold is placed.
     pub(super) row: AuthorizationRow,
     /// The row when the ledger refuses the hold (funds, a frozen or closed wallet).
@@ -66,28 +69,15 @@ impl BatchWrite for HoldWriter {
     }
 }
 
-/// Whether `amount` more fits the card's window limits and daily count, on counters read
-/// under the card's lock. (The per-authorization limit does not move; the ladder checked it.)
+/// Whether `amount` more fits `limits` on counters read under the card's lock (the ladder's
+/// own rule, [`breach`], on fresh counters).
 pub(super) fn fits(
-    controls: &Controls,
+    limits: &Limits,
     counters: &Counters,
     amount: Money,
     now: chrono::DateTime<chrono::Utc>,
 ) -> bool {
-    let spend = counters.spend(amount.currency(), now);
-    let limits = controls.limits();
-    let windows_fit = Window::ALL.iter().all(|w| {
-        limits.window(*w).is_none_or(|limit| {
-            spend
-                .in_window(*w)
-                .checked_add(amount)
-                .is_ok_and(|total| total.minor() <= limit.minor())
-        })
-    });
-    let count_fits = limits
-        .daily_count()
-        .is_none_or(|max| spend.count_today.checked_add(1).is_some_and(|n| n <= max));
-    windows_fit && count_fits
+    breach(limits, &counters.spend(amount.currency(), now), amount).is_none()
 }
 
 /// The batch's holds, in arrival order: each placed one must still fit its card's limits and
@@ -130,7 +120,7 @@ async fn write_holds(
                 .get(&card)
                 .copied()
                 .unwrap_or_else(|| Counters::empty(now));
-            if fits(&a.controls, &current, a.amount, now) {
+            if fits(a.controls.limits(), &current, a.amount, now) {
                 counters.insert(card, current.add(a.amount.minor(), true, now));
             } else {
                 refused.push((*index, SideWriteError(Box::new(LimitRace::Card))));
@@ -138,6 +128,50 @@ async fn write_holds(
         }
         if !refused.is_empty() {
             return Ok(refused);
+        }
+        // The limits of the merchants' category groups, the same way.
+        let keys: Vec<store::CategoryKey> = placed
+            .iter()
+            .filter_map(|(_, a)| Some((a.row.card_id?, a)))
+            .flat_map(|(card, a)| {
+                a.controls
+                    .category_limits_for(a.mcc)
+                    .map(move |(name, _)| (card, name.to_owned()))
+            })
+            .collect();
+        if !keys.is_empty() {
+            let mut by_key: HashMap<store::CategoryKey, Counters> =
+                store::category_counters(tx.conn(), &keys)
+                    .await
+                    .map_err(side_error)?
+                    .into_iter()
+                    .collect();
+            for (index, a) in &placed {
+                let Some(card) = a.row.card_id else { continue };
+                let mut next = Vec::new();
+                let mut within = true;
+                for (name, limits) in a.controls.category_limits_for(a.mcc) {
+                    let key = (card, name.to_owned());
+                    let current = by_key
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| Counters::empty(now));
+                    within &= fits(limits, &current, a.amount, now);
+                    next.push((key, current.add(a.amount.minor(), true, now)));
+                }
+                if within {
+                    by_key.extend(next);
+                } else {
+                    refused.push((*index, SideWriteError(Box::new(LimitRace::Card))));
+                }
+            }
+            if !refused.is_empty() {
+                return Ok(refused);
+            }
+            let changed: Vec<(store::CategoryKey, Counters)> = by_key.into_iter().collect();
+            store::store_category_counters(tx.conn(), &changed, now)
+                .await
+                .map_err(side_error)?;
         }
         let movements: Vec<(PartnerId, Movement)> = placed
             .iter()

@@ -340,6 +340,102 @@ pub async fn store_counters(
     counters: &[(Uuid, Counters)],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
+    upsert_spend(conn, counters, None, at).await
+}
+
+/// Whose counters at a category group: the card and the group's name.
+pub type CategoryKey = (Uuid, String);
+
+#[derive(QueryableByName)]
+struct CategorySpendRow {
+    #[diesel(sql_type = SqlUuid)]
+    card_id: Uuid,
+    #[diesel(sql_type = Text)]
+    category: String,
+    #[diesel(sql_type = Date)]
+    day: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    day_amount: i64,
+    #[diesel(sql_type = Integer)]
+    day_count: i32,
+    #[diesel(sql_type = Date)]
+    week: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    week_amount: i64,
+    #[diesel(sql_type = Date)]
+    month: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    month_amount: i64,
+    #[diesel(sql_type = Date)]
+    year: NaiveDate,
+    #[diesel(sql_type = BigInt)]
+    year_amount: i64,
+    #[diesel(sql_type = BigInt)]
+    lifetime_amount: i64,
+}
+
+/// The limit counters of cards at category groups (none for a pair that never spent).
+pub async fn category_counters(
+    conn: &mut AsyncPgConnection,
+    keys: &[CategoryKey],
+) -> QueryResult<Vec<(CategoryKey, Counters)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cards: Vec<Uuid> = keys.iter().map(|(c, _)| *c).collect();
+    let names: Vec<String> = keys.iter().map(|(_, n)| n.clone()).collect();
+    let rows: Vec<CategorySpendRow> = diesel::sql_query(
+        "SELECT s.card_id, s.category, s.day, s.day_amount, s.day_count, s.week, s.week_amount, \
+                s.month, s.month_amount, s.year, s.year_amount, s.lifetime_amount \
+         FROM card_category_spend s \
+         JOIN unnest($1::uuid[], $2::text[]) AS k (card_id, category) \
+           ON k.card_id = s.card_id AND k.category = s.category",
+    )
+    .bind::<Array<SqlUuid>, _>(cards)
+    .bind::<Array<Text>, _>(names)
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                (r.card_id, r.category),
+                Counters {
+                    day: r.day,
+                    day_amount: r.day_amount,
+                    day_count: r.day_count,
+                    week: r.week,
+                    week_amount: r.week_amount,
+                    month: r.month,
+                    month_amount: r.month_amount,
+                    year: r.year,
+                    year_amount: r.year_amount,
+                    lifetime_amount: r.lifetime_amount,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Stores the counters of cards at category groups in one statement.
+pub async fn store_category_counters(
+    conn: &mut AsyncPgConnection,
+    counters: &[(CategoryKey, Counters)],
+    at: DateTime<Utc>,
+) -> QueryResult<()> {
+    let rows: Vec<(Uuid, Counters)> = counters.iter().map(|((c, _), n)| (*c, *n)).collect();
+    let names: Vec<String> = counters.iter().map(|((_, n), _)| n.clone()).collect();
+    upsert_spend(conn, &rows, Some(names), at).await
+}
+
+/// The one upsert of counters: a card's (`card_spend`), or, with `categories` (one per row),
+/// a card's at each category group (`card_category_spend`).
+async fn upsert_spend(
+    conn: &mut AsyncPgConnection,
+    counters: &[(Uuid, Counters)],
+    categories: Option<Vec<String>>,
+    at: DateTime<Utc>,
+) -> QueryResult<()> {
     if counters.is_empty() {
         return Ok(());
     }
@@ -348,31 +444,42 @@ pub async fn store_counters(
     let amt = |f: fn(&Counters) -> i64| counters.iter().map(|(_, c)| f(c)).collect::<Vec<_>>();
     let ids: Vec<Uuid> = counters.iter().map(|(id, _)| *id).collect();
     let counts: Vec<i32> = counters.iter().map(|(_, c)| c.day_count).collect();
-    diesel::sql_query(
-        "INSERT INTO card_spend (card_id, day, day_amount, day_count, week, week_amount, month, \
-                                 month_amount, year, year_amount, lifetime_amount, updated_at) \
-         SELECT t.*, $12 FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) AS t \
-         ON CONFLICT (card_id) DO UPDATE SET day = EXCLUDED.day, day_amount = EXCLUDED.day_amount, \
-             day_count = EXCLUDED.day_count, week = EXCLUDED.week, \
-             week_amount = EXCLUDED.week_amount, month = EXCLUDED.month, \
-             month_amount = EXCLUDED.month_amount, year = EXCLUDED.year, \
-             year_amount = EXCLUDED.year_amount, lifetime_amount = EXCLUDED.lifetime_amount, \
-             updated_at = EXCLUDED.updated_at",
-    )
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Date>, _>(col(|c| c.day))
-    .bind::<Array<BigInt>, _>(amt(|c| c.day_amount))
-    .bind::<Array<Integer>, _>(counts)
-    .bind::<Array<Date>, _>(col(|c| c.week))
-    .bind::<Array<BigInt>, _>(amt(|c| c.week_amount))
-    .bind::<Array<Date>, _>(col(|c| c.month))
-    .bind::<Array<BigInt>, _>(amt(|c| c.month_amount))
-    .bind::<Array<Date>, _>(col(|c| c.year))
-    .bind::<Array<BigInt>, _>(amt(|c| c.year_amount))
-    .bind::<Array<BigInt>, _>(amt(|c| c.lifetime_amount))
-    .bind::<Timestamptz, _>(at)
-    .execute(conn)
-    .await?;
+    let (table, key, conflict) = match categories {
+        None => ("card_spend", "", "card_id"),
+        Some(_) => ("card_category_spend", ", category", "card_id, category"),
+    };
+    let category_arg = if categories.is_some() { ", $13" } else { "" };
+    let sql = format!(
+        "INSERT INTO {table} (card_id, day, day_amount, day_count, week, week_amount, month, \
+                              month_amount, year, year_amount, lifetime_amount, updated_at{key}) \
+         SELECT t.* FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                                array_fill($12::timestamptz, ARRAY[cardinality($1)]){category_arg}) AS t \
+         ON CONFLICT ({conflict}) DO UPDATE SET day = EXCLUDED.day, \
+             day_amount = EXCLUDED.day_amount, day_count = EXCLUDED.day_count, \
+             week = EXCLUDED.week, week_amount = EXCLUDED.week_amount, \
+             month = EXCLUDED.month, month_amount = EXCLUDED.month_amount, \
+             year = EXCLUDED.year, year_amount = EXCLUDED.year_amount, \
+             lifetime_amount = EXCLUDED.lifetime_amount, updated_at = EXCLUDED.updated_at"
+    );
+    let query = diesel::sql_query(sql)
+        .into_boxed()
+        .bind::<Array<SqlUuid>, _>(ids)
+        .bind::<Array<Date>, _>(col(|c| c.day))
+        .bind::<Array<BigInt>, _>(amt(|c| c.day_amount))
+        .bind::<Array<Integer>, _>(counts)
+        .bind::<Array<Date>, _>(col(|c| c.week))
+        .bind::<Array<BigInt>, _>(amt(|c| c.week_amount))
+        .bind::<Array<Date>, _>(col(|c| c.month))
+        .bind::<Array<BigInt>, _>(amt(|c| c.month_amount))
+        .bind::<Array<Date>, _>(col(|c| c.year))
+        .bind::<Array<BigInt>, _>(amt(|c| c.year_amount))
+        .bind::<Array<BigInt>, _>(amt(|c| c.lifetime_amount))
+        .bind::<Timestamptz, _>(at);
+    let query = match categories {
+        Some(names) => query.bind::<Array<Text>, _>(names),
+        None => query,
+    };
+    query.execute(conn).await?;
     Ok(())
 }
 

@@ -38,7 +38,8 @@ fn full_controls() -> Controls {
             "monthly": "2000.00",
             "yearly": "10000.00",
             "lifetime": "50000.00",
-            "daily_count": 10
+            "daily_count": 10,
+            "categories": {"grocery": {"daily": "200.00", "daily_count": 5}}
         }
     });
     let request: ControlsRequest = serde_json::from_str(&body.to_string()).unwrap();
@@ -62,6 +63,8 @@ struct Scenario {
     amount: Money,
     merchant: Merchant,
     spend: Spend,
+    /// What the card spent at each limited category group the merchant is in.
+    category_spend: Spend,
     tier_limits: TierLimits,
     risk: RiskVerdict,
     partner: PartnerDecision,
@@ -92,6 +95,14 @@ fn clean() -> Scenario {
             lifetime: dollars(50_000),
             count_today: 2,
         },
+        category_spend: Spend {
+            day: dollars(10_000),
+            week: dollars(10_000),
+            month: dollars(10_000),
+            year: dollars(10_000),
+            lifetime: dollars(10_000),
+            count_today: 2,
+        },
         tier_limits: TierLimits::Within,
         risk: RiskVerdict::Allow,
         partner: PartnerDecision::Approved,
@@ -111,6 +122,15 @@ impl Scenario {
                 controls: &self.controls,
                 currency: self.card_currency,
                 spend: self.spend,
+                category_spend: self
+                    .controls
+                    .category_limits_for(self.merchant.mcc)
+                    .map(|(name, limits)| CategorySpend {
+                        name,
+                        limits,
+                        spend: self.category_spend,
+                    })
+                    .collect(),
                 tier_limits: self.tier_limits,
                 risk: self.risk.clone(),
             }),
@@ -259,6 +279,13 @@ fn rungs() -> Vec<Rung> {
             rule: Rule::LimitDailyCount,
             code: DeclineCode::VelocityExceeded,
             response: "65",
+        },
+        Rung {
+            name: "category limit",
+            breaks: |s| s.category_spend.day = dollars(15_001),
+            rule: Rule::LimitCategories,
+            code: DeclineCode::LimitExceeded,
+            response: "61",
         },
         Rung {
             name: "KYC tier limits",
@@ -641,6 +668,7 @@ fn unset_rules_are_skipped_and_the_card_still_approves() {
             Rule::LimitYearly,
             Rule::LimitLifetime,
             Rule::LimitDailyCount,
+            Rule::LimitCategories,
             Rule::Partner,
         ]
     );
@@ -875,4 +903,50 @@ fn spend_starts_at_zero_and_reads_by_window() {
     let spend = clean().spend;
     assert_eq!(spend.in_window(Window::Week), dollars(20_000));
     assert_eq!(spend.in_window(Window::Lifetime), dollars(50_000));
+}
+
+#[test]
+fn a_category_limit_counts_only_at_its_own_merchants() {
+    // The grocery group's daily 200.00: 150.00 spent there + 50.00 reaches it exactly.
+    let mut at_limit = clean();
+    at_limit.category_spend.day = dollars(15_000);
+    let decision = at_limit.decide();
+    assert!(decision.approved, "{decision:#?}");
+    let step = decision
+        .trail
+        .iter()
+        .find(|s| s.rule == Rule::LimitCategories)
+        .unwrap();
+    assert_eq!(step.outcome, Outcome::Pass);
+    assert!(step.detail.contains("grocery"), "{}", step.detail);
+    // Its daily count (5) is its own: the fifth grocery authorization today is the last.
+    let mut counted = clean();
+    counted.category_spend.count_today = 5;
+    assert_declined_by(
+        &counted.decide(),
+        Rule::LimitCategories,
+        DeclineCode::VelocityExceeded,
+        "65",
+        "grocery",
+    );
+    // A merchant outside the group (allowed by MCC, not by group) is not counted against it.
+    let mut elsewhere = clean();
+    elsewhere.controls = {
+        let mut view = serde_json::to_value(elsewhere.controls.view()).unwrap();
+        view["allowed_mccs"] = json!(["5812"]);
+        let request: ControlsRequest = serde_json::from_value(view).unwrap();
+        request
+            .validate(usd(), CategoryTable::shipped().unwrap(), "")
+            .unwrap()
+    };
+    elsewhere.merchant.mcc = mcc(5812);
+    elsewhere.category_spend.day = dollars(20_000);
+    let decision = elsewhere.decide();
+    assert!(decision.approved, "{decision:#?}");
+    let step = decision
+        .trail
+        .iter()
+        .find(|s| s.rule == Rule::LimitCategories)
+        .unwrap();
+    assert_eq!(step.outcome, Outcome::Skipped);
 }

@@ -153,12 +153,13 @@ impl CardService {
             "shortfall": Money::from_minor(excess, currency).format_amount(),
         });
         let (kyc, outbox) = (self.inner.kyc.clone(), self.inner.outbox.clone());
+        let controls = self.controls_of(&short.authorization).await?;
         let locks = vec![
             card_lock_key(short.authorization.card_id.unwrap_or_default()),
             limit_lock_key(short.customer),
         ];
         let side: SideWrite = Box::new(move |tx, outcomes| {
-            let (kyc, outbox) = (kyc.clone(), outbox.clone());
+            let (kyc, outbox, controls) = (kyc.clone(), outbox.clone(), controls.clone());
             let posted = outcomes.first().is_some_and(|o| o.code == ResultCode::Ok);
             let excess_posted = outcomes.get(1).is_some_and(|o| o.code == ResultCode::Ok);
             let effect = if excess_posted {
@@ -168,7 +169,7 @@ impl CardService {
             };
             Box::pin(async move {
                 if posted {
-                    apply_effect(tx, &*kyc, &*outbox, None, &effect).await?;
+                    apply_effect(tx, &*kyc, &*outbox, controls.as_ref(), &effect).await?;
                 }
                 Ok(())
             })

@@ -113,7 +113,7 @@ async fn apply_effect(
         if effect.add > 0 {
             if effect.check_limits
                 && let Some(controls) = controls
-                && !super::writer::fits(controls, &next, stored(effect.add, before)?, at)
+                && !super::writer::fits(controls.limits(), &next, stored(effect.add, before)?, at)
             {
                 return Err(SideWriteError(Box::new(LimitRace::Card)));
             }
@@ -123,6 +123,9 @@ async fn apply_effect(
             store::store_counters(tx.conn(), &[(card, next)], at)
                 .await
                 .map_err(side_error)?;
+        }
+        if let Some(controls) = controls {
+            category_effect(tx, controls, card, effect).await?;
         }
     }
     if effect.give_back > 0 {
@@ -163,6 +166,60 @@ async fn apply_effect(
             .map_err(side_error)?;
     }
     Ok(true)
+}
+
+/// The effect on the counters of the category groups the merchant is in that the card has
+/// limits on: given back, or added to (within their limits for an increment).
+async fn category_effect(
+    tx: &mut Tx<'_>,
+    controls: &crate::card::model::controls::Controls,
+    card: uuid::Uuid,
+    effect: &Effect,
+) -> Result<(), SideWriteError> {
+    let before = &effect.authorization;
+    let at = effect.after.updated_at;
+    let Some(mcc) = before
+        .merchant
+        .get("mcc")
+        .and_then(serde_json::Value::as_str)
+        .and_then(crate::card::model::categories::Mcc::parse)
+    else {
+        return Ok(());
+    };
+    let limited: Vec<(&str, &crate::card::model::controls::Limits)> =
+        controls.category_limits_for(mcc).collect();
+    if limited.is_empty() || (effect.give_back == 0 && effect.add == 0) {
+        return Ok(());
+    }
+    let keys: Vec<store::CategoryKey> = limited
+        .iter()
+        .map(|(name, _)| (card, (*name).to_owned()))
+        .collect();
+    let stored_now = store::category_counters(tx.conn(), &keys)
+        .await
+        .map_err(side_error)?;
+    let mut changed = Vec::with_capacity(keys.len());
+    for (key, (_, limits)) in keys.into_iter().zip(&limited) {
+        let mut next = stored_now
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(|| Counters::empty(at), |(_, c)| *c);
+        if effect.give_back > 0 {
+            next = next.give_back(effect.give_back, before.created_at, at);
+        }
+        if effect.add > 0 {
+            if effect.check_limits
+                && !super::writer::fits(limits, &next, stored(effect.add, before)?, at)
+            {
+                return Err(SideWriteError(Box::new(LimitRace::Card)));
+            }
+            next = next.add(effect.add, false, at);
+        }
+        changed.push((key, next));
+    }
+    store::store_category_counters(tx.conn(), &changed, at)
+        .await
+        .map_err(side_error)
 }
 
 fn stored(minor: i64, row: &AuthorizationRow) -> Result<Money, SideWriteError> {
@@ -246,14 +303,7 @@ impl CardService {
         applies: fn(&[Outcome]) -> bool,
     ) -> Result<(Vec<Outcome>, bool), CardError> {
         let (kyc, outbox) = (self.inner.kyc.clone(), self.inner.outbox.clone());
-        let controls = match self.card_row(effect.authorization.card_id).await? {
-            Some(row) => Some(super::rows::stored_controls(
-                &row,
-                super::authorize::stored_money(0, &row.currency)?.currency(),
-                self.inner.categories,
-            )?),
-            None => None,
-        };
+        let controls = self.controls_of(&effect.authorization).await?;
         let applied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = applied.clone();
         let locks = vec![
@@ -285,6 +335,21 @@ impl CardService {
             .post_attached(Scope::System, transfers, locks, Attachment::Each(side))
             .await?;
         Ok((outcomes, applied.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+
+    /// The controls of the authorization's card as they are now.
+    async fn controls_of(
+        &self,
+        row: &AuthorizationRow,
+    ) -> Result<Option<crate::card::model::controls::Controls>, CardError> {
+        match self.card_row(row.card_id).await? {
+            Some(card) => Ok(Some(super::rows::stored_controls(
+                &card,
+                super::authorize::stored_money(0, &card.currency)?.currency(),
+                self.inner.categories,
+            )?)),
+            None => Ok(None),
+        }
     }
 
     async fn card_row(
