@@ -9,6 +9,7 @@
 
 mod auth;
 mod bank;
+mod card_admin;
 mod card_authorizations;
 mod card_decisions;
 mod cards;
