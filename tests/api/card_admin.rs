@@ -132,7 +132,14 @@ async fn an_operator_cancels_a_stolen_card_for_good_keeping_the_note() {
 
     let canceled = admin_card_json(
         &app,
-        &["cancel", id, "--reason", "stolen", "--note", "ticket OPS-12"],
+        &[
+            "cancel",
+            id,
+            "--reason",
+            "stolen",
+            "--note",
+            "ticket OPS-12",
+        ],
     )
     .await;
     assert_eq!(canceled["status"], "canceled");
@@ -202,9 +209,15 @@ async fn every_refused_operator_change_says_why_and_changes_nothing() {
             vec!["freeze", "wal_01h455vb4pex5vsknk084sn02q", "--reason", "x"],
             "not a card id (card_...)",
         ),
-        (vec!["freeze", "card_nope", "--reason", "x"], "not a card id"),
+        (
+            vec!["freeze", "card_nope", "--reason", "x"],
+            "not a card id",
+        ),
         (vec!["freeze", &unknown, "--reason", "x"], "No such card."),
-        (vec!["cancel", &unknown, "--reason", "lost"], "No such card."),
+        (
+            vec!["cancel", &unknown, "--reason", "lost"],
+            "No such card.",
+        ),
         (vec!["freeze", &id, "--reason", "   "], "reason"),
         (vec!["freeze", &id, "--reason", "two\nlines"], "reason"),
         (
@@ -236,7 +249,10 @@ async fn every_refused_operator_change_says_why_and_changes_nothing() {
         let out = admin_card(&app, &args).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} should say {says:?}: {stderr}"
+        );
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     // A missing reason is a usage error (exit 2) before anything runs.

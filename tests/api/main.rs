@@ -12,6 +12,7 @@ mod bank;
 mod card_admin;
 mod card_authorizations;
 mod card_decisions;
+mod card_secrets;
 mod cards;
 mod cli;
 mod db;
