@@ -33,8 +33,8 @@ async fn admin_card_json(app: &TestApp, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The card's last status change: (from, to, reason, actor).
-async fn last_change(app: &TestApp, card: &Value) -> (String, String, String, String) {
+/// The card's last status change: [from, to, reason, actor].
+async fn last_change(app: &TestApp, card: &Value) -> Vec<String> {
     let id = card_uuid(card);
     let row = app
         .sql_texts(&format!(
@@ -42,13 +42,17 @@ async fn last_change(app: &TestApp, card: &Value) -> (String, String, String, St
              FROM card_status_changes WHERE card_id = '{id}' ORDER BY id DESC LIMIT 1"
         ))
         .await;
-    let row: Vec<String> = serde_json::from_str(&row[0]).unwrap();
-    (
-        row[0].clone(),
-        row[1].clone(),
-        row[2].clone(),
-        row[3].clone(),
-    )
+    serde_json::from_str(&row[0]).unwrap()
+}
+
+/// A status change made by [`OPERATOR`] from the command line.
+fn by_operator(from: &str, to: &str, reason: &str) -> Vec<String> {
+    vec![
+        from.to_owned(),
+        to.to_owned(),
+        reason.to_owned(),
+        format!("operator:{OPERATOR}"),
+    ]
 }
 
 fn card_uuid(card: &Value) -> uuid::Uuid {
@@ -86,12 +90,7 @@ async fn an_operator_freezes_any_partners_card_and_authorizations_are_declined_u
     assert_eq!(read(&app, &h).await["status"], "frozen");
     assert_eq!(
         last_change(&app, &h.card).await,
-        (
-            "active".to_owned(),
-            "frozen".to_owned(),
-            "fraud report 7781".to_owned(),
-            format!("operator:{OPERATOR}")
-        )
+        by_operator("active", "frozen", "fraud report 7781")
     );
     let announced = events(&app, &h, "card.frozen").await;
     assert_eq!(announced.len(), 1);
@@ -110,12 +109,7 @@ async fn an_operator_freezes_any_partners_card_and_authorizations_are_declined_u
     assert_eq!(read(&app, &h).await["status"], "active");
     assert_eq!(
         last_change(&app, &h.card).await,
-        (
-            "frozen".to_owned(),
-            "active".to_owned(),
-            "customer confirmed".to_owned(),
-            format!("operator:{OPERATOR}")
-        )
+        by_operator("frozen", "active", "customer confirmed")
     );
     assert_eq!(events(&app, &h, "card.unfrozen").await.len(), 1);
     let approved = authorize(&app, &h.partner.key, &message(&h.card, "10.00", "5411")).await;
@@ -151,12 +145,7 @@ async fn an_operator_cancels_a_stolen_card_for_good_keeping_the_note() {
     );
     assert_eq!(
         last_change(&app, &h.card).await,
-        (
-            "active".to_owned(),
-            "canceled".to_owned(),
-            "stolen: ticket OPS-12".to_owned(),
-            format!("operator:{OPERATOR}")
-        )
+        by_operator("active", "canceled", "stolen: ticket OPS-12")
     );
     let announced = events(&app, &h, "card.canceled").await;
     assert_eq!(announced.len(), 1);
@@ -169,7 +158,7 @@ async fn an_operator_cancels_a_stolen_card_for_good_keeping_the_note() {
     let other_id = other.card["id"].as_str().unwrap();
     let lost = admin_card_json(&app, &["cancel", other_id, "--reason", "lost"]).await;
     assert_eq!(lost["cancel_reason"], "lost");
-    assert_eq!(last_change(&app, &other.card).await.2, "lost");
+    assert_eq!(last_change(&app, &other.card).await[2], "lost");
 }
 
 /// What a refused change must leave as it was: status changes, events, each card's status.

@@ -2,7 +2,7 @@
 //! partner's card, recorded with the operator's name; and the card vault's key rotation.
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{operator_actor, print_json, table};
 use crate::card::{Card, CardId};
@@ -13,37 +13,17 @@ use crate::wiring::with_services;
 pub enum CardsCommand {
     /// Freeze a card (any partner's): every authorization is declined `card_frozen` until it is
     /// unfrozen. `card.frozen` goes to the partner as if it had frozen the card.
-    Freeze {
-        /// The card id (card_...).
-        id: String,
-        /// Why; kept on the card's history with the operator's name.
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Freeze(CardChange),
     /// Unfreeze a frozen card (`card.unfrozen`).
-    Unfreeze {
-        /// The card id (card_...).
-        id: String,
-        /// Why; kept on the card's history with the operator's name.
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Cancel a card for good (`card.canceled`); canceling is final.
+    Unfreeze(CardChange),
+    /// Cancel a card for good (`card.canceled`); canceling is final. The reason must be
+    /// canceled, lost or stolen: it is kept on the card as its cancel reason.
     Cancel {
-        /// The card id (card_...).
-        id: String,
-        /// canceled, lost or stolen: kept on the card as its cancel reason.
-        #[arg(long)]
-        reason: String,
+        #[command(flatten)]
+        change: CardChange,
         /// Free text kept on the card's history after the reason (e.g. a ticket number).
         #[arg(long)]
         note: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Re-seal card numbers and partners' decision endpoint secrets sealed under keys other
     /// than cards.encryption_key_id (after adding a key and switching every replica to it); run
@@ -54,59 +34,65 @@ pub enum CardsCommand {
     },
 }
 
+/// What every change of a card's status names.
+#[derive(Debug, Args)]
+pub struct CardChange {
+    /// The card id (card_...).
+    id: String,
+    /// Why; kept on the card's history with the operator's name.
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    json: bool,
+}
+
+/// The status change an operator asked for.
+enum Act {
+    Freeze,
+    Unfreeze,
+    Cancel { note: Option<String> },
+}
+
 pub(super) async fn run_cards(command: CardsCommand, settings: &Settings) -> anyhow::Result<()> {
-    match command {
-        CardsCommand::Freeze { id, reason, json } => {
-            let id = card_id(&id)?;
-            let card = with_services(settings, |s| async move {
-                Ok(s.cards
-                    .freeze_for_operator(&operator_actor(), id, &reason)
-                    .await?)
-            })
-            .await?;
-            print_card(&card, json)
-        }
-        CardsCommand::Unfreeze { id, reason, json } => {
-            let id = card_id(&id)?;
-            let card = with_services(settings, |s| async move {
-                Ok(s.cards
-                    .unfreeze_for_operator(&operator_actor(), id, &reason)
-                    .await?)
-            })
-            .await?;
-            print_card(&card, json)
-        }
-        CardsCommand::Cancel {
-            id,
-            reason,
-            note,
-            json,
-        } => {
-            let id = card_id(&id)?;
-            let card = with_services(settings, |s| async move {
-                Ok(s.cards
-                    .cancel_for_operator(&operator_actor(), id, &reason, note.as_deref())
-                    .await?)
-            })
-            .await?;
-            print_card(&card, json)
-        }
-        CardsCommand::Reencrypt { json } => {
-            let changed = with_services(settings, |s| async move {
-                let numbers = s.cards.reencrypt().await?;
-                let secrets = s.cards.decisions().reencrypt().await?;
-                Ok(numbers + secrets)
-            })
-            .await?;
-            if json {
-                print_json(&serde_json::json!({ "reencrypted": changed }))
-            } else {
-                println!(
-                    "Re-sealed {changed} card number(s) and decision endpoint secret(s) under the active key."
-                );
-                Ok(())
+    let (change, act) = match command {
+        CardsCommand::Freeze(change) => (change, Act::Freeze),
+        CardsCommand::Unfreeze(change) => (change, Act::Unfreeze),
+        CardsCommand::Cancel { change, note } => (change, Act::Cancel { note }),
+        CardsCommand::Reencrypt { json } => return reencrypt(settings, json).await,
+    };
+    let id = card_id(&change.id)?;
+    let reason = change.reason;
+    let card = with_services(settings, |s| async move {
+        let actor = operator_actor();
+        let card = match act {
+            Act::Freeze => s.cards.freeze_for_operator(&actor, id, &reason).await,
+            Act::Unfreeze => s.cards.unfreeze_for_operator(&actor, id, &reason).await,
+            Act::Cancel { note } => {
+                s.cards
+                    .cancel_for_operator(&actor, id, &reason, note.as_deref())
+                    .await
             }
-        }
+        };
+        Ok(card?)
+    })
+    .await?;
+    print_card(&card, change.json)
+}
+
+async fn reencrypt(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let changed = with_services(settings, |s| async move {
+        let numbers = s.cards.reencrypt().await?;
+        let secrets = s.cards.decisions().reencrypt().await?;
+        Ok(numbers + secrets)
+    })
+    .await?;
+    if json {
+        print_json(&serde_json::json!({ "reencrypted": changed }))
+    } else {
+        println!(
+            "Re-sealed {changed} card number(s) and decision endpoint secret(s) under the active key."
+        );
+        Ok(())
     }
 }
 
