@@ -648,11 +648,9 @@ async fn no_card_number_or_cvc_is_kept_sent_or_logged_anywhere_in_a_card_lifecyc
     ] {
         assert!(types.contains(&kind), "no {kind} in {types:?}");
     }
-    assert_eq!(
-        hooks.received().len(),
-        events.len(),
-        "every event was delivered"
-    );
+    let delivered: std::collections::HashSet<String> =
+        hooks.received().into_iter().map(|r| r.id).collect();
+    assert_eq!(delivered.len(), events.len(), "every event was delivered");
     assert!(decisions.received().len() >= 3, "the partner was asked");
     let mails = crate::mailbox::every_form(&app.mail_dir).join("\n");
     for c in [&card, &replacement] {
