@@ -4,8 +4,12 @@
 //! machine-readable. Every line logged while serving a request carries that request's span,
 //! and so its `request_id`.
 
+use tracing::Subscriber;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::platform::config::{LogFormat, LogSettings};
@@ -23,26 +27,33 @@ pub fn init(settings: &LogSettings) {
 }
 
 fn init_with(format: LogFormat, filter: Targets) {
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_target(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-    };
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer(format, std::io::stderr))
+        .try_init();
     // Already initialised (several apps in one test process): keep the first subscriber.
     drop(result);
+}
+
+/// The layer that formats log lines as `format` says and hands them to `writer`: stderr for
+/// [`init`], a buffer for a test that searches every line the app writes (e.g. for a card
+/// number) in exactly the form an operator's log pipeline receives.
+pub fn layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(writer)
+            .boxed(),
+    }
 }

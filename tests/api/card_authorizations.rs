@@ -85,7 +85,13 @@ async fn follow(
     .await
 }
 
-async fn followed(app: &TestApp, key: &str, auth: &Value, verb: &str, body: Value) -> Value {
+pub(crate) async fn followed(
+    app: &TestApp,
+    key: &str,
+    auth: &Value,
+    verb: &str,
+    body: Value,
+) -> Value {
     let resp = follow(app, key, auth, verb, body).await;
     assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
     resp.json().await.unwrap()

@@ -27,15 +27,15 @@ type Reply = (u16, String, Duration);
 
 /// A partner's decision endpoint: records every request, answers as scripted (200
 /// `{"approved": true}` at once when nothing is scripted).
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     log: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     handle: ServerHandle,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let log: Arc<Mutex<Vec<Received>>> = Arc::default();
         let script: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
         let (l, s) = (log.clone(), script.clone());
@@ -84,14 +84,14 @@ impl Receiver {
         }
     }
 
-    fn answer(&self, status: u16, body: &str, delay: Duration) {
+    pub(crate) fn answer(&self, status: u16, body: &str, delay: Duration) {
         self.script
             .lock()
             .unwrap()
             .push_back((status, body.to_owned(), delay));
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.log.lock().unwrap().clone()
     }
 }
@@ -110,7 +110,7 @@ async fn put(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-async fn put_ok(app: &TestApp, key: &str, url: &str, fallback: &str) -> Value {
+pub(crate) async fn put_ok(app: &TestApp, key: &str, url: &str, fallback: &str) -> Value {
     let resp = put(app, key, &json!({"url": url, "fallback": fallback})).await;
     assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
     assert_eq!(

@@ -59,7 +59,7 @@ fn luhn_valid(number: &str) -> bool {
 }
 
 /// A key of `partner` with exactly `scopes`.
-async fn key_with(app: &TestApp, partner: &TestPartner, scopes: &[&str]) -> String {
+pub(crate) async fn key_with(app: &TestApp, partner: &TestPartner, scopes: &[&str]) -> String {
     let resp = app
         .post_as(
             &partner.key,

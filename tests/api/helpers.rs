@@ -387,6 +387,23 @@ impl TestApp {
             .n
     }
 
+    /// Runs a query answering one text column `t` per row (e.g. `SELECT t::text AS t ...`).
+    pub async fn sql_texts(&self, sql: &str) -> Vec<String> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            t: String,
+        }
+        let mut conn = self.db().await;
+        diesel::sql_query(sql)
+            .load::<Row>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .map(|r| r.t)
+            .collect()
+    }
+
     /// A small pool on this app's database, for recording events or other writes as a
     /// module would.
     pub fn pool(&self) -> Db {

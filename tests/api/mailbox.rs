@@ -51,6 +51,20 @@ pub fn read_mail_dir(dir: &Path) -> std::io::Result<Vec<ReceivedEmail>> {
         .collect()
 }
 
+/// Every form of each message under `dir` a reader could see: the raw file, and its text and
+/// HTML parts with their transfer encodings undone (a value encoded quoted-printable or base64
+/// is not found in the raw file alone). For searches of everything that was mailed.
+pub(crate) fn every_form(dir: &Path) -> Vec<String> {
+    read_mail_dir_raw(dir)
+        .into_iter()
+        .flat_map(|raw| {
+            let parsed = parse_mail(&raw);
+            [Some(raw), parsed.text, parsed.html]
+        })
+        .flatten()
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Minimal MIME reading for read_mail_dir
 

@@ -9,8 +9,10 @@
 
 mod auth;
 mod bank;
+mod card_admin;
 mod card_authorizations;
 mod card_decisions;
+mod card_secrets;
 mod cards;
 mod cli;
 mod db;

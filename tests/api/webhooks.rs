@@ -155,7 +155,7 @@ pub fn verify(secret: &str, r: &Received) -> bool {
 }
 
 /// Creates an endpoint over HTTP; returns its id and secret.
-async fn endpoint(
+pub(crate) async fn endpoint(
     app: &TestApp,
     partner: &TestPartner,
     url: &str,

@@ -37,6 +37,7 @@ mod authorization_views;
 mod authorize;
 mod lifecycle;
 mod metrics;
+mod operator;
 mod reveal;
 mod rows;
 mod verify;

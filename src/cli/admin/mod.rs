@@ -85,8 +85,8 @@ pub enum AdminCommand {
     /// Customers' wallets.
     #[command(subcommand)]
     Wallet(WalletCommand),
-    /// The card vault.
-    #[command(subcommand)]
+    /// Any partner's card (freeze, unfreeze, cancel) and the card vault.
+    #[command(subcommand, name = "card", visible_alias = "cards")]
     Cards(CardsCommand),
 }
 
@@ -123,6 +123,11 @@ where
 /// Who runs the command, for the audit log.
 fn operator_name() -> String {
     std::env::var("USER").unwrap_or_else(|_| "operator".to_owned())
+}
+
+/// The actor a change made from the CLI is kept under: `operator:<name>`.
+fn operator_actor() -> String {
+    format!("operator:{}", operator_name())
 }
 
 fn operator() -> Caller {

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::{operator_name, print_json, table};
+use super::{operator_actor, print_json, table};
 use crate::settings::Settings;
 use crate::wallet::{Change, FreezeMode, WalletId};
 use crate::wiring::with_services;
@@ -49,7 +49,7 @@ pub(super) async fn run_wallet(command: WalletCommand, settings: &Settings) -> a
         WalletCommand::Unfreeze { id, reason, json } => (id, Change::Unfreeze, reason, json),
     };
     let id: WalletId = id.parse().context("not a wallet id (wal_...)")?;
-    let actor = format!("operator:{}", operator_name());
+    let actor = operator_actor();
     let wallet = with_services(settings, |s| async move {
         Ok(s.wallets
             .change_status(None, &actor, id, change, &reason)
