@@ -946,7 +946,7 @@ pub fn breach(
         }
     }
     if let Some(max) = limits.daily_count()
-        && !spend.count_today.checked_add(1).is_some_and(|n| n <= max)
+        && spend.count_today.checked_add(1).is_none_or(|n| n > max)
     {
         return Some((
             format!("{} approved today + 1 > {max}", spend.count_today),
