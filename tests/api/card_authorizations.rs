@@ -19,6 +19,14 @@ pub(crate) struct Holder {
     pub(crate) card: Value,
 }
 
+/// A fresh app (its sanctions list loaded) and a holder on it.
+async fn card_app(funds: &str, controls: Option<Value>) -> (TestApp, Holder) {
+    let app = spawn_app().await;
+    load_test_list(&app).await;
+    let h = holder(&app, funds, controls).await;
+    (app, h)
+}
+
 pub(crate) async fn holder(app: &TestApp, funds: &str, controls: Option<Value>) -> Holder {
     let partner = app.new_partner().await;
     holder_of(app, partner, funds, controls).await
@@ -123,9 +131,7 @@ async fn moved(app: &TestApp) -> (i64, i64) {
 
 #[tokio::test]
 async fn an_approval_holds_the_money_and_keeps_its_whole_trail() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "100.00", None).await;
+    let (app, h) = card_app("100.00", None).await;
     let auth = authorize(&app, &h.partner.key, &message(&h.card, "25.00", "5411")).await;
     assert_eq!(auth["approved"], true);
     assert_eq!(auth["status"], "pending");
@@ -218,10 +224,7 @@ async fn an_approval_holds_the_money_and_keeps_its_whole_trail() {
 
 #[tokio::test]
 async fn every_decline_says_why_with_its_iso_code_and_moves_nothing() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(
-        &app,
+    let (app, h) = card_app(
         "50.00",
         Some(json!({"enabled": true, "blocked_categories": ["gambling"],
                     "blocked_countries": ["KP"], "limits": {"per_authorization": "40.00",
@@ -345,9 +348,7 @@ async fn every_decline_says_why_with_its_iso_code_and_moves_nothing() {
 
 #[tokio::test]
 async fn another_partners_card_is_an_unknown_number_and_its_authorizations_do_not_exist() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "50.00", None).await;
+    let (app, h) = card_app("50.00", None).await;
     let other = app.new_partner().await;
     let before = moved(&app).await;
     let auth = authorize(&app, &other.key, &message(&h.card, "10.00", "5411")).await;
@@ -369,9 +370,7 @@ async fn another_partners_card_is_an_unknown_number_and_its_authorizations_do_no
 
 #[tokio::test]
 async fn malformed_network_messages_are_refused_and_record_nothing() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "50.00", None).await;
+    let (app, h) = card_app("50.00", None).await;
     let base = message(&h.card, "10.00", "5411");
     let before = (moved(&app).await, app.count("card_authorizations").await);
     let cases: Vec<(&str, Value)> = vec![
@@ -482,10 +481,7 @@ async fn the_simulator_is_refused_where_it_is_switched_off() {
 
 #[tokio::test]
 async fn a_partial_capture_posts_what_was_taken_and_releases_the_rest() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(
-        &app,
+    let (app, h) = card_app(
         "100.00",
         Some(json!({"enabled": true, "limits": {"daily": "50.00"}})),
     )
@@ -519,9 +515,7 @@ async fn a_partial_capture_posts_what_was_taken_and_releases_the_rest() {
 
 #[tokio::test]
 async fn a_tip_may_be_captured_at_a_restaurant_within_the_allowance_only() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "100.00", None).await;
+    let (app, h) = card_app("100.00", None).await;
     // A shop is no restaurant: no more than authorized.
     let shop = authorize(&app, &h.partner.key, &message(&h.card, "10.00", "5411")).await;
     let before = moved(&app).await;
@@ -564,9 +558,7 @@ async fn a_tip_may_be_captured_at_a_restaurant_within_the_allowance_only() {
 
 #[tokio::test]
 async fn a_tip_the_wallet_cannot_cover_is_recorded_as_a_shortfall() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "50.00", None).await;
+    let (app, h) = card_app("50.00", None).await;
     let dinner = authorize(&app, &h.partner.key, &message(&h.card, "50.00", "5812")).await;
     let captured = followed(
         &app,
@@ -585,9 +577,7 @@ async fn a_tip_the_wallet_cannot_cover_is_recorded_as_a_shortfall() {
 
 #[tokio::test]
 async fn increments_grow_the_hold_or_are_declined_on_their_own() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "100.00", None).await;
+    let (app, h) = card_app("100.00", None).await;
     let hotel = authorize(&app, &h.partner.key, &message(&h.card, "60.00", "7011")).await;
     let grown = followed(
         &app,
@@ -630,10 +620,7 @@ async fn increments_grow_the_hold_or_are_declined_on_their_own() {
 
 #[tokio::test]
 async fn reversals_void_part_then_all_of_a_hold_and_give_the_limit_back() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(
-        &app,
+    let (app, h) = card_app(
         "100.00",
         Some(json!({"enabled": true, "limits": {"daily": "60.00"}})),
     )
@@ -678,10 +665,7 @@ async fn reversals_void_part_then_all_of_a_hold_and_give_the_limit_back() {
 
 #[tokio::test]
 async fn an_uncaptured_hold_expires_and_gives_the_money_and_limit_back() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(
-        &app,
+    let (app, h) = card_app(
         "100.00",
         Some(json!({"enabled": true, "limits": {"lifetime": "50.00"}})),
     )
@@ -689,15 +673,7 @@ async fn an_uncaptured_hold_expires_and_gives_the_money_and_limit_back() {
     let auth = authorize(&app, &h.partner.key, &message(&h.card, "50.00", "5411")).await;
     let over = authorize(&app, &h.partner.key, &message(&h.card, "1.00", "5411")).await;
     assert_eq!(over["decline_code"], "limit_exceeded");
-    let mut workers = flowlet::platform::workers::Workers::new();
-    let services = flowlet::wiring::Services::build(
-        &app.settings,
-        &app.pool(),
-        &flowlet::platform::shared_state::SharedState::in_process(),
-        &mut workers,
-        None,
-    )
-    .unwrap();
+    let (services, workers) = app.services();
     // Nothing is due yet; a week later (the default is 168 hours) the hold is.
     assert_eq!(
         services
@@ -731,9 +707,7 @@ async fn an_uncaptured_hold_expires_and_gives_the_money_and_limit_back() {
 
 #[tokio::test]
 async fn a_refund_credits_the_wallet_once_however_often_the_network_repeats_it() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "100.00", None).await;
+    let (app, h) = card_app("100.00", None).await;
     let auth = authorize(&app, &h.partner.key, &message(&h.card, "30.00", "5411")).await;
     followed(&app, &h.partner.key, &auth, "capture", json!({})).await;
     let body = json!({
@@ -789,9 +763,7 @@ async fn a_refund_credits_the_wallet_once_however_often_the_network_repeats_it()
 
 #[tokio::test]
 async fn a_repeated_network_message_answers_as_the_first_and_moves_nothing_twice() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "100.00", None).await;
+    let (app, h) = card_app("100.00", None).await;
     let mut body = message(&h.card, "20.00", "5411");
     body["network_transaction_id"] = json!("ntx-1");
     // Sent five times at once, as a network retrying at the worst moment would.
@@ -884,23 +856,13 @@ async fn funds_hold_exactly_under_a_hundred_authorizations_on_three_replicas() {
 
 #[tokio::test]
 async fn the_books_check_finds_an_authorization_that_holds_other_than_its_ledger_hold() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(&app, "100.00", None).await;
+    let (app, h) = card_app("100.00", None).await;
     authorize(&app, &h.partner.key, &message(&h.card, "25.00", "5411")).await;
     app.assert_ledger_invariants().await;
     // Someone edits the row behind the ledger's back.
     app.sql("UPDATE card_authorizations SET held = held + 1 WHERE status = 'pending'")
         .await;
-    let mut workers = flowlet::platform::workers::Workers::new();
-    let services = flowlet::wiring::Services::build(
-        &app.settings,
-        &app.pool(),
-        &flowlet::platform::shared_state::SharedState::in_process(),
-        &mut workers,
-        None,
-    )
-    .unwrap();
+    let (services, workers) = app.services();
     let report = services.verify_books(true).await.unwrap().unwrap();
     workers.stop(std::time::Duration::from_secs(5)).await;
     assert!(!report.is_sound());
@@ -916,10 +878,7 @@ async fn the_books_check_finds_an_authorization_that_holds_other_than_its_ledger
 
 #[tokio::test]
 async fn a_category_limit_binds_at_its_merchants_only_and_reversals_give_it_back() {
-    let app = spawn_app().await;
-    load_test_list(&app).await;
-    let h = holder(
-        &app,
+    let (app, h) = card_app(
         "200.00",
         Some(json!({"enabled": true, "limits": {"daily": "150.00",
                     "categories": {"restaurants": {"daily": "30.00"}}}})),

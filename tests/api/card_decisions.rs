@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use flowlet::card::{Fallback, PartnerDecision};
-use flowlet::platform::shared_state::SharedState;
-use flowlet::platform::workers::Workers;
-use flowlet::wiring::Services;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -137,17 +134,6 @@ async fn key_with(app: &TestApp, partner: &TestPartner, scopes: &[&str]) -> Stri
 }
 
 /// The services as the app builds them, over its database (their own cache of endpoints).
-fn services(app: &TestApp, workers: &mut Workers) -> Services {
-    Services::build(
-        &app.settings,
-        &app.pool(),
-        &SharedState::in_process(),
-        workers,
-        None,
-    )
-    .unwrap()
-}
-
 /// What the authorization path would hand over: the authorization as the partner sees it.
 fn authorization() -> Value {
     json!({
@@ -349,8 +335,7 @@ async fn the_partner_is_asked_with_a_signed_request_and_its_answer_decides() {
     let app = spawn_app().await;
     let partner = app.new_partner().await;
     let receiver = Receiver::start().await;
-    let mut workers = Workers::new();
-    let services = services(&app, &mut workers);
+    let (services, workers) = app.services();
     let decisions = services.cards.decisions();
     let request = authorization();
 
@@ -475,8 +460,7 @@ async fn a_partner_that_does_not_answer_in_time_gets_its_fallback_within_the_bud
             .await;
     let partner = app.new_partner().await;
     let receiver = Receiver::start().await;
-    let mut workers = Workers::new();
-    let services = services(&app, &mut workers);
+    let (services, workers) = app.services();
     let decisions = services.cards.decisions();
     let request = authorization();
 
@@ -541,8 +525,7 @@ async fn after_a_key_rotation_an_operator_reseals_the_decision_secret_and_it_sti
             .var("FLOWLET__CARDS__ENCRYPTION_KEY_ID", "c2"),
     )
     .await;
-    let mut workers = Workers::new();
-    let services = services(&replica, &mut workers);
+    let (services, workers) = replica.services();
     assert_eq!(
         services
             .cards

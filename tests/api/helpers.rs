@@ -438,9 +438,14 @@ impl TestApp {
         conn.batch_execute(sql).await.expect("test SQL");
     }
 
-    /// Every invariant of the books holds: the ledger's, and every payment against its
-    /// transfers (exactly the check behind `flowlet admin ledger verify`).
-    pub async fn assert_ledger_invariants(&self) {
+    /// The app's services over its database, as an admin verb builds them (with their own
+    /// workers, to stop when done): to call a service directly (a fake clock, the books).
+    pub fn services(
+        &self,
+    ) -> (
+        flowlet::wiring::Services,
+        flowlet::platform::workers::Workers,
+    ) {
         let mut workers = flowlet::platform::workers::Workers::new();
         let services = flowlet::wiring::Services::build(
             &self.settings,
@@ -450,6 +455,13 @@ impl TestApp {
             None,
         )
         .expect("the services");
+        (services, workers)
+    }
+
+    /// Every invariant of the books holds: the ledger's, and every payment against its
+    /// transfers (exactly the check behind `flowlet admin ledger verify`).
+    pub async fn assert_ledger_invariants(&self) {
+        let (services, workers) = self.services();
         let report = services
             .verify_books(true)
             .await

@@ -13,21 +13,17 @@ impl CardService {
         id: AuthorizationId,
         message: FollowUp,
     ) -> Result<Authorization, CardError> {
-        if let Some(first) = self.repeated(partner, id, "capture", &message).await? {
-            return Ok(first);
-        }
-        let row = self.pending_authorization(partner, id).await?;
-        let amount = match &message.amount {
-            Some(a) => self.money_of(&row, a)?.minor(),
-            None => row.held,
+        let Opened {
+            row,
+            amount,
+            currency,
+            hold,
+        } = match self.open(partner, id, "capture", &message).await? {
+            Open::Repeated(first) => return Ok(first),
+            Open::Pending(opened) => opened,
         };
-        let currency = super::super::authorize::stored_money(0, &row.currency)?.currency();
         let ntid = message.network_transaction_id.as_deref();
         let at = now();
-        let hold = TransferId::from_uuid(
-            row.hold_transfer_id
-                .ok_or_else(|| anyhow::anyhow!("a pending authorization without a hold"))?,
-        );
         let excess = amount.saturating_sub(row.held).max(0);
         if excess > 0 {
             self.check_overcapture(&row, amount)?;

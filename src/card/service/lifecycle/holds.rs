@@ -154,13 +154,14 @@ impl CardService {
         id: AuthorizationId,
         message: FollowUp,
     ) -> Result<Authorization, CardError> {
-        if let Some(first) = self.repeated(partner, id, "reversal", &message).await? {
-            return Ok(first);
-        }
-        let row = self.pending_authorization(partner, id).await?;
-        let amount = match &message.amount {
-            Some(a) => self.money_of(&row, a)?.minor(),
-            None => row.held,
+        let Opened {
+            row,
+            amount,
+            currency,
+            hold: old_hold,
+        } = match self.open(partner, id, "reversal", &message).await? {
+            Open::Repeated(first) => return Ok(first),
+            Open::Pending(opened) => opened,
         };
         if amount > row.held {
             return Err(CardError::validation(
@@ -168,13 +169,8 @@ impl CardService {
                 "is more than the authorization holds",
             ));
         }
-        let currency = super::super::authorize::stored_money(0, &row.currency)?.currency();
         let ntid = message.network_transaction_id.as_deref();
         let at = now();
-        let old_hold = TransferId::from_uuid(
-            row.hold_transfer_id
-                .ok_or_else(|| anyhow::anyhow!("a pending authorization without a hold"))?,
-        );
         let (account, customer) = self.wallet_account(&row).await?;
         let mut after = row.clone();
         after.updated_at = at;

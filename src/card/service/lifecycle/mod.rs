@@ -240,7 +240,52 @@ fn first_failure(outcomes: &[Outcome]) -> ResultCode {
         .unwrap_or(ResultCode::Ok)
 }
 
+/// A capture's or reversal's authorization, still pending: the amount the message names (all
+/// that is held when it names none) and the hold it resolves.
+struct Opened {
+    row: AuthorizationRow,
+    amount: i64,
+    currency: crate::platform::money::Currency,
+    hold: TransferId,
+}
+
+/// How a capture or reversal starts.
+enum Open {
+    /// The network repeated a message: the authorization as it stands.
+    Repeated(Authorization),
+    Pending(Opened),
+}
+
 impl CardService {
+    /// Opens a capture or reversal (`kind`) of authorization `id`.
+    async fn open(
+        &self,
+        partner: PartnerId,
+        id: AuthorizationId,
+        kind: &str,
+        message: &FollowUp,
+    ) -> Result<Open, CardError> {
+        if let Some(first) = self.repeated(partner, id, kind, message).await? {
+            return Ok(Open::Repeated(first));
+        }
+        let row = self.pending_authorization(partner, id).await?;
+        let amount = match &message.amount {
+            Some(a) => self.money_of(&row, a)?.minor(),
+            None => row.held,
+        };
+        let currency = super::authorize::stored_money(0, &row.currency)?.currency();
+        let hold = TransferId::from_uuid(
+            row.hold_transfer_id
+                .ok_or_else(|| anyhow::anyhow!("a pending authorization without a hold"))?,
+        );
+        Ok(Open::Pending(Opened {
+            row,
+            amount,
+            currency,
+            hold,
+        }))
+    }
+
     /// A pending authorization of `partner` and the money of `amount` in its currency.
     async fn pending_authorization(
         &self,
