@@ -3,11 +3,15 @@
 -- `hold_transfer_id` names the pending transfer that holds the money now (an increment or a
 -- partial reversal replaces it with a new one, in one linked chain).
 
--- The platform's card network settlement account per currency, made on first use.
+-- The platform's card network settlement accounts per currency, made on first use: several
+-- shards (a card always uses the one its id picks), so holds of different cards credit
+-- different accounts and the posting engine can run their batches side by side.
 CREATE TABLE card_settlement_accounts (
-    currency text PRIMARY KEY CHECK (currency ~ '^[A-Z]{3}$'),
+    currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    shard smallint NOT NULL CHECK (shard >= 0),
     account_id uuid NOT NULL UNIQUE,
-    created_at timestamptz NOT NULL
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (currency, shard)
 );
 
 CREATE TABLE card_authorizations (

@@ -307,7 +307,7 @@ impl CardService {
     ) -> Result<Authorization, Held> {
         let currency = found.wallet.currency;
         let settlement = self
-            .settlement_account(currency)
+            .settlement_account(currency, found.row.id)
             .await
             .map_err(Held::Failed)?;
         let id = AuthorizationId::new();
@@ -470,14 +470,17 @@ impl CardService {
         Ok(store::find_authorization(&mut conn, partner.uuid(), id).await?)
     }
 
-    /// The card network settlement account of `currency`, made on first use.
+    /// The card network settlement account of `currency` that `card`'s money moves through
+    /// (its shard), made on first use.
     pub(super) async fn settlement_account(
         &self,
         currency: crate::platform::money::Currency,
+        card: uuid::Uuid,
     ) -> Result<AccountId, CardError> {
         let code = currency.code();
+        let shard = settlement_shard(card);
         if let Ok(known) = self.inner.settlement.lock()
-            && let Some(id) = known.get(code)
+            && let Some(id) = known.get(&(code, shard))
         {
             return Ok(*id);
         }
@@ -492,7 +495,7 @@ impl CardService {
                         code,
                     ))
                     .await?;
-                    if let Some(id) = store::settlement_account(tx.conn(), code).await? {
+                    if let Some(id) = store::settlement_account(tx.conn(), code, shard).await? {
                         return Ok(AccountId::from_uuid(id));
                     }
                     let id = AccountId::new();
@@ -505,20 +508,34 @@ impl CardService {
                                 currency,
                                 code: SETTLEMENT_ACCOUNT_CODE,
                                 flags: crate::ledger::AccountFlags::HISTORY,
-                                metadata: Some(json!({ "card_network": "settlement" })),
+                                metadata: Some(
+                                    json!({ "card_network": "settlement", "shard": shard }),
+                                ),
                             }],
                         )
                         .await?;
-                    store::insert_settlement_account(tx.conn(), code, id.uuid(), now()).await?;
+                    store::insert_settlement_account(tx.conn(), code, shard, id.uuid(), now())
+                        .await?;
                     Ok::<_, CardError>(id)
                 })
             })
             .await?;
         if let Ok(mut known) = self.inner.settlement.lock() {
-            known.insert(code, id);
+            known.insert((code, shard), id);
         }
         Ok(id)
     }
+}
+
+/// How many settlement accounts each currency has: holds of cards in different shards
+/// credit different accounts, so the posting engine runs their batches side by side (it
+/// never runs two batches touching one account at once).
+pub const SETTLEMENT_SHARDS: u8 = 16;
+
+/// The settlement shard of `card`: fixed for the card's life (its holds, captures,
+/// reversals and refunds all use it).
+pub(super) fn settlement_shard(card: uuid::Uuid) -> i16 {
+    i16::from(card.as_bytes()[15] % SETTLEMENT_SHARDS)
 }
 
 /// Ledger account code of the card network settlement accounts.

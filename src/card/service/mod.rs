@@ -194,8 +194,8 @@ struct Inner {
     ledger: Arc<dyn Ledger>,
     /// Writes the authorizations of each ledger batch together.
     writer: Arc<dyn BatchWrite>,
-    /// The card network settlement account of each currency, once known.
-    settlement: std::sync::Mutex<std::collections::HashMap<&'static str, AccountId>>,
+    /// The card network settlement accounts of each currency and shard, once known.
+    settlement: std::sync::Mutex<std::collections::HashMap<(&'static str, i16), AccountId>>,
     metrics: Option<CardMetrics>,
     wallets: Arc<dyn Wallets>,
     kyc: Arc<dyn Compliance>,

@@ -483,13 +483,14 @@ async fn upsert_spend(
     Ok(())
 }
 
-/// The card network settlement account of `currency`, if made.
+/// The card network settlement account of `currency`'s `shard`, if made.
 pub async fn settlement_account(
     conn: &mut AsyncPgConnection,
     currency: &str,
+    shard: i16,
 ) -> QueryResult<Option<Uuid>> {
     card_settlement_accounts::table
-        .find(currency)
+        .find((currency, shard))
         .select(card_settlement_accounts::account_id)
         .first(conn)
         .await
@@ -499,12 +500,14 @@ pub async fn settlement_account(
 pub async fn insert_settlement_account(
     conn: &mut AsyncPgConnection,
     currency: &str,
+    shard: i16,
     account: Uuid,
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
     diesel::insert_into(card_settlement_accounts::table)
         .values((
             card_settlement_accounts::currency.eq(currency),
+            card_settlement_accounts::shard.eq(shard),
             card_settlement_accounts::account_id.eq(account),
             card_settlement_accounts::created_at.eq(at),
         ))

@@ -437,8 +437,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    card_settlement_accounts (currency) {
+    card_settlement_accounts (currency, shard) {
         currency -> Text,
+        shard -> Int2,
         account_id -> Uuid,
         created_at -> Timestamptz,
     }

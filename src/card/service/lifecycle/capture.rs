@@ -29,12 +29,17 @@ impl CardService {
             self.check_overcapture(&row, amount)?;
         }
         let (account, customer) = self.wallet_account(&row).await?;
+        let settlement = self
+            .settlement_account(currency, row.card_id.unwrap_or_default())
+            .await?;
         let post_id = network_transfer_id(partner, "capture", ntid);
         let mut post = NewTransfer::post_pending(post_id, hold, HOLD_CODE);
         post.amount = amount.min(row.held);
-        let mut transfers = vec![post.with_metadata(self.metadata(&row, "card_capture"))];
+        let mut transfers = vec![
+            with_accounts(post, account, settlement)
+                .with_metadata(self.metadata(&row, "card_capture")),
+        ];
         if excess > 0 {
-            let settlement = self.settlement_account(currency).await?;
             let excess_id = network_transfer_id(partner, "capture-excess", ntid);
             transfers.push(
                 NewTransfer::movement(

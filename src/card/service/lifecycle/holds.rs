@@ -26,7 +26,7 @@ impl CardService {
         let ntid = message.network_transaction_id.as_deref();
         let at = now();
         let (account, customer) = self.wallet_account(&row).await?;
-        let settlement = self.settlement_account(amount.currency()).await?;
+        let settlement = self.settlement_account(amount.currency(), card.id).await?;
         let total = row
             .held
             .checked_add(amount.minor())
@@ -175,18 +175,21 @@ impl CardService {
         let mut after = row.clone();
         after.updated_at = at;
         after.held = row.held - amount;
+        let settlement = self
+            .settlement_account(currency, row.card_id.unwrap_or_default())
+            .await?;
         let transfers = if amount == row.held {
             after.status = "reversed".into();
+            let void = NewTransfer::void_pending(
+                network_transfer_id(partner, "reversal", ntid),
+                old_hold,
+                HOLD_CODE,
+            );
             vec![
-                NewTransfer::void_pending(
-                    network_transfer_id(partner, "reversal", ntid),
-                    old_hold,
-                    HOLD_CODE,
-                )
-                .with_metadata(self.metadata(&row, "card_reversal")),
+                with_accounts(void, account, settlement)
+                    .with_metadata(self.metadata(&row, "card_reversal")),
             ]
         } else {
-            let settlement = self.settlement_account(currency).await?;
             let new_hold = network_transfer_id(partner, "reversal", ntid);
             after.hold_transfer_id = Some(new_hold.uuid());
             replace_hold(

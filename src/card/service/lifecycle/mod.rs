@@ -462,14 +462,27 @@ fn replace_hold(
     metadata: serde_json::Value,
 ) -> Vec<NewTransfer> {
     let void_id = network_transfer_id(partner, &format!("{kind}-void"), ntid);
-    let void = NewTransfer::void_pending(void_id, old, HOLD_CODE)
-        .with_flags(TransferFlags::LINKED)
-        .with_metadata(metadata.clone());
+    let void = with_accounts(
+        NewTransfer::void_pending(void_id, old, HOLD_CODE),
+        account,
+        settlement,
+    )
+    .with_flags(TransferFlags::LINKED)
+    .with_metadata(metadata.clone());
     let mut hold =
         NewTransfer::pending(new, account, settlement, amount, HOLD_CODE).with_metadata(metadata);
     let left = expires_at.map_or(3600, |e| (e - at).num_seconds().max(1));
     hold.timeout_secs = Some(u32::try_from(left).unwrap_or(u32::MAX));
     vec![void, hold]
+}
+
+/// A post or void of a hold naming the hold's accounts (the ledger checks they are the
+/// pending transfer's): the posting engine's scheduler sees which accounts it touches, so it
+/// never runs it beside a batch on the same accounts.
+fn with_accounts(mut t: NewTransfer, debit: AccountId, credit: AccountId) -> NewTransfer {
+    t.debit_account_id = Some(debit);
+    t.credit_account_id = Some(credit);
+    t
 }
 
 /// An operation the ledger refused because the hold was resolved by another message first.

@@ -50,7 +50,7 @@ impl CardService {
                 .ok_or(CardError::NotFound("authorization"))?;
             let _ = original;
         }
-        let settlement = self.settlement_account(wallet.currency).await?;
+        let settlement = self.settlement_account(wallet.currency, card.id).await?;
         let at = now();
         let transfer_id = network_transfer_id(partner, "refund", ntid.as_deref());
         let id = CardRefundId::new();
