@@ -353,5 +353,5 @@ fn print(
     );
     println!();
     println!("where the time goes:");
-    observed.print(&[ROUTE], peak_rss_mb);
+    observed.print(&[ROUTE], latency.requests, peak_rss_mb);
 }

@@ -582,10 +582,12 @@ where
 /// Watches the measured window from its start.
 pub struct Observer {
     metrics_before: MetricsSnapshot,
+    tables_before: TableCounters,
     cpu_before: CpuSample,
     sampling: Arc<AtomicBool>,
     activity: tokio::task::JoinHandle<anyhow::Result<Activity>>,
     db_name: String,
+    url: String,
     started: Instant,
 }
 
@@ -593,6 +595,7 @@ pub struct Observer {
 pub struct Observed {
     pub elapsed: Duration,
     pub metrics: MetricsDelta,
+    pub tables: TableCounters,
     pub cpu: CpuSplit,
     pub activity: Activity,
 }
@@ -600,15 +603,18 @@ pub struct Observed {
 impl Observer {
     pub async fn start(app: &RunningApp, scratch: &Scratch) -> anyhow::Result<Observer> {
         let metrics_before = scrape(&app.client, &app.address).await?;
+        let tables_before = TableCounters::read(&scratch.url).await?;
         let cpu_before = CpuSample::take(&scratch.db_name);
         let sampling = Arc::new(AtomicBool::new(true));
         let activity = tokio::spawn(sample_activity(scratch.url.clone(), sampling.clone()));
         Ok(Observer {
             metrics_before,
+            tables_before,
             cpu_before,
             sampling,
             activity,
             db_name: scratch.db_name.clone(),
+            url: scratch.url.clone(),
             started: Instant::now(),
         })
     }
@@ -621,9 +627,13 @@ impl Observer {
         let metrics = scrape(&app.client, &app.address)
             .await?
             .since(&self.metrics_before);
+        let tables = TableCounters::read(&self.url)
+            .await?
+            .since(&self.tables_before);
         Ok(Observed {
             elapsed,
             metrics,
+            tables,
             cpu,
             activity,
         })
@@ -632,9 +642,11 @@ impl Observer {
 
 impl Observed {
     /// Where the time went: the posting engine's batches, the server's own view of the
-    /// `routes` (method, route template), CPU by component and PostgreSQL's backends.
-    pub fn print(&self, routes: &[(&str, &str)], peak_rss_mb: f64) {
+    /// `routes` (method, route template), PostgreSQL's work per request of the `requests`
+    /// the clients sent, CPU by component and PostgreSQL's backends.
+    pub fn print(&self, routes: &[(&str, &str)], requests: u64, peak_rss_mb: f64) {
         self.metrics.print(routes);
+        self.tables.print(requests);
         self.cpu.print();
         self.activity.print();
         println!("  peak RSS of the bench process (app + load generator): {peak_rss_mb:.1} MB");
@@ -806,6 +818,85 @@ impl MetricsDelta {
 /// `a / b`, 0 when `b` is.
 pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL's own counters of this database: transactions, and scans and row writes by table.
+
+/// `pg_stat_database` and `pg_stat_user_tables` of this database, by counter name. Backends
+/// report them about once a second, so a window's figures are good to a second's worth.
+pub struct TableCounters(BTreeMap<String, i64>);
+
+const TRANSACTIONS: &str = "transactions";
+const SCANS: &str = "scans ";
+const WRITES: &str = "rows written ";
+
+impl TableCounters {
+    async fn read(url: &str) -> anyhow::Result<TableCounters> {
+        let mut conn = connect(url).await?;
+        let rows: Vec<ActivityRow> = diesel::sql_query(format!(
+            "SELECT '{TRANSACTIONS}' AS what, (xact_commit + xact_rollback)::bigint AS n \
+             FROM pg_stat_database WHERE datname = current_database() \
+             UNION ALL \
+             SELECT '{SCANS}' || relname, (coalesce(idx_scan, 0) + seq_scan)::bigint \
+             FROM pg_stat_user_tables \
+             UNION ALL \
+             SELECT '{WRITES}' || relname, (n_tup_ins + n_tup_upd + n_tup_del)::bigint \
+             FROM pg_stat_user_tables"
+        ))
+        .load(&mut conn)
+        .await
+        .context("reading pg_stat_database and pg_stat_user_tables")?;
+        Ok(TableCounters(
+            rows.into_iter().map(|row| (row.what, row.n)).collect(),
+        ))
+    }
+
+    fn since(self, before: &TableCounters) -> TableCounters {
+        TableCounters(
+            self.0
+                .into_iter()
+                .map(|(what, n)| {
+                    let earlier = before.0.get(&what).copied().unwrap_or(0);
+                    (what, n - earlier)
+                })
+                .collect(),
+        )
+    }
+
+    /// How much `what` (`transactions`, `scans <table>`, `rows written <table>`) moved.
+    pub fn get(&self, what: &str) -> i64 {
+        self.0.get(what).copied().unwrap_or(0)
+    }
+
+    fn print(&self, requests: u64) {
+        let per = |n: i64| {
+            ratio(
+                f64::from(i32::try_from(n).unwrap_or(i32::MAX)),
+                to_f64(requests),
+            )
+        };
+        println!(
+            "  PostgreSQL per client request ({requests} requests; from its statistics, good to \
+             about a second's worth): {:.2} transactions (each statement outside one counts)",
+            per(self.get(TRANSACTIONS))
+        );
+        for (label, prefix) in [("table scans", SCANS), ("rows written", WRITES)] {
+            let mut by_table: Vec<(&str, i64)> = self
+                .0
+                .iter()
+                .filter_map(|(what, n)| Some((what.strip_prefix(prefix)?, *n)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            by_table.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+            let shown: Vec<String> = by_table
+                .iter()
+                .take(12)
+                .map(|(table, n)| format!("{table} {:.2}", per(*n)))
+                .collect();
+            println!("    {label}: {}", shown.join(", "));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
