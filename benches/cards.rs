@@ -5,7 +5,9 @@
 //! and timed apart.
 //!
 //! Run: `cargo bench --bench cards`. Environment: as the payments bench (`support/app.rs`:
-//! `FLOWLET_BENCH_DATABASE_URL`, `FLOWLET_BENCH_REDIS_URL`, `FLOWLET_BENCH_SECS` (10) after
+//! `FLOWLET_BENCH_DATABASE_URL`, `FLOWLET_BENCH_DATABASE_SET` (e.g.
+//! `log_min_duration_statement = 0` to log every statement of the run with its time),
+//! `FLOWLET_BENCH_REDIS_URL`, `FLOWLET_BENCH_SECS` (10) after
 //! `FLOWLET_BENCH_WARMUP_SECS` (2), `FLOWLET_BENCH_CLIENTS` (64), `FLOWLET_BENCH_LOADGEN_THREADS`
 //! (1), `FLOWLET_BENCH_ANALYZE` (1), any `FLOWLET__...` variable for the app), and:
 //! - `FLOWLET_BENCH_CARDS` (1000): virtual cards, each on its own customer's funded USD wallet;

@@ -48,6 +48,8 @@ const ACTIVITY_SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// - `FLOWLET_BENCH_DATABASE_URL`: a maintenance database URL (default
 ///   postgres://postgres@127.0.0.1:5432/postgres); a fresh `flowlet_bench_<uuid>` database is
 ///   created on that server, migrated by the app at start, and dropped at the end;
+/// - `FLOWLET_BENCH_DATABASE_SET`: PostgreSQL parameters of that database (see
+///   `support::in_scratch_database`), e.g. `log_min_duration_statement = 0`;
 /// - `FLOWLET_BENCH_REDIS_URL` (redis://127.0.0.1:6379; empty: in-process limits);
 /// - `FLOWLET_BENCH_SECS` (10) after `FLOWLET_BENCH_WARMUP_SECS` (2);
 /// - `FLOWLET_BENCH_CLIENTS` (64): concurrent clients, each with one request at a time;
@@ -679,7 +681,7 @@ async fn scrape(client: &reqwest::Client, address: &str) -> anyhow::Result<Metri
         .await?
         .text()
         .await?;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(braces_out(l))))?;
     let mut snapshot = MetricsSnapshot::default();
     for sample in scrape.samples {
         let mut labels: Vec<String> = sample
@@ -709,6 +711,23 @@ async fn scrape(client: &reqwest::Client, address: &str) -> anyhow::Result<Metri
         }
     }
     Ok(snapshot)
+}
+
+/// `line` with the braces inside its quoted label values (route templates such as
+/// `/v1/x/{id}`) turned into angle brackets: prometheus-parse ends the labels at the first `}`.
+fn braces_out(line: &str) -> String {
+    let mut quoted = false;
+    line.chars()
+        .map(|c| match c {
+            '"' => {
+                quoted = !quoted;
+                c
+            }
+            '{' if quoted => '<',
+            '}' if quoted => '>',
+            _ => c,
+        })
+        .collect()
 }
 
 impl MetricsSnapshot {
@@ -779,7 +798,7 @@ impl MetricsDelta {
     /// The server's count of `method route` requests and its mean time from request to
     /// response, in ms.
     pub fn server(&self, method: &str, route: &str) -> (f64, f64) {
-        let labels = format!("method={method},route={route}");
+        let labels = braces_out(&format!("method=\"{method}\",route=\"{route}\"")).replace('"', "");
         let requests = self.get(&format!("http_request_duration_seconds_count{{{labels}}}"));
         let seconds = self.get(&format!("http_request_duration_seconds_sum{{{labels}}}"));
         (requests, ratio(seconds * 1000.0, requests))

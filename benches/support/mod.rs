@@ -35,6 +35,11 @@ pub fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T> {
 /// Creates a fresh `flowlet_bench_<uuid>` database on `server_url`, runs `bench` with its URL
 /// and name, and drops it whatever happened (Ctrl-C included). Exits with status 2 when no
 /// server answers, saying how to point the bench at one.
+///
+/// `FLOWLET_BENCH_DATABASE_SET` (`name = value` items separated by `;`) sets PostgreSQL
+/// parameters on that database only, for every session the bench opens: e.g.
+/// `log_min_duration_statement = 0` logs every statement with its time, to see where a
+/// request's time goes without touching the server's configuration.
 pub async fn in_scratch_database<F, Fut>(
     label: &str,
     server_url: &str,
@@ -61,6 +66,14 @@ where
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
         .with_context(|| format!("creating database {name}"))?;
+    if let Ok(settings) = std::env::var("FLOWLET_BENCH_DATABASE_SET") {
+        for setting in settings.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            admin
+                .batch_execute(&format!("ALTER DATABASE \"{name}\" SET {setting}"))
+                .await
+                .with_context(|| format!("FLOWLET_BENCH_DATABASE_SET: {setting}"))?;
+        }
+    }
     drop(admin);
     let url = with_database(server_url, &name)?;
     println!("{label}: database {name} on {}", redact(server_url));
