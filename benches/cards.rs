@@ -47,7 +47,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use diesel_async::SimpleAsyncConnection;
@@ -59,7 +59,7 @@ mod support;
 use support::{SplitMix64, env_or, round, status_mb, to_f64};
 #[path = "support/app.rs"]
 mod app;
-use app::{Common, Latency, Merge, Observed, Observer, RunningApp, Scratch, Timed};
+use app::{Common, Latency, Merge, Observed, RunningApp, Scratch, Timed};
 
 /// Each card's wallet: far more than approvals take in any sensible run (at 5,000
 /// authorizations/s over 1,000 cards, about 4 approvals of 30.50 on average per card per
@@ -226,25 +226,11 @@ async fn bench(config: &Config, scratch: Scratch) -> anyhow::Result<()> {
             target.partners.len(),
             started.elapsed().as_secs_f64()
         );
-        if common.analyze {
-            app::analyze(url).await?;
-        }
-        let mut warm = Stats::default();
-        if !common.warmup.is_zero() {
-            warm = drive(&target, common, common.warmup, 1, &scratch).await?;
-            if common.analyze {
-                app::analyze(url).await?;
-            }
-        }
-        let observer = Observer::start(&app, &scratch).await?;
-        let stats = drive(&target, common, common.run_for, 2, &scratch).await?;
-        let observed = observer.finish(&app).await?;
-        anyhow::Ok((stats, warm, observed))
+        app::measure(&app, &scratch, common, &target, client).await
     }
     .await;
-    let (settings, stopped) = app.stop().await;
-    let (mut stats, warm, observed) = outcome?;
-    let idle_rss_mb = stopped?;
+    let (settings, run, idle_rss_mb) = app.stop_after(outcome).await?;
+    let (warm, mut stats, observed) = (run.warm, run.measured, run.observed);
     stats
         .authorizations
         .add_warmup_failures(&warm.authorizations);
@@ -385,23 +371,6 @@ impl Merge for Stats {
         }
         self.captured += other.captured;
     }
-}
-
-async fn drive(
-    target: &Arc<Target>,
-    common: &Common,
-    run_for: Duration,
-    phase: u64,
-    scratch: &Scratch,
-) -> anyhow::Result<Stats> {
-    app::drive(
-        common.clients,
-        run_for,
-        phase,
-        &scratch.loadgen,
-        |seed, deadline| client(target.clone(), seed, deadline),
-    )
-    .await
 }
 
 /// `minor` units as a USD amount.

@@ -31,7 +31,7 @@
 //! payment row. Results go to stdout and to `target/bench/payments.json`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::bail;
 use futures_util::StreamExt;
@@ -42,7 +42,7 @@ mod support;
 use support::{SplitMix64, env_or, round, status_mb, to_f64};
 #[path = "support/app.rs"]
 mod app;
-use app::{Common, Latency, Merge, Observed, Observer, RunningApp, Scratch, Timed};
+use app::{Common, Latency, Merge, Observed, RunningApp, Scratch, Timed};
 
 /// Far above anything the benchmark moves.
 const TIER_LIMIT: &str = "100000000.00";
@@ -131,26 +131,13 @@ async fn bench(config: &Config, scratch: Scratch) -> anyhow::Result<()> {
             target.wallets.len(),
             started.elapsed().as_secs_f64()
         );
-        if common.analyze {
-            app::analyze(url).await?;
-        }
-        let mut warm = Stats::default();
-        if !common.warmup.is_zero() {
-            warm = drive(&target, common, common.warmup, 1, &scratch).await?;
-            if common.analyze {
-                app::analyze(url).await?;
-            }
-        }
-        let observer = Observer::start(&app, &scratch).await?;
-        let mut stats = drive(&target, common, common.run_for, 2, &scratch).await?;
-        let observed = observer.finish(&app).await?;
-        stats.timed.add_warmup_failures(&warm.timed);
-        anyhow::Ok((stats, observed, warm.ok))
+        app::measure(&app, &scratch, common, &target, client).await
     }
     .await;
-    let (settings, stopped) = app.stop().await;
-    let (mut stats, observed, warm_ok) = outcome?;
-    let idle_rss_mb = stopped?;
+    let (settings, run, idle_rss_mb) = app.stop_after(outcome).await?;
+    let (warm, mut stats, observed) = (run.warm, run.measured, run.observed);
+    stats.timed.add_warmup_failures(&warm.timed);
+    let warm_ok = warm.ok;
 
     let verified = app::verify_books(&settings, url).await?;
     let rows = app::count(
@@ -272,23 +259,6 @@ impl Merge for Stats {
         self.ok += other.ok;
         self.timed.merge(other.timed);
     }
-}
-
-async fn drive(
-    target: &Arc<Target>,
-    common: &Common,
-    run_for: Duration,
-    phase: u64,
-    scratch: &Scratch,
-) -> anyhow::Result<Stats> {
-    app::drive(
-        common.clients,
-        run_for,
-        phase,
-        &scratch.loadgen,
-        |seed, deadline| client(target.clone(), seed, deadline),
-    )
-    .await
 }
 
 async fn client(target: Arc<Target>, seed: u64, deadline: Instant) -> Stats {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
@@ -276,20 +276,24 @@ impl RunningApp {
         }
     }
 
-    /// Stops the app once it has been idle for 2 s; returns its settings and the resident set
-    /// it kept by then, in MB. glibc keeps freed memory mapped by default; the chart's
-    /// MALLOC_ARENA_MAX / MALLOC_TRIM_THRESHOLD_ make it return it (run the bench with and
-    /// without them to compare).
-    pub async fn stop(self) -> (Settings, anyhow::Result<f64>) {
+    /// Stops the app once it has been idle for 2 s, whatever `outcome` (what ran on it) was;
+    /// returns its settings, the outcome, and the resident set the app kept by then, in MB.
+    /// glibc keeps freed memory mapped by default; the chart's MALLOC_ARENA_MAX /
+    /// MALLOC_TRIM_THRESHOLD_ make it return it (run the bench with and without them to
+    /// compare).
+    pub async fn stop_after<R>(
+        self,
+        outcome: anyhow::Result<R>,
+    ) -> anyhow::Result<(Settings, R, f64)> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_rss_mb = status_mb("VmRSS:");
         self.handle.stop(true).await;
-        let stopped = match self.serving.await {
-            Ok(Ok(())) => Ok(idle_rss_mb),
-            Ok(Err(e)) => Err(e.context("the app stopped with an error")),
-            Err(e) => Err(anyhow!(e).context("the app's task died")),
-        };
-        (self.settings, stopped)
+        let stopped = self.serving.await;
+        let outcome = outcome?;
+        stopped
+            .context("the app's task died")?
+            .context("the app stopped with an error")?;
+        Ok((self.settings, outcome, idle_rss_mb))
     }
 }
 
@@ -422,7 +426,7 @@ impl Api<'_> {
 }
 
 /// Statistics as autovacuum keeps them on a live database.
-pub async fn analyze(url: &str) -> anyhow::Result<()> {
+async fn analyze(url: &str) -> anyhow::Result<()> {
     let mut conn = connect(url).await?;
     conn.batch_execute("ANALYZE").await.context("ANALYZE")
 }
@@ -549,15 +553,57 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+/// What the clients saw in the warm-up and in the measured window, and how the window looked.
+pub struct Run<S> {
+    pub warm: S,
+    pub measured: S,
+    pub observed: Observed,
+}
+
+/// ANALYZE after the set-up (when configured), the warm-up, ANALYZE again, then the measured
+/// window, watched by an [`Observer`]: `client(target, seed, deadline)` is one client's loop.
+pub async fn measure<T, S, F, Fut>(
+    app: &RunningApp,
+    scratch: &Scratch,
+    common: &Common,
+    target: &Arc<T>,
+    client: F,
+) -> anyhow::Result<Run<S>>
+where
+    S: Merge + Default + Send + 'static,
+    F: Fn(Arc<T>, u64, Instant) -> Fut,
+    Fut: Future<Output = S> + Send + 'static,
+{
+    let client = |seed, deadline| client(target.clone(), seed, deadline);
+    if common.analyze {
+        analyze(&scratch.url).await?;
+    }
+    let mut warm = S::default();
+    if !common.warmup.is_zero() {
+        warm = drive(common.clients, common.warmup, 1, &scratch.loadgen, &client).await?;
+        if common.analyze {
+            analyze(&scratch.url).await?;
+        }
+    }
+    let observer = Observer::start(app, scratch).await?;
+    let measured = drive(common.clients, common.run_for, 2, &scratch.loadgen, &client).await?;
+    let observed = observer.finish(app).await?;
+    Ok(Run {
+        warm,
+        measured,
+        observed,
+    })
+}
+
 /// Runs `clients` concurrent clients on the load generator's runtime until `run_for` has
 /// passed; each gets its own seed (from `phase` and its number) and the deadline. The
 /// elapsed time the caller measures includes the requests still in flight at the deadline.
-pub async fn drive<S, F, Fut>(
+async fn drive<S, F, Fut>(
     clients: usize,
     run_for: Duration,
     phase: u64,
     loadgen: &tokio::runtime::Handle,
-    client: F,
+    client: &F,
 ) -> anyhow::Result<S>
 where
     S: Merge + Default + Send + 'static,
@@ -582,7 +628,7 @@ where
 // The measured window: the app's metrics, CPU by component, PostgreSQL's backends.
 
 /// Watches the measured window from its start.
-pub struct Observer {
+struct Observer {
     metrics_before: MetricsSnapshot,
     tables_before: TableCounters,
     cpu_before: CpuSample,
@@ -603,7 +649,7 @@ pub struct Observed {
 }
 
 impl Observer {
-    pub async fn start(app: &RunningApp, scratch: &Scratch) -> anyhow::Result<Observer> {
+    async fn start(app: &RunningApp, scratch: &Scratch) -> anyhow::Result<Observer> {
         let metrics_before = scrape(&app.client, &app.address).await?;
         let tables_before = TableCounters::read(&scratch.url).await?;
         let cpu_before = CpuSample::take(&scratch.db_name);
@@ -621,7 +667,7 @@ impl Observer {
         })
     }
 
-    pub async fn finish(self, app: &RunningApp) -> anyhow::Result<Observed> {
+    async fn finish(self, app: &RunningApp) -> anyhow::Result<Observed> {
         let elapsed = self.started.elapsed();
         let cpu = CpuSample::take(&self.db_name).since(&self.cpu_before, elapsed);
         self.sampling.store(false, Ordering::Relaxed);
