@@ -893,6 +893,7 @@ pub fn ratio(a: f64, b: f64) -> f64 {
 pub struct TableCounters(BTreeMap<String, i64>);
 
 const TRANSACTIONS: &str = "transactions";
+const ROLLBACKS: &str = "rollbacks";
 const SCANS: &str = "scans ";
 const WRITES: &str = "rows written ";
 
@@ -902,6 +903,9 @@ impl TableCounters {
         let rows: Vec<ActivityRow> = diesel::sql_query(format!(
             "SELECT '{TRANSACTIONS}' AS what, (xact_commit + xact_rollback)::bigint AS n \
              FROM pg_stat_database WHERE datname = current_database() \
+             UNION ALL \
+             SELECT '{ROLLBACKS}', xact_rollback FROM pg_stat_database \
+             WHERE datname = current_database() \
              UNION ALL \
              SELECT '{SCANS}' || relname, (coalesce(idx_scan, 0) + seq_scan)::bigint \
              FROM pg_stat_user_tables \
@@ -929,7 +933,8 @@ impl TableCounters {
         )
     }
 
-    /// How much `what` (`transactions`, `scans <table>`, `rows written <table>`) moved.
+    /// How much `what` (`transactions`, `rollbacks`, `scans <table>`, `rows written <table>`)
+    /// moved.
     pub fn get(&self, what: &str) -> i64 {
         self.0.get(what).copied().unwrap_or(0)
     }
@@ -943,8 +948,10 @@ impl TableCounters {
         };
         println!(
             "  PostgreSQL per client request ({requests} requests; from its statistics, good to \
-             about a second's worth): {:.2} transactions (each statement outside one counts)",
-            per(self.get(TRANSACTIONS))
+             about a second's worth): {:.2} transactions (each statement outside one counts), \
+             {:.3} rolled back",
+            per(self.get(TRANSACTIONS)),
+            per(self.get(ROLLBACKS))
         );
         for (label, prefix) in [("table scans", SCANS), ("rows written", WRITES)] {
             let mut by_table: Vec<(&str, i64)> = self
