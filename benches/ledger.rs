@@ -22,7 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,11 +41,8 @@ use uuid::Uuid;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{connect, redact, with_database};
+use support::{SplitMix64, env_or, percentile_ms, round, status_mb, to_f64};
 
-/// Loopback without TLS (`sslmode=disable`), so figures compare across releases; to measure
-/// with TLS, set `FLOWLET_BENCH_DATABASE_URL` with `sslmode=require`.
-const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 const ACCOUNTS: usize = 100_000;
 const ACCOUNT_CHUNK: usize = 5_000;
 const NAIVE_POOL: usize = 16;
@@ -146,8 +142,7 @@ impl Config {
             bail!("submitters, engine pool and batch size must be positive");
         }
         Ok(Config {
-            server_url: std::env::var("FLOWLET_BENCH_DATABASE_URL")
-                .unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned()),
+            server_url: support::server_url(),
             run_for: Duration::from_secs_f64(env_or("FLOWLET_BENCH_SECS", 10.0)?),
             warmup: Duration::from_secs_f64(env_or("FLOWLET_BENCH_WARMUP_SECS", 2.0)?),
             submitters,
@@ -161,48 +156,13 @@ impl Config {
     }
 }
 
-fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("{name}: cannot parse `{value}`")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// Creates the database, runs the benchmark in it, and drops it whatever happened.
+/// Runs the benchmark in a scratch database.
 async fn run(config: Config) -> anyhow::Result<()> {
-    let mut admin = match connect(&config.server_url).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            eprintln!(
-                "ledger bench: no PostgreSQL reachable at {}: {e:#}\n\
-                 Start PostgreSQL there, or set FLOWLET_BENCH_DATABASE_URL to the URL of a \
-                 maintenance database (e.g. postgres://user@host:5432/postgres).",
-                redact(&config.server_url)
-            );
-            std::process::exit(2);
-        }
-    };
-    let name = format!("flowlet_bench_{}", Uuid::now_v7().simple());
-    admin
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .with_context(|| format!("creating database {name}"))?;
-    drop(admin);
-    let url = with_database(&config.server_url, &name)?;
-    println!(
-        "ledger bench: database {name} on {}",
-        redact(&config.server_url)
-    );
-
-    let result = tokio::select! {
-        result = bench(&config, &url) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
-
-    support::drop_database_after("ledger bench", &config.server_url, &name, result).await
+    let server_url = config.server_url.clone();
+    support::in_scratch_database("ledger bench", &server_url, |url, _name| async move {
+        bench(&config, &url).await
+    })
+    .await
 }
 
 /// What every submitter shares.
@@ -325,7 +285,7 @@ async fn bench(config: &Config, url: &str) -> anyhow::Result<()> {
     let verify_started = Instant::now();
     let violations = ledger.verify().await?.violations;
     engine_db.close();
-    let peak_rss_mb = peak_rss_mb();
+    let peak_rss_mb = status_mb("VmHWM:");
 
     print_table(&measured, peak_rss_mb);
     let mut failed = false;
@@ -859,77 +819,11 @@ fn write_json(measured: &[Measured], peak_rss_mb: f64) -> anyhow::Result<PathBuf
         "peak_rss_mb".to_owned(),
         serde_json::json!(round(peak_rss_mb, 1)),
     );
-    let dir = target_dir().join("bench");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("ledger.json");
-    let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))?;
-    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    support::write_json("ledger.json", &serde_json::Value::Object(doc))
 }
 
-/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the package), else
-/// `target/` beside Cargo.toml.
-fn target_dir() -> PathBuf {
-    let manifest = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    );
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => manifest.join(dir),
-        _ => manifest.join("target"),
-    }
-}
-
-/// The process's peak resident set (VmHWM), in MB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u32>().ok())
-        })
-        .map_or(0.0, |kb| f64::from(kb) / 1024.0)
-}
-
-/// Nearest-rank percentile of sorted microseconds, in milliseconds.
-fn percentile_ms(sorted_us: &[u64], pct: usize) -> f64 {
-    let rank = (sorted_us.len() * pct).div_ceil(100).max(1);
-    sorted_us
-        .get(rank - 1)
-        .map_or(0.0, |us| to_f64(*us) / 1000.0)
-}
-
-fn round(value: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (value * scale).round() / scale
-}
-
-/// `u64` to `f64` without `as` (exact below 2^53).
-fn to_f64(n: u64) -> f64 {
-    let high = u32::try_from(n >> 32).unwrap_or(u32::MAX);
-    let low = u32::try_from(n & 0xffff_ffff).unwrap_or(u32::MAX);
-    f64::from(high) * 4_294_967_296.0 + f64::from(low)
-}
-
-/// splitmix64: small, fast, and good enough to pick accounts.
-struct SplitMix64(u64);
-
+/// Transfer amounts of the scenarios.
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform enough in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        let n = u64::try_from(n).unwrap_or(u64::MAX).max(1);
-        usize::try_from(self.next() % n).unwrap_or(0)
-    }
-
     fn amount(&mut self) -> i64 {
         i64::try_from(1 + self.next() % MAX_AMOUNT).unwrap_or(1)
     }
