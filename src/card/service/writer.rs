@@ -218,14 +218,18 @@ async fn write_holds(
         events.push(event(a.partner, "card.authorization.declined", &row)?);
         rows.push(row);
     }
-    store::insert_authorizations(tx.conn(), &rows)
-        .await
-        .map_err(side_error)?;
     let counters: Vec<(Uuid, Counters)> = counters.into_iter().collect();
-    store::store_counters(tx.conn(), &counters, now)
-        .await
-        .map_err(side_error)?;
-    outbox.record_events(tx, events).await.map_err(side_error)?;
+    // The rows, the counters and the events go together: one round trip.
+    let shared: &Tx<'_> = tx;
+    let (inserted, stored, recorded) = futures_util::future::join3(
+        store::insert_authorizations(shared.shared(), &rows),
+        store::store_counters(shared.shared(), &counters, now),
+        outbox.record_events(shared, events),
+    )
+    .await;
+    inserted.map_err(side_error)?;
+    stored.map_err(side_error)?;
+    recorded.map_err(side_error)?;
     Ok(Vec::new())
 }
 

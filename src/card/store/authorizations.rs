@@ -78,7 +78,7 @@ pub struct OperationRow {
 /// Inserts authorizations in one statement; one whose network id another already has is
 /// left out (the caller answers with that one).
 pub async fn insert_authorizations(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     rows: &[AuthorizationRow],
 ) -> QueryResult<usize> {
     if rows.is_empty() {
@@ -111,7 +111,7 @@ pub async fn insert_authorizations(
     .bind::<Array<Timestamptz>, _>(col(rows, |r| r.created_at))
     .bind::<Array<Timestamptz>, _>(col(rows, |r| r.updated_at))
     .bind::<Array<Nullable<Timestamptz>>, _>(col(rows, |r| r.expires_at))
-    .execute(conn)
+    .execute(&mut { conn })
     .await
 }
 
@@ -336,7 +336,7 @@ pub async fn counters(
 
 /// Stores the counters of several cards in one statement.
 pub async fn store_counters(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     counters: &[(Uuid, Counters)],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
@@ -419,7 +419,7 @@ pub async fn category_counters(
 
 /// Stores the counters of cards at category groups in one statement.
 pub async fn store_category_counters(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     counters: &[(CategoryKey, Counters)],
     at: DateTime<Utc>,
 ) -> QueryResult<()> {
@@ -431,7 +431,7 @@ pub async fn store_category_counters(
 /// The one upsert of counters: a card's (`card_spend`), or, with `categories` (one per row),
 /// a card's at each category group (`card_category_spend`).
 async fn upsert_spend(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     counters: &[(Uuid, Counters)],
     categories: Option<Vec<String>>,
     at: DateTime<Utc>,
@@ -479,7 +479,7 @@ async fn upsert_spend(
         Some(names) => query.bind::<Array<Text>, _>(names),
         None => query,
     };
-    query.execute(conn).await?;
+    query.execute(&mut { conn }).await?;
     Ok(())
 }
 
