@@ -374,13 +374,12 @@ impl CardService {
             .await;
         let outcomes = match posted {
             Ok(outcomes) => outcomes,
-            Err(LedgerError::SideWrite(side)) => {
-                return Err(match side.0.downcast::<LimitRace>() {
-                    Ok(race) => Held::Race(*race),
-                    Err(other) => Held::Failed(CardError::Internal(anyhow::anyhow!("{other}"))),
+            Err(e) => {
+                return Err(match race_of(e) {
+                    Ok(race) => Held::Race(race),
+                    Err(e) => Held::Failed(e),
                 });
             }
-            Err(e) => return Err(Held::Failed(e.into())),
         };
         let code = outcomes.first().map_or(ResultCode::Ok, |o| o.code);
         if code == ResultCode::Ok {
@@ -538,6 +537,26 @@ pub(super) fn settlement_shard(card: uuid::Uuid) -> i16 {
     i16::from(card.as_bytes()[15] % SETTLEMENT_SHARDS)
 }
 
+/// Whether the posting failed because an attached write found the limits moved (`Ok`), or
+/// the error that failed it, unwrapped from the attached write where it came from one.
+pub(super) fn race_of(e: LedgerError) -> Result<LimitRace, CardError> {
+    let LedgerError::SideWrite(side) = e else {
+        return Err(e.into());
+    };
+    let side = match side.0.downcast::<LimitRace>() {
+        Ok(race) => return Ok(*race),
+        Err(other) => other,
+    };
+    let side = match side.downcast::<CardError>() {
+        Ok(card) => return Err(*card),
+        Err(other) => other,
+    };
+    match side.downcast::<crate::platform::db::DbError>() {
+        Ok(db) => Err(CardError::Db(*db)),
+        Err(other) => Err(CardError::Internal(anyhow::anyhow!("{other}"))),
+    }
+}
+
 /// Ledger account code of the card network settlement accounts.
 pub const SETTLEMENT_ACCOUNT_CODE: i32 = 910;
 
@@ -614,7 +633,11 @@ fn authorization_row(
 
 /// The money of a stored amount.
 pub(super) fn stored_money(minor: i64, currency: &str) -> Result<Money, CardError> {
-    let currency = crate::platform::money::Currency::parse(currency)
-        .map_err(|e| CardError::Internal(anyhow::anyhow!("stored currency: {e}")))?;
-    Ok(Money::from_minor(minor, currency))
+    Ok(Money::from_minor(minor, stored_currency(currency)?))
+}
+
+/// A stored currency code.
+pub(super) fn stored_currency(code: &str) -> Result<crate::platform::money::Currency, CardError> {
+    crate::platform::money::Currency::parse(code)
+        .map_err(|e| CardError::Internal(anyhow::anyhow!("stored currency: {e}")))
 }

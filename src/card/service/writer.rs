@@ -33,7 +33,7 @@ pub(super) fn card_lock_key(card: Uuid) -> LockKey {
     LockKey::new(CARD_SPEND, card)
 }
 
-fn side_error(e: impl Into<CardError>) -> SideWriteError {
+pub(super) fn side_error(e: impl Into<CardError>) -> SideWriteError {
     match e.into() {
         CardError::Db(db) => SideWriteError(Box::new(db)),
         other => SideWriteError(Box::new(other)),

@@ -122,11 +122,7 @@ impl CardService {
                 other => Err(resolved_elsewhere(other)),
             },
             Err(e) => match race_of(e) {
-                Ok(LimitRace::Card) => {
-                    self.record_declined_increment(partner, id, declined("limit_exceeded", "61"))
-                        .await
-                }
-                Ok(LimitRace::Tier) => {
+                Ok(LimitRace::Card | LimitRace::Tier) => {
                     self.record_declined_increment(partner, id, declined("limit_exceeded", "61"))
                         .await
                 }

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::authorize::{EXCESS_CODE, HOLD_CODE, LimitRace, REFUND_CODE, network_transfer_id};
-use super::writer::card_lock_key;
+use super::writer::{card_lock_key, side_error};
 use super::{CardId, CardService, now};
 use crate::card::error::CardError;
 use crate::card::model::spend::Counters;
@@ -30,8 +30,8 @@ use crate::card::store::{self, AuthorizationRow, OperationRow};
 use crate::kernel::PartnerId;
 use crate::kyc::{Compliance, CustomerId, Direction, Movement, OutgoingKind, limit_lock_key};
 use crate::ledger::{
-    AccountId, Attachment, LedgerError, NewTransfer, Outcome, ResultCode, Scope, SideWrite,
-    SideWriteError, TransferFlags, TransferId,
+    AccountId, Attachment, NewTransfer, Outcome, ResultCode, Scope, SideWrite, SideWriteError,
+    TransferFlags, TransferId,
 };
 use crate::notify::{NewEvent, Outbox};
 use crate::platform::db::Tx;
@@ -59,13 +59,6 @@ struct Effect {
     /// Whether `add` must still fit the card's limits (an increment) or is owed (a capture).
     check_limits: bool,
     event: Option<&'static str>,
-}
-
-fn side_error(e: impl Into<CardError>) -> SideWriteError {
-    match e.into() {
-        CardError::Db(db) => SideWriteError(Box::new(db)),
-        other => SideWriteError(Box::new(other)),
-    }
 }
 
 /// The attached write of an operation: applied when `applies` says the outcomes moved the
@@ -273,7 +266,7 @@ impl CardService {
             Some(a) => self.money_of(&row, a)?.minor(),
             None => row.held,
         };
-        let currency = super::authorize::stored_money(0, &row.currency)?.currency();
+        let currency = super::authorize::stored_currency(&row.currency)?;
         let hold = TransferId::from_uuid(
             row.hold_transfer_id
                 .ok_or_else(|| anyhow::anyhow!("a pending authorization without a hold"))?,
@@ -334,7 +327,7 @@ impl CardService {
         row: &AuthorizationRow,
         amount: &crate::platform::money::Amount,
     ) -> Result<Money, CardError> {
-        let currency = super::authorize::stored_money(0, &row.currency)?.currency();
+        let currency = super::authorize::stored_currency(&row.currency)?;
         Money::parse_positive(amount, currency)
             .map_err(|e| CardError::validation("amount", e.to_string()))
     }
@@ -390,7 +383,7 @@ impl CardService {
         match self.card_row(row.card_id).await? {
             Some(card) => Ok(Some(super::rows::stored_controls(
                 &card,
-                super::authorize::stored_money(0, &card.currency)?.currency(),
+                super::authorize::stored_currency(&card.currency)?,
                 self.inner.categories,
             )?)),
             None => Ok(None),
@@ -500,10 +493,7 @@ fn resolved_elsewhere(code: ResultCode) -> CardError {
 /// The limit race inside a card error from an attached write, if that is what it is.
 fn race_of(e: CardError) -> Result<LimitRace, CardError> {
     match e {
-        CardError::Ledger(LedgerError::SideWrite(side)) => match side.0.downcast::<LimitRace>() {
-            Ok(race) => Ok(*race),
-            Err(other) => Err(CardError::Internal(anyhow::anyhow!("{other}"))),
-        },
+        CardError::Ledger(e) => super::authorize::race_of(e),
         other => Err(other),
     }
 }

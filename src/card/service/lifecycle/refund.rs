@@ -42,13 +42,12 @@ impl CardService {
                 "is not the card's currency",
             ));
         }
+        // The authorization refunded, when named, is one of this card's.
         if let Some(auth) = request.authorization_id {
-            let original = self
-                .authorization_row(partner, auth.uuid())
+            self.authorization_row(partner, auth.uuid())
                 .await?
                 .filter(|a| a.card_id == Some(card.id))
                 .ok_or(CardError::NotFound("authorization"))?;
-            let _ = original;
         }
         let settlement = self.settlement_account(wallet.currency, card.id).await?;
         let at = now();
